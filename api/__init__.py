@@ -1,0 +1,95 @@
+"""Baton's HTTP API: ``create_app(test_config)`` in the flaskr style."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+
+from api.errors import register_error_handlers, request_id
+from api.extensions import BatonApi, jwt, limiter
+from baton.settings import get_settings
+
+# One blueprint per resource; each module exposes ``blp``.
+BLUEPRINT_MODULES = (
+    "api.health.routes",
+    "api.auth.routes",
+    "api.users.routes",
+    "api.organizations.routes",
+    "api.projects.routes",
+    "api.agents.routes",
+    "api.templates.routes",
+    "api.jobs.routes",
+    "api.tasks.routes",
+    "api.builds.routes",
+    "api.analyses.routes",
+    "api.orchestrations.routes",
+)
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    settings = get_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.jwt_secret_key,
+        JWT_SECRET_KEY=settings.jwt_secret_key,
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.access_token_minutes),
+        JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=settings.refresh_token_days),
+        JWT_TOKEN_LOCATION=["headers"],
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="Baton",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_KEY_PREFIX="baton-rl",
+        RATELIMIT_DEFAULT=settings.api_rate_limit,
+        RATELIMIT_HEADERS_ENABLED=True,
+        DATABASE_URL=settings.database_url,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+
+    if "baton.sessions" not in app.extensions:
+        from models.db import session_factory
+
+        app.extensions["baton.sessions"] = app.config.get("SESSION_FACTORY") or session_factory(
+            app.config["DATABASE_URL"]
+        )
+
+    jwt.init_app(app)
+    limiter.init_app(app)
+    api = BatonApi(app)
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    register_error_handlers(app)
+    _register_jwt_callbacks(app)
+
+    for module_name in BLUEPRINT_MODULES:
+        module = importlib.import_module(module_name)
+        api.register_blueprint(module.blp)
+
+    @app.after_request
+    def _request_id_header(response):  # type: ignore[no-untyped-def]
+        response.headers["X-Request-ID"] = request_id()
+        return response
+
+    logging.getLogger("baton").setLevel(logging.INFO)
+    return app
+
+
+def _register_jwt_callbacks(app: Flask) -> None:
+    from api.security import sessions
+    from orchestration import accounts
+
+    @jwt.token_in_blocklist_loader
+    def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        if payload.get("type") != "access":
+            return False
+        return accounts.is_access_token_revoked(sessions(), jti=payload["jti"])

@@ -1,0 +1,122 @@
+"""One error envelope for every 4xx/5xx: {"error": {code, message, details, request_id}}.
+
+No stack trace leaves: unexpected exceptions are logged with the request id and answered
+with a generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from models.base import utcnow
+from orchestration.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+CODE_BY_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "AUTHENTICATION_REQUIRED",
+    402: "BUDGET_EXCEEDED",
+    403: "FORBIDDEN",
+    404: "RESOURCE_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMIT_EXCEEDED",
+    500: "INTERNAL_SERVER_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def request_id() -> str:
+    if "request_id" not in g:
+        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+    return g.request_id
+
+
+def error_response(
+    status: int, message: str, details: Any = None, code: str | None = None
+) -> Response:
+    body = {
+        "error": {
+            "code": code or CODE_BY_STATUS.get(status, "ERROR"),
+            "message": message,
+            "details": details if details is not None else [],
+            "request_id": request_id(),
+            "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+        }
+    }
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _flatten_messages(messages: Any, prefix: str = "") -> list[dict[str, str]]:
+    """webargs/marshmallow {"json": {"field": ["msg"]}} -> [{"field", "message"}]."""
+    out: list[dict[str, str]] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if not prefix and key in {"json", "query", "path", "headers", "form", "files"}:
+                out.extend(_flatten_messages(value, ""))
+                continue
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out.extend(_flatten_messages(value, name))
+    elif isinstance(messages, list):
+        if all(isinstance(m, str) for m in messages):
+            out.extend({"field": prefix or "_body", "message": m} for m in messages)
+        else:
+            for item in messages:
+                out.extend(_flatten_messages(item, prefix))
+    else:
+        out.append({"field": prefix or "_body", "message": str(messages)})
+    return out
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    if "messages" in data:
+        message = (
+            "The request body is not valid JSON"
+            if status == 400
+            else ("The request contains invalid data")
+        )
+        return error_response(status, message, _flatten_messages(data["messages"]))
+    if status >= 500:
+        log.error("request %s failed with %s", request_id(), status)
+        return error_response(status, "An unexpected error occurred")
+    message = data.get("message") or error.description or error.name
+    response = error_response(status, message, data.get("details"))
+    if status == 429 and (retry_after := _retry_after(error)):
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
+def _retry_after(error: HTTPException) -> str | None:
+    """Flask-Limiter puts the window's reset on its RateLimitExceeded response."""
+    original = getattr(error, "response", None)
+    return original.headers.get("Retry-After") if original is not None else None
+
+
+def handle_domain_error(error: DomainError) -> Response:
+    return error_response(error.status, error.message, error.details, error.code)
+
+
+def handle_unexpected(error: Exception) -> Response:
+    if isinstance(error, HTTPException):
+        return handle_http_exception(error)
+    log.exception("request %s raised", request_id())
+    return error_response(500, "An unexpected error occurred")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,1 @@
+"""Baton: shared process-level pieces (settings, Celery app object, console script)."""

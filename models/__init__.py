@@ -1,0 +1,42 @@
+"""SQLAlchemy 2.0 models; Alembic migrations live in models/migrations."""
+
+from models.base import Base, utcnow
+from models.catalog import Agent, Project, Template
+from models.identity import Organization, RefreshToken, RevokedAccessToken, Role, User
+from models.jobs import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Job,
+    JobEvent,
+    JobKind,
+    JobPhase,
+    JobStatus,
+    JobStep,
+    Priority,
+    StepStatus,
+    UsageRecord,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "Agent",
+    "Base",
+    "Job",
+    "JobEvent",
+    "JobKind",
+    "JobPhase",
+    "JobStatus",
+    "JobStep",
+    "Organization",
+    "Priority",
+    "Project",
+    "RefreshToken",
+    "RevokedAccessToken",
+    "Role",
+    "StepStatus",
+    "Template",
+    "UsageRecord",
+    "User",
+    "utcnow",
+]

@@ -1,0 +1,36 @@
+"""Who is calling: what every orchestration function is scoped by."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from models.identity import Role
+
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    Role.ADMIN: (
+        "job:create", "job:read", "job:cancel", "project:write", "agent:write",
+        "template:write", "user:admin", "organization:write", "budget:write",
+    ),
+    Role.MANAGER: (
+        "job:create", "job:read", "job:cancel", "project:write", "agent:write",
+        "template:write", "budget:write",
+    ),
+    Role.MEMBER: ("job:create", "job:read", "job:cancel", "project:write", "agent:write",
+                  "template:write"),
+    Role.VIEWER: ("job:read",),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    role: str
+
+    @property
+    def permissions(self) -> tuple[str, ...]:
+        return PERMISSIONS.get(self.role, ())
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions

@@ -1,0 +1,11 @@
+"""The contract between orchestration/ (which sends) and workers/ (which runs)."""
+
+from enum import StrEnum
+
+
+class TaskName(StrEnum):
+    RUN_STEP = "baton.step.run"
+    JOIN_PHASE = "baton.phase.join"
+    FINISH_JOB = "baton.job.finish"
+    FAIL_JOB = "baton.job.fail"
+    REAP_STALE_JOBS = "baton.maintenance.reap_stale_jobs"

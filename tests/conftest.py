@@ -1,0 +1,196 @@
+"""Test harness: a fresh PostgreSQL database migrated once per run, a transaction per
+test, real Redis, and real Celery worker processes for the end-to-end tests.
+
+Every run gets its own database, queue prefix and rate-limit prefix, so concurrent runs on
+one machine never see each other's rows or messages.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+PG_ADMIN_URL = os.environ.get(
+    "BATON_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+TEST_DB = f"baton_test_{RUN_ID}"
+REDIS = os.environ.get("BATON_TEST_REDIS", "redis://127.0.0.1:6379")
+
+# Set before anything reads settings (the one module that reads the environment).
+os.environ.update(
+    DATABASE_URL=PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{TEST_DB}",
+    CELERY_BROKER_URL=f"{REDIS}/0",
+    CELERY_RESULT_BACKEND=f"{REDIS}/1",
+    REDIS_URL=f"{REDIS}/2",
+    BATON_QUEUE_PREFIX=f"t{RUN_ID}",
+    BATON_HOME=tempfile.mkdtemp(prefix="baton-test-"),
+    JWT_SECRET_KEY="test-secret-key-that-is-long-enough-for-hs256-0123456789",
+    BATON_STEP_TIME_LIMIT="60",
+)
+for _var in ("OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER"):
+    os.environ.pop(_var, None)
+
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.orm import sessionmaker  # noqa: E402
+
+from baton.settings import reset_settings_cache  # noqa: E402
+
+reset_settings_cache()
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    from models.migrate import upgrade
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEST_DB}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{TEST_DB}"'))
+    url = os.environ["DATABASE_URL"]
+    upgrade(url)
+    yield url
+    from models.db import get_engine
+
+    get_engine.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": TEST_DB},
+        )
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEST_DB}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> sa.Engine:
+    from models.db import get_engine
+
+    return get_engine(database_url)
+
+
+@pytest.fixture
+def sessions(engine: sa.Engine) -> Iterator[sessionmaker]:
+    """A session factory inside one outer transaction that is rolled back after the test.
+
+    Commands' commits become savepoint releases, so the test sees its own writes and
+    leaves nothing behind.
+    """
+    connection = engine.connect()
+    outer = connection.begin()
+    factory = sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    yield factory
+    outer.rollback()
+    connection.close()
+
+
+@pytest.fixture
+def db(sessions: sessionmaker):
+    with sessions() as session:
+        yield session
+
+
+def _make_app(factory: sessionmaker):
+    from api import create_app
+
+    return create_app(
+        {
+            "TESTING": True,
+            "SESSION_FACTORY": factory,
+            "RATELIMIT_KEY_PREFIX": f"baton-rl-{uuid.uuid4().hex}",
+        }
+    )
+
+
+@pytest.fixture
+def app(sessions: sessionmaker):
+    return _make_app(sessions)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def live_client(database_url: str):
+    """An API client whose commits are real, for tests that need worker processes."""
+    from models.db import session_factory
+
+    return _make_app(session_factory(database_url)).test_client()
+
+
+class WorkerPool:
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def start(self, count: int = 1, concurrency: int = 2) -> None:
+        from orchestration.canvas import all_queues
+
+        log_dir = Path(os.environ["BATON_HOME"]) / "worker-logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(count):
+            index = len(self.processes)
+            log_path = log_dir / f"worker-{index}.log"
+            self.logs.append(log_path)
+            proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "workers", "worker",
+                    "-Q", ",".join(all_queues()), "-c", str(concurrency), "-P", "prefork",
+                    "-n", f"w{index}-{RUN_ID}@%h", "--without-gossip", "--without-mingle",
+                    "-l", "info", "-f", str(log_path),
+                ],
+                cwd=ROOT,
+                env=os.environ.copy(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            self.processes.append(proc)
+        deadline = time.monotonic() + 60
+        for proc, log_path in zip(self.processes, self.logs, strict=True):
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited: {log_path.read_text()[-3000:]}")
+                if log_path.exists() and " ready." in log_path.read_text():
+                    break
+                time.sleep(0.2)
+            else:
+                raise RuntimeError(f"worker not ready: {log_path.read_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text() for p in self.logs if p.exists())
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.processes.clear()
+
+
+@pytest.fixture(scope="session")
+def workers(database_url: str) -> Iterator[WorkerPool]:
+    """Two real Celery worker processes (prefork, two children each) on real Redis."""
+    pool = WorkerPool()
+    pool.start(count=2, concurrency=2)
+    yield pool
+    pool.stop()

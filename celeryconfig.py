@@ -5,6 +5,7 @@ Loaded by ``app.config_from_object("celeryconfig")``; every value here follows t
 """
 
 from baton.settings import get_settings
+from orchestration.task_names import TaskName
 
 _s = get_settings()
 
@@ -34,6 +35,10 @@ worker_hijack_root_logger = False
 worker_send_task_events = True
 task_send_sent_event = True
 
+beat_schedule = {
+    "reap-stale-jobs": {"task": str(TaskName.REAP_STALE_JOBS), "schedule": 60.0},
+}
+
 if _s.broker_is_filesystem:
     # The folders are created by baton.celery_app when the app is configured.
     _broker_dir = _s.home / "broker"
@@ -43,6 +48,8 @@ if _s.broker_is_filesystem:
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # The filesystem transport polls its folder; the default 1 s would dominate a step.
+        "polling_interval": 0.1,
     }
 else:
     broker_transport_options = {"visibility_timeout": _s.visibility_timeout}

@@ -48,6 +48,7 @@ class Settings:
     step_soft_time_limit: int
     step_time_limit: int
     visibility_timeout: int
+    stale_queued_seconds: int
     price_table: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     default_price: dict[str, Decimal] | None = None
     flower_basic_auth: str = ""
@@ -105,6 +106,7 @@ def get_settings() -> Settings:
         step_time_limit=step_time_limit,
         # Clock order (DESIGN.md): hard time limit < visibility timeout < sweeper age.
         visibility_timeout=int(env.get("BATON_VISIBILITY_TIMEOUT", str(step_time_limit * 2))),
+        stale_queued_seconds=int(env.get("BATON_STALE_QUEUED_SECONDS", "1800")),
         price_table=_prices(env.get("BATON_PRICE_TABLE", "")),
         default_price=(
             {k: Decimal(str(v)) for k, v in json.loads(default_price).items()}

@@ -131,6 +131,8 @@ class JobStep(IdMixin, Base):
     status: Mapped[str] = mapped_column(sa.String(20), default=StepStatus.PENDING.value)
     celery_task_id: Mapped[str | None] = mapped_column(sa.String(64))
     attempts: Mapped[int] = mapped_column(default=0)
+    # Set when a worker claims the step; a redelivered message may take over after it.
+    lease_expires_at: Mapped[datetime | None]
     output: Mapped[str | None] = mapped_column(sa.Text)
     provider: Mapped[str | None] = mapped_column(sa.String(60))
     model: Mapped[str | None] = mapped_column(sa.String(120))

@@ -29,9 +29,10 @@ def page_request(args: dict[str, Any]) -> PageRequest:
     return PageRequest(limit=limit, offset=offset, sort=args.get("sort"))
 
 
-def list_envelope(page: Any, schema: Schema) -> dict[str, Any]:
+def list_envelope(page: Any) -> dict[str, Any]:
+    """Rows as they are: the view's response schema dumps them (once)."""
     return {
-        "items": schema.dump(page.items, many=True),
+        "items": page.items,
         "total": page.total,
         "limit": page.limit,
         "offset": page.offset,

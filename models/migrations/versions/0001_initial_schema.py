@@ -329,6 +329,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("celery_task_id", sa.String(length=64), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("output", sa.Text(), nullable=True),
         sa.Column("provider", sa.String(length=60), nullable=True),
         sa.Column("model", sa.String(length=120), nullable=True),

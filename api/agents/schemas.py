@@ -1,0 +1,102 @@
+"""Agents: seed 000 nests settings under ``config``; seed 001 sends them at top level.
+
+Both are accepted: the top-level keys are folded into ``config`` on load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from webargs.fields import DelimitedList
+
+from api.common.schemas import ListArgsSchema
+from orchestration.agents import STATUSES
+
+
+def _unique(values: list[str]) -> None:
+    if len(set(values)) != len(values):
+        raise ValidationError("must not repeat a provider")
+
+
+class ModelConfigSchema(Schema):
+    model = fields.String(validate=validate.Length(min=1, max=120))
+    temperature = fields.Float(validate=validate.Range(min=0, max=2))
+    max_tokens = fields.Integer(strict=True, validate=validate.Range(min=1, max=200_000))
+    top_p = fields.Float(validate=validate.Range(min=0, max=1))
+
+
+class _ConfigFields(Schema):
+    providers = fields.List(
+        fields.String(validate=validate.Length(min=1, max=60)),
+        validate=[validate.Length(min=1, max=10), _unique],
+    )
+    model_preferences = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=60)),
+        values=fields.String(validate=validate.Length(min=1, max=120)),
+    )
+    max_retries = fields.Integer(strict=True, validate=validate.Range(min=0, max=10))
+    timeout_seconds = fields.Integer(strict=True, validate=validate.Range(min=1, max=600))
+    model_config = fields.Nested(ModelConfigSchema)
+    system_prompt = fields.String(allow_none=True, validate=validate.Length(max=50_000))
+    rules_file_path = fields.String(allow_none=True, validate=validate.Length(max=500))
+
+
+CONFIG_KEYS = tuple(_ConfigFields._declared_fields)
+
+
+class AgentConfigSchema(_ConfigFields):
+    pass
+
+
+class AgentUpdateSchema(_ConfigFields):
+    name = fields.String(validate=validate.Length(min=1, max=200))
+    type = fields.String(validate=validate.Length(min=1, max=60))
+    project_id = fields.UUID(allow_none=True)
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    config = fields.Nested(AgentConfigSchema)
+
+    @validates_schema
+    def _not_twice(self, data: dict[str, Any], **_: Any) -> None:
+        nested = data.get("config") or {}
+        for key in CONFIG_KEYS:
+            if key in data and key in nested:
+                raise ValidationError("given both at top level and in config", key)
+
+    @post_load
+    def _fold_config(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        top_level = {key: data.pop(key) for key in CONFIG_KEYS if key in data}
+        if top_level:
+            data["config"] = {**(data.get("config") or {}), **top_level}
+        return data
+
+
+class AgentCreateSchema(AgentUpdateSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    type = fields.String(load_default="general", validate=validate.Length(min=1, max=60))
+
+
+class AgentSchema(Schema):
+    id = fields.UUID()
+    organization_id = fields.UUID()
+    project_id = fields.UUID(allow_none=True)
+    name = fields.String()
+    type = fields.String()
+    status = fields.String()
+    is_active = fields.Function(lambda agent: agent.status == "active")
+    config = fields.Dict()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class AgentListArgsSchema(ListArgsSchema):
+    status = DelimitedList(fields.String(validate=validate.OneOf(STATUSES)))
+    project_id = fields.UUID()
+    type = fields.String(validate=validate.Length(min=1, max=60))
+
+
+class AgentListSchema(Schema):
+    items = fields.List(fields.Nested(AgentSchema))
+    total = fields.Integer()
+    limit = fields.Integer()
+    offset = fields.Integer()

@@ -1,0 +1,84 @@
+"""Builds (seed 004): plan -> generate (one step per component, in parallel) -> test -> review."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from api.builds.schemas import BuildCreateSchema, BuildSchema, present_build
+from api.common.schemas import list_envelope
+from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
+from api.jobs.views import idempotency_key, list_for, submit
+from api.security import current_principal, requires, sessions
+from models import JobKind
+from orchestration import jobs
+
+blp = Blueprint("builds", __name__, url_prefix="/api/v1/builds", description="Build jobs")
+
+
+class BuildAcceptedSchema(AcceptedSchema):
+    task_id = fields.UUID()
+
+
+class CancelledSchema(Schema):
+    message = fields.String()
+    id = fields.UUID()
+    status = fields.String()
+
+
+@blp.route("")
+class Builds(MethodView):
+    @requires("job:create")
+    @blp.arguments(BuildCreateSchema)
+    @blp.response(202, BuildAcceptedSchema)
+    def post(self, data):
+        """Create a build; answers 202 with ``task_id`` and a Location to poll."""
+        submission = jobs.JobSubmission(
+            kind=JobKind.BUILD,
+            title=f"{data['project_name']}: {data['goal'][:160]}",
+            input={
+                "project_name": data["project_name"],
+                "goal": data["goal"],
+                "parameters": data["parameters"],
+            },
+            settings=data["settings"],
+            priority=data["priority"],
+            project_id=data.get("project_id"),
+            agent_id=data.get("agent_id"),
+            idempotency_key=idempotency_key(),
+        )
+        return submit(
+            submission, "builds.BuildById", "Build task created successfully", id_alias="task_id"
+        )
+
+    @requires("job:read")
+    @blp.arguments(JobListArgsSchema, location="query")
+    @blp.response(200, JobListSchema)
+    def get(self, args):
+        """Build history, newest first."""
+        return list_envelope(list_for(JobKind.BUILD, args))
+
+
+@blp.route("/<uuid:job_id>")
+class BuildById(MethodView):
+    @requires("job:read")
+    @blp.response(200, BuildSchema)
+    def get(self, job_id: uuid.UUID):
+        """Build status, progress, phases, results and error."""
+        return present_build(
+            jobs.get_job(
+                sessions(), principal=current_principal(), job_id=job_id, kind=JobKind.BUILD
+            )
+        )
+
+    @requires("job:cancel")
+    @blp.response(200, CancelledSchema)
+    def delete(self, job_id: uuid.UUID):
+        """Cancel a build; completed, failed or cancelled builds answer 409."""
+        job = jobs.cancel_job(
+            sessions(), principal=current_principal(), job_id=job_id, kind=JobKind.BUILD
+        )
+        return {"message": "Build task cancelled successfully", "id": job.id, "status": job.status}

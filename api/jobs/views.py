@@ -1,0 +1,45 @@
+"""Helpers every job-kind blueprint shares: submission (202 + Location) and list args."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request, url_for
+
+from api.common.schemas import page_request
+from api.jobs.schemas import present_accepted
+from api.security import current_principal, sessions
+from models import JobKind
+from orchestration import jobs
+from orchestration.errors import field_error
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (1 <= len(key) <= 255):
+        raise field_error("Idempotency-Key", "must be 1-255 characters")
+    return key
+
+
+def submit(
+    submission: jobs.JobSubmission, endpoint: str, message: str, id_alias: str | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    detail = jobs.submit_job(sessions(), principal=current_principal(), submission=submission)
+    location = url_for(endpoint, job_id=detail.job.id)
+    body = present_accepted(detail, location, message)
+    if id_alias:
+        body[id_alias] = detail.job.id
+    return body, 202, {"Location": location}
+
+
+def list_for(kind: JobKind | None, args: dict[str, Any]) -> Any:
+    filters = jobs.JobFilters(
+        kind=kind or (JobKind(args["kind"]) if args.get("kind") else None),
+        status=args.get("status"),
+        priority=args.get("priority"),
+        project_id=args.get("project_id"),
+        agent_id=args.get("agent_id"),
+    )
+    return jobs.list_jobs(
+        sessions(), principal=current_principal(), filters=filters, page=page_request(args)
+    )

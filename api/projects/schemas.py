@@ -1,0 +1,84 @@
+"""Projects (seed 003 fields; seed 001 PATCH accepted as an alias of PUT)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, pre_dump, validate
+from webargs.fields import DelimitedList
+
+from api.common.schemas import ListArgsSchema
+from orchestration.projects import PRIORITIES, STATUSES, ProjectView
+
+
+class UserRefSchema(Schema):
+    id = fields.UUID()
+    username = fields.String(allow_none=True)
+    full_name = fields.String(allow_none=True)
+
+
+class RunRefSchema(Schema):
+    id = fields.UUID()
+    status = fields.String()
+    progress = fields.Integer()
+    created_at = fields.DateTime()
+
+
+class ProjectSchema(Schema):
+    id = fields.UUID()
+    organization_id = fields.UUID()
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    topic = fields.String(allow_none=True)
+    status = fields.String()
+    priority = fields.String()
+    metadata = fields.Dict()
+    created_by = fields.Nested(UserRefSchema, allow_none=True)
+    orchestration_runs = fields.List(fields.Nested(RunRefSchema))
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+    @pre_dump
+    def _from_view(self, view: ProjectView, **_: Any) -> dict[str, Any]:
+        p = view.project
+        return {
+            "id": p.id,
+            "organization_id": p.organization_id,
+            "name": p.name,
+            "description": p.description,
+            "topic": p.topic,
+            "status": p.status,
+            "priority": p.priority,
+            "metadata": p.metadata_ or {},
+            "created_by": view.created_by,
+            "orchestration_runs": view.runs,
+            "created_at": p.created_at,
+            "updated_at": p.updated_at,
+        }
+
+
+class ProjectUpdateSchema(Schema):
+    name = fields.String(validate=validate.Length(min=1, max=200))
+    description = fields.String(allow_none=True, validate=validate.Length(max=20_000))
+    topic = fields.String(allow_none=True, validate=validate.Length(max=20_000))
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    priority = fields.String(validate=validate.OneOf(PRIORITIES))
+    metadata = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)))
+
+
+class ProjectCreateSchema(ProjectUpdateSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class ProjectListArgsSchema(ListArgsSchema):
+    # ``?status=active,completed`` (seed 003 multiple values).
+    status = DelimitedList(fields.String(validate=validate.OneOf(STATUSES)))
+    priority = DelimitedList(fields.String(validate=validate.OneOf(PRIORITIES)))
+    search = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class ProjectListSchema(Schema):
+    items = fields.List(fields.Nested(ProjectSchema))
+    total = fields.Integer()
+    limit = fields.Integer()
+    offset = fields.Integer()

@@ -1,0 +1,272 @@
+"""Benchmark (not a test): the job engine against the stack's own limits, in one run.
+
+1. Job submissions per second through Baton's API under gunicorn, beside a bare Flask
+   route (same gunicorn settings) that inserts one row and sends one Celery task.
+2. Per-phase overhead of a 5-phase orchestration on the ``sim`` provider at zero latency,
+   beside a raw Celery chain of 5 no-op tasks, both on one worker process.
+
+Needs PostgreSQL and Redis (the machine's, or DATABASE_URL / CELERY_BROKER_URL set).
+Prints the figures and their ratios. Usage: ``python bench/bench_engine.py [--requests N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = uuid.uuid4().hex[:8]
+PG = os.environ.get("BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+DB = f"baton_bench_{RUN}"
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+ENV = {
+    **os.environ,
+    "DATABASE_URL": f"{PG}/{DB}",
+    "CELERY_BROKER_URL": f"{REDIS}/0",
+    "CELERY_RESULT_BACKEND": f"{REDIS}/1",
+    "REDIS_URL": f"{REDIS}/2",
+    "BATON_QUEUE_PREFIX": f"bench{RUN}",
+    "BENCH_BASELINE_QUEUE": f"bench{RUN}.baseline",
+    "BATON_HOME": tempfile.mkdtemp(prefix="baton-bench-"),
+    "BATON_API_RATE_LIMIT": "1000000 per minute",
+    "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}",
+}
+os.environ.update(ENV)
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+
+def sh(cmd: list[str], **kw) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw
+    )
+
+
+def gunicorn(app: str, port: int) -> subprocess.Popen:
+    proc = sh(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "2",
+            "--threads",
+            "4",
+            app,
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{app} did not start")
+
+
+def hammer(url: str, body: dict, headers: dict, total: int, concurrency: int = 8) -> float:
+    """Requests per second for ``total`` POSTs from ``concurrency`` client threads."""
+    counter = iter(range(total))
+    lock = threading.Lock()
+    failures: list[int] = []
+
+    def work() -> None:
+        with httpx.Client(timeout=30) as client:
+            while True:
+                with lock:
+                    if next(counter, None) is None:
+                        return
+                response = client.post(url, json=body, headers=headers)
+                if response.status_code != 202:
+                    failures.append(response.status_code)
+
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"{len(failures)} failed requests to {url}: {failures[:5]}")
+    return total / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=30)
+    args = parser.parse_args()
+
+    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    procs: list[subprocess.Popen] = []
+    try:
+        from models.migrate import upgrade
+
+        upgrade(ENV["DATABASE_URL"])
+        engine = sa.create_engine(ENV["DATABASE_URL"])
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE bench_rows (id uuid primary key, payload text)"))
+
+        # -- 1. submissions per second (no workers running: the queues just fill) --------
+        procs.append(gunicorn("api:create_app()", 18101))
+        procs.append(gunicorn("baseline:baseline_app()", 18102))
+        reg = httpx.post(
+            "http://127.0.0.1:18101/api/v1/auth/register",
+            json={
+                "email": f"bench-{RUN}@example.com",
+                "password": "bench-password",
+                "organization_name": "Bench",
+            },
+        )
+        reg.raise_for_status()
+        headers = {"Authorization": f"Bearer {reg.json()['access_token']}"}
+        body = {
+            "topic": "benchmark",
+            "custom_phases": ["a", "b", "c", "d", "e"],
+            "settings": {"ai_model": "sim/echo"},
+        }
+        hammer("http://127.0.0.1:18102/submit", {}, {}, 50)  # warm-up
+        hammer("http://127.0.0.1:18101/api/v1/orchestrate", body, headers, 50)
+        baseline_rps = hammer("http://127.0.0.1:18102/submit", {}, {}, args.requests)
+        baton_rps = hammer(
+            "http://127.0.0.1:18101/api/v1/orchestrate", body, headers, args.requests
+        )
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+        procs.clear()
+        from baton.celery_app import app as baton_celery
+        from orchestration.canvas import all_queues
+
+        with baton_celery.connection_for_write() as conn:
+            for queue in [*all_queues(), ENV["BENCH_BASELINE_QUEUE"]]:
+                conn.default_channel.queue_purge(queue)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE jobs SET status = 'cancelled' WHERE status = 'queued'"))
+
+        # -- 2. per-phase overhead: one worker process each, run one after the other -------
+        from baseline import celery_app as baseline_celery
+        from baseline import noop
+        from celery import chain
+
+        worker = sh(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "baseline",
+                "worker",
+                "-Q",
+                ENV["BENCH_BASELINE_QUEUE"],
+                "-c",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "warning",
+            ]
+        )
+        procs.append(worker)
+        time.sleep(3)
+        raw = []
+        for _ in range(args.chains + 3):
+            start = time.perf_counter()
+            chain(
+                *[noop.si().set(queue=ENV["BENCH_BASELINE_QUEUE"]) for _ in range(5)]
+            ).apply_async().get(timeout=30)
+            raw.append(time.perf_counter() - start)
+        raw = raw[3:]
+        worker.terminate()
+        worker.wait()
+        procs.clear()
+
+        procs.append(
+            sh(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers",
+                    "worker",
+                    "-Q",
+                    ",".join(all_queues()),
+                    "-c",
+                    "2",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "warning",
+                ]
+            )
+        )
+        procs.append(gunicorn("api:create_app()", 18101))
+        time.sleep(3)
+        runs = []
+        with httpx.Client(base_url="http://127.0.0.1:18101", timeout=30) as client:
+            for _ in range(args.chains + 3):
+                start = time.perf_counter()
+                accepted = client.post("/api/v1/orchestrate", json=body, headers=headers).json()
+                job_id = accepted["id"]
+                while True:
+                    with engine.connect() as conn:
+                        status = conn.execute(
+                            sa.text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}
+                        ).scalar()
+                    if status in ("completed", "failed", "cancelled"):
+                        break
+                    time.sleep(0.002)
+                if status != "completed":
+                    raise SystemExit(f"orchestration {job_id} ended {status}")
+                runs.append(time.perf_counter() - start)
+        runs = runs[3:]
+        _ = baseline_celery
+
+        raw_phase = statistics.median(raw) / 5 * 1000
+        baton_phase = statistics.median(runs) / 5 * 1000
+        print(
+            f"submissions/s   baton {baton_rps:8.1f}   baseline (insert+send) {baseline_rps:8.1f}   ratio {baton_rps / baseline_rps:.2f}"
+        )
+        print(
+            f"per-phase ms    baton {baton_phase:8.2f}   baseline (raw chain)   {raw_phase:8.2f}   ratio {baton_phase / raw_phase:.1f}x"
+        )
+        print(
+            f"                (5-phase orchestration median {statistics.median(runs) * 1000:.1f} ms; raw chain of 5 median {statistics.median(raw) * 1000:.1f} ms; n={len(runs)})"
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
+                ),
+                {"d": DB},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+
+
+if __name__ == "__main__":
+    main()

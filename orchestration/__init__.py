@@ -1,0 +1,1 @@
+"""Job kinds -> plans -> Celery canvas; the state machine; commands and queries."""

@@ -1,0 +1,161 @@
+"""Agents: named provider/model configurations that jobs run with. Scoped to the caller's org.
+
+``config`` holds providers (ordered, for fallback), model_preferences by task type,
+max_retries, timeout_seconds, model_config and system_prompt. Every provider and model is
+checked against the catalog here, so a job never starts with a name no worker can route.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Agent, utcnow
+from models.db import transaction
+from orchestration import model_catalog
+from orchestration.errors import NotFound, ValidationFailed, field_error
+from orchestration.listing import Page, PageRequest, apply_sort, paginate
+from orchestration.principal import Principal
+from orchestration.projects import owned_project
+
+STATUSES = ("active", "inactive", "paused")
+DEFAULT_CONFIG: dict[str, Any] = {"max_retries": 3, "timeout_seconds": 120}
+SORTS = {
+    "name": Agent.name,
+    "type": Agent.type,
+    "status": Agent.status,
+    "created_at": Agent.created_at,
+    "updated_at": Agent.updated_at,
+}
+
+
+@dataclass
+class AgentFilters:
+    status: list[str] | None = None
+    project_id: uuid.UUID | None = None
+    type: str | None = None
+
+
+def _as_field(exc: ValidationFailed, field_name: str) -> ValidationFailed:
+    """The catalog names its own field ("model"); say where in the agent it was."""
+    message = exc.details[0]["message"] if exc.details else exc.message
+    return field_error(field_name, message)
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Unknown providers or models are a 422 naming the exact config key."""
+    providers = config.get("providers") or []
+    for index, name in enumerate(providers):
+        model_catalog.validate_provider(name, f"config.providers.{index}")
+    for task_type, model in (config.get("model_preferences") or {}).items():
+        try:
+            model_catalog.resolve_model(model, providers)
+        except ValidationFailed as exc:
+            raise _as_field(exc, f"config.model_preferences.{task_type}") from exc
+    model = (config.get("model_config") or {}).get("model")
+    if model:
+        try:
+            model_catalog.resolve_model(model, providers)
+        except ValidationFailed as exc:
+            raise _as_field(exc, "config.model_config.model") from exc
+
+
+# -- helpers (session in, never commit) ---------------------------------------------------
+
+
+def owned_agent(session: Session, *, principal: Principal, agent_id: uuid.UUID) -> Agent:
+    agent = session.get(Agent, agent_id)
+    if agent is None or agent.organization_id != principal.organization_id:
+        raise NotFound(
+            f"Agent {agent_id} not found", [{"field": "agent_id", "message": "not found"}]
+        )
+    return agent
+
+
+# -- commands and queries ------------------------------------------------------------------
+
+
+def create_agent(
+    sessions: sessionmaker[Session], *, principal: Principal, data: dict[str, Any]
+) -> Agent:
+    config = {**DEFAULT_CONFIG, **(data.get("config") or {})}
+    validate_config(config)
+    with transaction(sessions) as session:
+        if data.get("project_id") is not None:
+            owned_project(session, principal=principal, project_id=data["project_id"])
+        agent = Agent(
+            organization_id=principal.organization_id,
+            created_by_id=principal.user_id,
+            project_id=data.get("project_id"),
+            name=data["name"],
+            type=data.get("type") or "general",
+            status=data.get("status") or "active",
+            config=config,
+        )
+        session.add(agent)
+        session.flush()
+        return agent
+
+
+def list_agents(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    filters: AgentFilters,
+    page: PageRequest,
+) -> Page[Agent]:
+    stmt = sa.select(Agent).where(Agent.organization_id == principal.organization_id)
+    if filters.status:
+        stmt = stmt.where(Agent.status.in_(filters.status))
+    if filters.project_id:
+        stmt = stmt.where(Agent.project_id == filters.project_id)
+    if filters.type:
+        stmt = stmt.where(Agent.type == filters.type)
+    stmt = apply_sort(stmt, page.sort, SORTS, Agent.created_at.desc()).order_by(Agent.id)
+    with sessions() as session:
+        return paginate(session, stmt, page)
+
+
+def get_agent(
+    sessions: sessionmaker[Session], *, principal: Principal, agent_id: uuid.UUID
+) -> Agent:
+    with sessions() as session:
+        return owned_agent(session, principal=principal, agent_id=agent_id)
+
+
+def update_agent(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    agent_id: uuid.UUID,
+    changes: dict[str, Any],
+) -> Agent:
+    """``config`` keys are merged into the stored config (seed 000 sends partial configs)."""
+    with transaction(sessions) as session:
+        agent = owned_agent(session, principal=principal, agent_id=agent_id)
+        if "config" in changes:
+            config = {**DEFAULT_CONFIG, **(agent.config or {}), **(changes["config"] or {})}
+            validate_config(config)
+            agent.config = config
+        if "project_id" in changes:
+            if changes["project_id"] is not None:
+                owned_project(session, principal=principal, project_id=changes["project_id"])
+            agent.project_id = changes["project_id"]
+        for name in ("name", "type", "status"):
+            if name in changes:
+                setattr(agent, name, changes[name])
+        agent.updated_at = utcnow()
+        session.flush()
+        return agent
+
+
+def delete_agent(
+    sessions: sessionmaker[Session], *, principal: Principal, agent_id: uuid.UUID
+) -> None:
+    """Jobs that ran with the agent keep their history (agent_id SET NULL)."""
+    with transaction(sessions) as session:
+        session.delete(owned_agent(session, principal=principal, agent_id=agent_id))

@@ -1,0 +1,73 @@
+"""Plan rows -> one Celery canvas, built by task *name* (orchestration never imports workers).
+
+A job is ``chain(phase_1, phase_2, ..., finish)``: a one-step phase is the step's task, a
+many-step phase is ``chord(steps, join)``. Every signature is immutable and carries ids
+only; step task ids are assigned up front and stored, so cancel can revoke them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import chain, chord
+from celery.canvas import Signature
+
+from baton.celery_app import app
+from baton.settings import get_settings
+from models import Job, JobPhase, JobStep, Priority
+from orchestration.task_names import TaskName
+
+# Broker priority within a queue (Redis: 0 is highest); queues let operators dedicate workers.
+BROKER_PRIORITY = {Priority.URGENT: 0, Priority.HIGH: 3, Priority.MEDIUM: 5, Priority.LOW: 8}
+
+
+def queue_for(priority: str) -> str:
+    return f"{get_settings().task_queue_prefix}.{Priority(priority).value}"
+
+
+def all_queues() -> list[str]:
+    """Most urgent first: the order a worker started with ``-Q`` lists them."""
+    return [queue_for(p) for p in (Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW)]
+
+
+def _sig(name: TaskName, *args: str, job: Job, task_id: str | None = None) -> Signature:
+    options: dict[str, object] = {
+        "queue": job.queue or queue_for(job.priority),
+        "priority": BROKER_PRIORITY[Priority(job.priority)],
+    }
+    if task_id:
+        options["task_id"] = task_id
+    return app.signature(str(name), args=args, immutable=True, **options)
+
+
+def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Signature:
+    by_phase: dict[uuid.UUID, list[JobStep]] = {}
+    for step in sorted(steps, key=lambda s: s.position):
+        by_phase.setdefault(step.phase_id, []).append(step)
+    parts: list[Signature] = []
+    for phase in sorted(phases, key=lambda p: p.position):
+        step_sigs = [
+            _sig(TaskName.RUN_STEP, str(job.id), str(s.id), job=job, task_id=s.celery_task_id)
+            for s in by_phase[phase.id]
+        ]
+        if len(step_sigs) == 1:
+            parts.append(step_sigs[0])
+        else:
+            parts.append(
+                chord(step_sigs, _sig(TaskName.JOIN_PHASE, str(job.id), str(phase.id), job=job))
+            )
+    parts.append(_sig(TaskName.FINISH_JOB, str(job.id), job=job))
+    return chain(*parts)
+
+
+def enqueue(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> None:
+    """Send the whole job once (one message for the first task; the rest ride along)."""
+    build_canvas(job, phases, steps).apply_async(
+        link_error=_sig(TaskName.FAIL_JOB, str(job.id), job=job)
+    )
+
+
+def revoke(task_ids: list[str]) -> None:
+    """A shortcut only: the job row's status is what stops work."""
+    if task_ids:
+        app.control.revoke(task_ids)

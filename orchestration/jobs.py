@@ -1,0 +1,392 @@
+"""Use-case commands and queries for jobs of every kind.
+
+Commands own one transaction and enqueue only after it commits; queries read Postgres
+(never Celery's result store). Lower helpers take a session and never commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import (
+    ACTIVE_STATUSES,
+    Agent,
+    Job,
+    JobEvent,
+    JobKind,
+    JobPhase,
+    JobStatus,
+    JobStep,
+    Organization,
+    Priority,
+    Project,
+    Template,
+    User,
+)
+from models.db import transaction
+from orchestration import canvas, model_catalog
+from orchestration.errors import Conflict, DomainError, NotFound, field_error
+from orchestration.listing import Page, PageRequest, apply_sort, paginate
+from orchestration.plans import PhasePlan, plan_for
+from orchestration.principal import Principal
+from orchestration.state import append_event, cancel_open_steps, transition_job
+
+log = logging.getLogger(__name__)
+
+
+class ServiceUnavailable(DomainError):
+    code, status = "SERVICE_UNAVAILABLE", 503
+
+
+@dataclass
+class JobSubmission:
+    kind: JobKind
+    title: str
+    input: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    priority: str = Priority.MEDIUM.value
+    project_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    template_id: uuid.UUID | None = None
+    custom_phases: list[str] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass
+class JobDetail:
+    job: Job
+    phases: list[JobPhase]
+    steps: list[JobStep]
+    events: list[JobEvent]
+    created_by: User | None = None
+    project: Project | None = None
+
+
+# -- helpers (session in, never commit) -------------------------------------------------
+
+
+def _owned(
+    session: Session, model: type, row_id: uuid.UUID | None, principal: Principal, field_name: str
+):  # type: ignore[no-untyped-def]
+    """Another organization's id is indistinguishable from a missing one: 404."""
+    if row_id is None:
+        return None
+    row = session.get(model, row_id)
+    if row is None or row.organization_id != principal.organization_id:
+        raise NotFound(
+            f"{field_name.removesuffix('_id')} {row_id} not found",
+            [{"field": field_name, "message": "not found"}],
+        )
+    return row
+
+
+def _template_phases(
+    session: Session, template_id: uuid.UUID, principal: Principal
+) -> tuple[Template, list[str]]:
+    template = session.get(Template, template_id)
+    visible = template is not None and (
+        template.organization_id in (None, principal.organization_id) or template.is_public
+    )
+    if not visible:
+        raise NotFound(
+            f"template {template_id} not found", [{"field": "template_id", "message": "not found"}]
+        )
+    phases = (template.template_data or {}).get("phases") or []
+    if not phases:
+        raise field_error("template_id", "the template defines no phases")
+    return template, [str(p) for p in phases]
+
+
+def resolve_step_model(
+    *,
+    job_settings: dict[str, Any],
+    agent: Agent | None,
+    organization: Organization | None,
+    task_type: str,
+) -> str:
+    """Job settings, else the agent's preference for the task type, else org default."""
+    for candidate in (
+        job_settings.get("model") or job_settings.get("ai_model"),
+        ((agent.config or {}).get("model_preferences") or {}).get(task_type) if agent else None,
+        ((organization.settings or {}).get("default_ai_model")) if organization else None,
+    ):
+        if candidate:
+            return candidate
+    return model_catalog.default_model()
+
+
+def _validate_models(
+    plans: list[PhasePlan], submission: JobSubmission, agent: Agent | None, org: Organization | None
+) -> None:
+    """An unknown model or one with no price is a 422 now, not a failed job later."""
+    providers = list((agent.config or {}).get("providers") or []) if agent else []
+    seen: set[str] = set()
+    for phase in plans:
+        for step in phase.steps:
+            if step.spec.get("kind") != "llm":
+                continue
+            name = resolve_step_model(
+                job_settings=submission.settings,
+                agent=agent,
+                organization=org,
+                task_type=step.spec["task_type"],
+            )
+            if name not in seen:
+                seen.add(name)
+                model_catalog.price_for(model_catalog.resolve_model(name, providers))
+
+
+def _insert_plan(
+    session: Session, job: Job, plans: list[PhasePlan]
+) -> tuple[list[JobPhase], list[JobStep]]:
+    phases: list[JobPhase] = []
+    steps: list[JobStep] = []
+    for position, plan in enumerate(plans):
+        phase = JobPhase(
+            id=uuid.uuid4(),
+            job_id=job.id,
+            position=position,
+            code=f"Phase {position}",
+            name=plan.title,
+        )
+        phases.append(phase)
+        for step_position, step in enumerate(plan.steps):
+            steps.append(
+                JobStep(
+                    id=uuid.uuid4(), job_id=job.id, phase_id=phase.id, position=step_position,
+                    name=step.name, spec=step.spec, celery_task_id=str(uuid.uuid4()),
+                )
+            )  # fmt: skip
+    session.add_all(phases)
+    session.flush()
+    session.add_all(steps)
+    session.flush()
+    job.total_steps = len(steps)
+    return phases, steps
+
+
+def _existing_for_key(session: Session, principal: Principal, key: str) -> Job | None:
+    return session.scalar(
+        sa.select(Job).where(
+            Job.organization_id == principal.organization_id, Job.idempotency_key == key
+        )
+    )
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def submit_job(
+    sessions: sessionmaker[Session], *, principal: Principal, submission: JobSubmission
+) -> JobDetail:
+    """One transaction (job, phases, steps, first event), then one send."""
+    if submission.idempotency_key:
+        with transaction(sessions) as session:
+            existing = _existing_for_key(session, principal, submission.idempotency_key)
+            if existing is not None:
+                return _detail(session, existing)
+    try:
+        with transaction(sessions) as session:
+            job, phases, steps = _create_job(session, principal=principal, submission=submission)
+    except IntegrityError:
+        # Two submissions with one Idempotency-Key raced: the first one wins, return it.
+        if not submission.idempotency_key:
+            raise
+        with transaction(sessions) as session:
+            existing = _existing_for_key(session, principal, submission.idempotency_key)
+            if existing is None:
+                raise
+            return _detail(session, existing)
+    try:
+        canvas.enqueue(job, phases, steps)
+    except Exception as exc:
+        log.exception("could not enqueue job %s", job.id)
+        with transaction(sessions) as session:
+            transition_job(
+                session,
+                job_id=job.id,
+                to=JobStatus.FAILED,
+                error="the job queue is unavailable",
+                event_data={"error": "broker unavailable"},
+            )
+        raise ServiceUnavailable("The job queue is unavailable; the job was not started") from exc
+    return JobDetail(job=job, phases=phases, steps=steps, events=[])
+
+
+def _create_job(
+    session: Session, *, principal: Principal, submission: JobSubmission
+) -> tuple[Job, list[JobPhase], list[JobStep]]:
+    project = _owned(session, Project, submission.project_id, principal, "project_id")
+    agent = _owned(session, Agent, submission.agent_id, principal, "agent_id")
+    org = session.get(Organization, principal.organization_id)
+    phase_names = submission.custom_phases
+    template = None
+    if not phase_names and submission.template_id:
+        template, phase_names = _template_phases(session, submission.template_id, principal)
+        template.usage_count = (template.usage_count or 0) + 1
+    plans = plan_for(submission.kind, submission.input, phase_names)
+    _validate_models(plans, submission, agent, org)
+    job = Job(
+        id=uuid.uuid4(),
+        organization_id=principal.organization_id,
+        created_by_id=principal.user_id,
+        project_id=project.id if project else None,
+        agent_id=agent.id if agent else None,
+        template_id=template.id if template else None,
+        kind=submission.kind.value,
+        status=JobStatus.QUEUED.value,
+        priority=submission.priority,
+        title=submission.title,
+        input=submission.input,
+        settings=submission.settings,
+        idempotency_key=submission.idempotency_key,
+        queue=canvas.queue_for(submission.priority),
+    )
+    session.add(job)
+    session.flush()
+    phases, steps = _insert_plan(session, job, plans)
+    append_event(
+        session,
+        job_id=job.id,
+        type="job.queued",
+        data={
+            "status": JobStatus.QUEUED.value,
+            "phases": [p.name for p in phases],
+            "total_steps": len(steps),
+        },
+    )
+    return job, phases, steps
+
+
+def cancel_job(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    job_id: uuid.UUID,
+    kind: JobKind | None = None,
+) -> Job:
+    with transaction(sessions) as session:
+        job = _get_job(session, principal, job_id, kind)
+        if not transition_job(
+            session,
+            job_id=job.id,
+            to=JobStatus.CANCELLED,
+            event_data={"by": str(principal.user_id)},
+        ):
+            session.refresh(job)
+            raise Conflict(
+                f"The job is {job.status} and cannot be cancelled",
+                [{"field": "status", "message": job.status}],
+            )
+        cancel_open_steps(session, job_id=job.id, reason="cancelled")
+        task_ids = list(
+            session.scalars(
+                sa.select(JobStep.celery_task_id).where(
+                    JobStep.job_id == job.id, JobStep.status == "cancelled"
+                )
+            )
+        )
+        session.refresh(job)
+    try:
+        canvas.revoke([t for t in task_ids if t])
+    except Exception:  # revoke is only a shortcut; the cancelled row is what stops work
+        log.warning("revoke failed for job %s", job_id, exc_info=True)
+    return job
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+def _get_job(
+    session: Session, principal: Principal, job_id: uuid.UUID, kind: JobKind | None
+) -> Job:
+    job = session.get(Job, job_id)
+    if (
+        job is None
+        or job.organization_id != principal.organization_id
+        or (kind and job.kind != kind.value)
+    ):
+        raise NotFound(f"{(kind or 'job').replace('_', ' ')} {job_id} not found")
+    return job
+
+
+def _detail(session: Session, job: Job) -> JobDetail:
+    phases = list(
+        session.scalars(
+            sa.select(JobPhase).where(JobPhase.job_id == job.id).order_by(JobPhase.position)
+        )
+    )
+    steps = list(
+        session.scalars(
+            sa.select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.position)
+        )
+    )
+    events = list(
+        session.scalars(sa.select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.seq))
+    )
+    return JobDetail(
+        job=job, phases=phases, steps=steps, events=events,
+        created_by=session.get(User, job.created_by_id) if job.created_by_id else None,
+        project=session.get(Project, job.project_id) if job.project_id else None,
+    )  # fmt: skip
+
+
+def get_job(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    job_id: uuid.UUID,
+    kind: JobKind | None = None,
+) -> JobDetail:
+    with transaction(sessions) as session:
+        return _detail(session, _get_job(session, principal, job_id, kind))
+
+
+SORTABLE = {
+    "created_at": Job.created_at,
+    "updated_at": Job.updated_at,
+    "status": Job.status,
+    "kind": Job.kind,
+    "progress": Job.progress,
+    # urgent > high > medium > low, so "-priority" lists the most urgent first.
+    "priority": sa.case({"low": 0, "medium": 1, "high": 2, "urgent": 3}, value=Job.priority),
+}
+
+
+@dataclass
+class JobFilters:
+    kind: JobKind | None = None
+    status: list[str] | None = None
+    project_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    priority: list[str] | None = None
+
+
+def list_jobs(
+    sessions: sessionmaker[Session], *, principal: Principal, filters: JobFilters, page: PageRequest
+) -> Page[Job]:
+    stmt = sa.select(Job).where(Job.organization_id == principal.organization_id)
+    if filters.kind:
+        stmt = stmt.where(Job.kind == filters.kind.value)
+    if filters.status:
+        stmt = stmt.where(Job.status.in_(filters.status))
+    if filters.priority:
+        stmt = stmt.where(Job.priority.in_(filters.priority))
+    if filters.project_id:
+        stmt = stmt.where(Job.project_id == filters.project_id)
+    if filters.agent_id:
+        stmt = stmt.where(Job.agent_id == filters.agent_id)
+    stmt = apply_sort(stmt, page.sort, SORTABLE, Job.created_at.desc())
+    with transaction(sessions) as session:
+        return paginate(session, stmt, page)
+
+
+def is_active(job: Job) -> bool:
+    return JobStatus(job.status) in ACTIVE_STATUSES

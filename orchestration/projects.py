@@ -1,0 +1,178 @@
+"""Projects: what jobs, agents and runs are grouped under. Scoped to the caller's org."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Job, JobKind, Project, User, utcnow
+from models.db import transaction
+from orchestration.accounts import users_by_id
+from orchestration.errors import NotFound
+from orchestration.listing import Page, PageRequest, apply_sort, paginate
+from orchestration.principal import Principal
+
+STATUSES = ("active", "completed", "archived", "failed")
+PRIORITIES = ("low", "medium", "high", "urgent")
+RECENT_RUNS = 10
+
+# Sorting by priority means by urgency, not alphabetically.
+_PRIORITY_RANK = sa.case({p: i for i, p in enumerate(PRIORITIES)}, value=Project.priority, else_=-1)
+SORTS = {
+    "name": Project.name,
+    "created_at": Project.created_at,
+    "updated_at": Project.updated_at,
+    "priority": _PRIORITY_RANK,
+    "status": Project.status,
+}
+# API names -> model attributes ("metadata" is reserved on declarative models).
+_ATTRIBUTES = {
+    "name": "name",
+    "description": "description",
+    "topic": "topic",
+    "status": "status",
+    "priority": "priority",
+    "metadata": "metadata_",
+}
+
+
+@dataclass
+class ProjectFilters:
+    status: list[str] | None = None
+    priority: list[str] | None = None
+    search: str | None = None
+
+
+@dataclass
+class ProjectView:
+    project: Project
+    created_by: User | None = None
+    runs: list[Job] = field(default_factory=list)
+
+
+def like_pattern(text: str) -> str:
+    """A substring ILIKE pattern with the user's % and _ taken literally (escape '\\')."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# -- helpers (session in, never commit) ---------------------------------------------------
+
+
+def owned_project(session: Session, *, principal: Principal, project_id: uuid.UUID) -> Project:
+    """Another organization's project is indistinguishable from a missing one: 404."""
+    project = session.get(Project, project_id)
+    if project is None or project.organization_id != principal.organization_id:
+        raise NotFound(
+            f"Project {project_id} not found", [{"field": "project_id", "message": "not found"}]
+        )
+    return project
+
+
+def _apply(project: Project, changes: dict[str, Any]) -> None:
+    for name, value in changes.items():
+        if name in _ATTRIBUTES:
+            setattr(project, _ATTRIBUTES[name], value)
+
+
+def _view(session: Session, project: Project, *, with_runs: bool = False) -> ProjectView:
+    creators = users_by_id(session, ids=[project.created_by_id])
+    runs: list[Job] = []
+    if with_runs:
+        runs = list(
+            session.scalars(
+                sa.select(Job)
+                .where(
+                    Job.organization_id == project.organization_id,
+                    Job.project_id == project.id,
+                    Job.kind == JobKind.ORCHESTRATION.value,
+                )
+                .order_by(Job.created_at.desc())
+                .limit(RECENT_RUNS)
+            )
+        )
+    return ProjectView(project, creators.get(project.created_by_id), runs)  # type: ignore[arg-type]
+
+
+# -- commands and queries ------------------------------------------------------------------
+
+
+def create_project(
+    sessions: sessionmaker[Session], *, principal: Principal, data: dict[str, Any]
+) -> ProjectView:
+    with transaction(sessions) as session:
+        project = Project(
+            organization_id=principal.organization_id,
+            created_by_id=principal.user_id,
+            status="active",
+            priority="medium",
+            metadata_={},
+        )
+        _apply(project, data)
+        session.add(project)
+        session.flush()
+        return _view(session, project)
+
+
+def list_projects(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    filters: ProjectFilters,
+    page: PageRequest,
+) -> Page[ProjectView]:
+    stmt = sa.select(Project).where(Project.organization_id == principal.organization_id)
+    if filters.status:
+        stmt = stmt.where(Project.status.in_(filters.status))
+    if filters.priority:
+        stmt = stmt.where(Project.priority.in_(filters.priority))
+    if filters.search:
+        pattern = like_pattern(filters.search)
+        stmt = stmt.where(
+            sa.or_(
+                Project.name.ilike(pattern, escape="\\"),
+                Project.description.ilike(pattern, escape="\\"),
+            )
+        )
+    stmt = apply_sort(stmt, page.sort, SORTS, Project.created_at.desc()).order_by(Project.id)
+    with sessions() as session:
+        result = paginate(session, stmt, page)
+        creators = users_by_id(session, ids=[p.created_by_id for p in result.items])
+    items = [ProjectView(p, creators.get(p.created_by_id)) for p in result.items]
+    return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
+
+
+def get_project(
+    sessions: sessionmaker[Session], *, principal: Principal, project_id: uuid.UUID
+) -> ProjectView:
+    with sessions() as session:
+        project = owned_project(session, principal=principal, project_id=project_id)
+        return _view(session, project, with_runs=True)
+
+
+def update_project(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    project_id: uuid.UUID,
+    changes: dict[str, Any],
+) -> ProjectView:
+    with transaction(sessions) as session:
+        project = owned_project(session, principal=principal, project_id=project_id)
+        _apply(project, changes)
+        project.updated_at = utcnow()
+        session.flush()
+        return _view(session, project, with_runs=True)
+
+
+def delete_project(
+    sessions: sessionmaker[Session], *, principal: Principal, project_id: uuid.UUID
+) -> None:
+    """Agents and jobs keep existing with project_id NULL (the foreign keys SET NULL)."""
+    with transaction(sessions) as session:
+        project = owned_project(session, principal=principal, project_id=project_id)
+        session.delete(project)

@@ -1,0 +1,135 @@
+"""The job state machine: compare-and-set transitions, each written as an event row.
+
+Every change is an ``UPDATE ... WHERE status IN (...)``: two workers (or a worker and a
+cancelling API call) racing on the same row cannot both win, and a redelivered message
+finds the transition already made. Nothing here commits; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models import Job, JobEvent, JobPhase, JobStatus, JobStep, StepStatus, utcnow
+
+# Which statuses each status may be entered from.
+ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.PENDING, JobStatus.PAUSED}),
+    JobStatus.RUNNING: frozenset({JobStatus.QUEUED, JobStatus.PAUSED}),
+    JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+    JobStatus.COMPLETED: frozenset({JobStatus.RUNNING}),
+    JobStatus.FAILED: frozenset(
+        {JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED}
+    ),
+    JobStatus.CANCELLED: frozenset(
+        {JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED}
+    ),
+}
+
+
+def append_event(
+    session: Session, *, job_id: uuid.UUID, type: str, data: dict[str, Any] | None = None
+) -> int:
+    """Number the event from the job's counter (one row lock), then insert it."""
+    seq = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id)
+        .values(event_seq=Job.event_seq + 1)
+        .returning(Job.event_seq)
+    ).scalar_one()
+    session.add(JobEvent(job_id=job_id, seq=seq, type=type, data=data or {}))
+    session.flush()
+    return seq
+
+
+def transition_job(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    to: JobStatus,
+    event_data: dict[str, Any] | None = None,
+    **values: Any,
+) -> bool:
+    """Move the job to ``to`` if its current status allows it; False if another got there."""
+    now = utcnow()
+    extra: dict[str, Any] = {"updated_at": now, **values}
+    if to == JobStatus.RUNNING:
+        extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
+    if to in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+        extra.setdefault("finished_at", now)
+    changed = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status.in_([s.value for s in ALLOWED_FROM[to]]))
+        .values(status=to.value, **extra)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed:
+        append_event(
+            session,
+            job_id=job_id,
+            type=f"job.{to.value}",
+            data={"status": to.value, **(event_data or {})},
+        )
+    return bool(changed)
+
+
+def job_status(session: Session, job_id: uuid.UUID) -> JobStatus | None:
+    status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+    return JobStatus(status) if status else None
+
+
+def set_step_status(
+    session: Session,
+    *,
+    step_id: uuid.UUID,
+    to: StepStatus,
+    from_: Iterable[StepStatus],
+    **values: Any,
+) -> bool:
+    return bool(
+        session.execute(
+            sa.update(JobStep)
+            .where(JobStep.id == step_id, JobStep.status.in_([s.value for s in from_]))
+            .values(status=to.value, **values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
+def set_phase_status(
+    session: Session,
+    *,
+    phase_id: uuid.UUID,
+    to: StepStatus,
+    from_: Iterable[StepStatus],
+    **values: Any,
+) -> bool:
+    return bool(
+        session.execute(
+            sa.update(JobPhase)
+            .where(JobPhase.id == phase_id, JobPhase.status.in_([s.value for s in from_]))
+            .values(status=to.value, **values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
+def cancel_open_steps(session: Session, *, job_id: uuid.UUID, reason: str) -> None:
+    """Steps and phases that never ran are marked so; a running step stops before commit."""
+    open_states = [StepStatus.PENDING.value]
+    session.execute(
+        sa.update(JobStep)
+        .where(JobStep.job_id == job_id, JobStep.status.in_(open_states))
+        .values(status=StepStatus.CANCELLED.value, error=reason)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        sa.update(JobPhase)
+        .where(JobPhase.job_id == job_id, JobPhase.status.in_(open_states))
+        .values(status=StepStatus.CANCELLED.value)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,193 @@
+"""Job submission input checks: every bad input is a 4xx in the error envelope."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests import factories
+
+
+@pytest.fixture
+def tenant(db, app):
+    org = factories.organization(db)
+    user = factories.user(db, org, role="admin")
+    db.commit()
+    return {"org": org, "user": user, "headers": factories.auth_headers(app, user)}
+
+
+def assert_error(response, status: int, code: str, field: str | None = None) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert error["request_id"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    if field:
+        fields = [d["field"] for d in error["details"]]
+        assert any(f == field or f.startswith(field + ".") for f in fields), error
+    return error
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/builds", {"goal": "x"}, "project_name"),
+        ("/api/v1/builds", {"project_name": "p"}, "goal"),
+        ("/api/v1/builds", {"project_name": "p; rm -rf /", "goal": "x"}, "project_name"),
+        ("/api/v1/builds", {"project_name": "p", "goal": "x", "priority": "asap"}, "priority"),
+        (
+            "/api/v1/builds",
+            {"project_name": "p", "goal": "x", "parameters": {"components": []}},
+            "parameters",
+        ),
+        ("/api/v1/analyses", {"project_name": "p", "analysis_types": ["vibes"]}, "analysis_types"),
+        ("/api/v1/analyses", {"project_name": "p", "analysis_types": []}, "analysis_types"),
+        ("/api/v1/orchestrate", {"custom_phases": ["a"]}, "topic"),
+        ("/api/v1/orchestrate", {"topic": "t", "custom_phases": []}, "custom_phases"),
+        ("/api/v1/orchestrate", {"topic": "t", "template_id": "not-a-uuid"}, "template_id"),
+        (
+            "/api/v1/orchestrate",
+            {"topic": "t", "settings": {"max_tokens": 0}},
+            "settings.max_tokens",
+        ),
+        (
+            "/api/v1/orchestrate",
+            {"topic": "t", "settings": {"temperature": 9}},
+            "settings.temperature",
+        ),
+        ("/api/v1/orchestrate", {"topic": "t", "settings": {"ai_model": "gpt-99"}}, "model"),
+        ("/api/v1/orchestrate", {"topic": "t", "settings": {"ai_model": "sim/nope"}}, "model"),
+        ("/api/v1/tasks", {}, "description"),
+        ("/api/v1/tasks", {"description": "d", "agent_id": "123"}, "agent_id"),
+        ("/api/v1/tasks", {"description": "d", "due_date": "tomorrow"}, "due_date"),
+        ("/api/v1/tasks", {"description": "d", "unknown_field": 1}, "unknown_field"),
+    ],
+)
+def test_bad_submission_is_422_with_field_details(client, tenant, path, body, field):
+    assert_error(
+        client.post(path, json=body, headers=tenant["headers"]), 422, "VALIDATION_ERROR", field
+    )
+
+
+def test_malformed_json_is_400(client, tenant):
+    response = client.post(
+        "/api/v1/tasks",
+        data="{not json",
+        headers={**tenant["headers"], "Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR")
+
+
+def test_body_over_one_mib_is_413(client, tenant):
+    response = client.post(
+        "/api/v1/tasks", json={"description": "x" * (1024 * 1024 + 10)}, headers=tenant["headers"]
+    )
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_unauthenticated_is_401(client):
+    assert_error(
+        client.post("/api/v1/tasks", json={"description": "d"}), 401, "AUTHENTICATION_REQUIRED"
+    )
+    assert_error(
+        client.get("/api/v1/jobs", headers={"Authorization": "Bearer not.a.token"}),
+        401,
+        "AUTHENTICATION_REQUIRED",
+    )
+
+
+def test_viewer_cannot_create_jobs(client, db, app, tenant):
+    viewer = factories.user(db, tenant["org"], role="viewer")
+    headers = factories.auth_headers(app, viewer)
+    for path, body in [
+        ("/api/v1/tasks", {"description": "d"}),
+        ("/api/v1/builds", {"project_name": "p", "goal": "g"}),
+        ("/api/v1/analyses", {"project_name": "p"}),
+        ("/api/v1/orchestrate", {"topic": "t"}),
+    ]:
+        assert_error(client.post(path, json=body, headers=headers), 403, "FORBIDDEN")
+    assert client.get("/api/v1/jobs", headers=headers).status_code == 200
+
+
+def test_other_organizations_project_agent_and_template_are_404(client, db, tenant):
+    other = factories.organization(db)
+    project = factories.project(db, other)
+    agent = factories.agent(db, other)
+    from models import Template
+
+    template = Template(organization_id=other.id, name="t", template_data={"phases": ["a"]})
+    db.add(template)
+    db.commit()
+    h = tenant["headers"]
+    assert_error(
+        client.post(
+            "/api/v1/tasks", json={"description": "d", "project_id": str(project.id)}, headers=h
+        ),
+        404,
+        "RESOURCE_NOT_FOUND",
+        "project_id",
+    )
+    assert_error(
+        client.post(
+            "/api/v1/tasks", json={"description": "d", "agent_id": str(agent.id)}, headers=h
+        ),
+        404,
+        "RESOURCE_NOT_FOUND",
+        "agent_id",
+    )
+    assert_error(
+        client.post(
+            "/api/v1/orchestrate", json={"topic": "t", "template_id": str(template.id)}, headers=h
+        ),
+        404,
+        "RESOURCE_NOT_FOUND",
+        "template_id",
+    )
+
+
+def test_unknown_and_malformed_job_ids(client, tenant):
+    h = tenant["headers"]
+    for path in (
+        "/api/v1/jobs/",
+        "/api/v1/tasks/",
+        "/api/v1/builds/",
+        "/api/v1/analyses/",
+        "/api/v1/orchestrations/",
+    ):
+        assert_error(client.get(path + str(uuid.uuid4()), headers=h), 404, "RESOURCE_NOT_FOUND")
+        assert_error(client.get(path + "not-a-uuid", headers=h), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        client.post(f"/api/v1/tasks/{uuid.uuid4()}/cancel", headers=h), 404, "RESOURCE_NOT_FOUND"
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=101",
+        "offset=-1",
+        "status=bogus",
+        "kind=bogus",
+        "sort=password",
+        "page=0",
+        "project_id=x",
+    ],
+)
+def test_bad_list_arguments_are_422(client, tenant, query):
+    assert_error(
+        client.get(f"/api/v1/jobs?{query}", headers=tenant["headers"]), 422, "VALIDATION_ERROR"
+    )
+
+
+def test_openapi_document_lists_the_job_routes(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    for path in (
+        "/api/v1/tasks",
+        "/api/v1/builds",
+        "/api/v1/analyses",
+        "/api/v1/orchestrate",
+        "/api/v1/jobs/{job_id}",
+    ):
+        assert path in spec["paths"]

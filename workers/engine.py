@@ -1,0 +1,444 @@
+"""Running one step, joining a phase, finishing a job: the logic behind the thin tasks.
+
+Each function owns its transactions. A step claims itself with a compare-and-set, calls
+the provider outside any transaction, then commits output, usage and progress together,
+but only if the job is still running (a cancel that landed meanwhile wins).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from baton.settings import get_settings
+from models import (
+    Agent,
+    Job,
+    JobKind,
+    JobPhase,
+    JobStatus,
+    JobStep,
+    Organization,
+    StepStatus,
+    utcnow,
+)
+from models.db import transaction
+from orchestration.jobs import resolve_step_model
+from orchestration.results import analysis_summary, build_result
+from orchestration.state import append_event, set_phase_status, set_step_status, transition_job
+from workers import ledger
+from workers.providers import CompletionRequest, CompletionResult, ProviderError, complete
+
+log = logging.getLogger(__name__)
+
+PREVIOUS_OUTPUT_CHARS = 4000
+DEFAULT_SYSTEM_PROMPTS = {
+    JobKind.TASK: "You are a capable assistant completing a task for a user.",
+    JobKind.BUILD: "You are a senior software engineer building a project step by step.",
+    JobKind.ANALYSIS: "You are a meticulous code reviewer and security analyst.",
+    JobKind.ORCHESTRATION: "You are one phase of a multi-phase AI orchestration. Build on the previous phases.",
+}
+
+
+class Outcome(enum.Enum):
+    CONTINUE = "continue"  # the canvas goes on to the next task
+    STOP = "stop"  # the job is not running (cancelled, failed, paused): the chain ends here
+
+
+@dataclass
+class StepContext:
+    job: Job
+    step: JobStep
+    phase: JobPhase
+    attempt: int
+    agent: Agent | None
+    organization: Organization | None
+    previous: list[tuple[str, str]]  # (phase name, output) of earlier phases
+    siblings: list[JobStep]
+
+
+def run_step(
+    sessions: sessionmaker[Session],
+    *,
+    job_id: uuid.UUID,
+    step_id: uuid.UUID,
+    redelivered: bool = False,
+) -> Outcome:
+    claimed = _claim(sessions, job_id=job_id, step_id=step_id, redelivered=redelivered)
+    if not isinstance(claimed, StepContext):
+        return claimed
+    started = time.monotonic()
+    try:
+        if claimed.step.spec.get("kind") == "score":
+            output, result = json.dumps(analysis_summary(claimed.siblings)), None
+        else:
+            result = complete(_request(claimed))
+            output = result.text
+    except ProviderError as exc:
+        _fail(
+            sessions, claimed, f"{exc.code}: {exc.message}", attempts=getattr(exc, "attempts", None)
+        )
+        return Outcome.STOP
+    except Exception as exc:  # a step that raises fails its job; the worker keeps running
+        log.exception("step %s of job %s raised", step_id, job_id)
+        _fail(sessions, claimed, f"{type(exc).__name__}: {exc}")
+        return Outcome.STOP
+    elapsed_ms = int((time.monotonic() - started) * 1000)
+    return _complete(sessions, claimed, output=output, result=result, elapsed_ms=elapsed_ms)
+
+
+def _claim(
+    sessions: sessionmaker[Session], *, job_id: uuid.UUID, step_id: uuid.UUID, redelivered: bool
+) -> StepContext | Outcome:
+    with transaction(sessions) as session:
+        step = session.get(JobStep, step_id)
+        job = session.get(Job, job_id)
+        if step is None or job is None or step.job_id != job.id:
+            log.warning("step %s of job %s not found; dropping the message", step_id, job_id)
+            return Outcome.STOP
+        if step.status == StepStatus.COMPLETED.value:
+            return Outcome.CONTINUE  # a redelivered message: no second call, no second charge
+        if step.status != StepStatus.PENDING.value and step.status != StepStatus.RUNNING.value:
+            return Outcome.STOP
+        if job.status == JobStatus.QUEUED.value:
+            transition_job(session, job_id=job.id, to=JobStatus.RUNNING)
+            session.refresh(job)
+        if job.status != JobStatus.RUNNING.value:
+            return Outcome.STOP
+        now = utcnow()
+        lease = now + timedelta(seconds=get_settings().step_time_limit)
+        may_take_over = sa.or_(
+            JobStep.status == StepStatus.PENDING.value,
+            sa.and_(
+                JobStep.status == StepStatus.RUNNING.value,
+                sa.or_(sa.true() if redelivered else sa.false(), JobStep.lease_expires_at < now),
+            ),
+        )
+        claimed = session.execute(
+            sa.update(JobStep)
+            .where(JobStep.id == step.id, may_take_over)
+            .values(
+                status=StepStatus.RUNNING.value,
+                attempts=JobStep.attempts + 1,
+                started_at=now,
+                lease_expires_at=lease,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not claimed:
+            return Outcome.STOP  # another delivery of this message is running it right now
+        session.refresh(step)
+        phase = session.get(JobPhase, step.phase_id)
+        if set_phase_status(
+            session,
+            phase_id=phase.id,
+            to=StepStatus.RUNNING,
+            from_=[StepStatus.PENDING],
+            started_at=now,
+        ):
+            append_event(
+                session,
+                job_id=job.id,
+                type="phase.started",
+                data={"phase": phase.name, "code": phase.code},
+            )
+        append_event(
+            session,
+            job_id=job.id,
+            type="step.started",
+            data={"phase": phase.name, "step": step.name, "attempt": step.attempts},
+        )
+        previous = [
+            (p.name, p.output or "")
+            for p in session.scalars(
+                sa.select(JobPhase)
+                .where(JobPhase.job_id == job.id, JobPhase.position < phase.position)
+                .order_by(JobPhase.position)
+            )
+        ]
+        siblings = []
+        if step.spec.get("kind") == "score":
+            siblings = list(session.scalars(sa.select(JobStep).where(JobStep.job_id == job.id)))
+        return StepContext(
+            job=job,
+            step=step,
+            phase=phase,
+            attempt=step.attempts,
+            agent=session.get(Agent, job.agent_id) if job.agent_id else None,
+            organization=session.get(Organization, job.organization_id),
+            previous=previous,
+            siblings=siblings,
+        )
+
+
+def _request(ctx: StepContext) -> CompletionRequest:
+    job, spec = ctx.job, ctx.step.spec
+    config: dict[str, Any] = (ctx.agent.config if ctx.agent else None) or {}
+    model_config: dict[str, Any] = config.get("model_config") or {}
+    settings = job.settings or {}
+    system = config.get("system_prompt") or DEFAULT_SYSTEM_PROMPTS.get(JobKind(job.kind), "")
+    parts = [spec.get("instruction", "")]
+    context = {k: v for k, v in (job.input or {}).items() if k not in {"title"} and v}
+    if context:
+        parts.append(
+            "Job input:\n" + json.dumps(context, default=str, indent=1)[:PREVIOUS_OUTPUT_CHARS]
+        )
+    for name, output in ctx.previous:
+        parts.append(f"Output of phase '{name}':\n{output[:PREVIOUS_OUTPUT_CHARS]}")
+    model = resolve_step_model(
+        job_settings=settings,
+        agent=ctx.agent,
+        organization=ctx.organization,
+        task_type=spec.get("task_type", "general"),
+    )
+    temperature = settings.get("temperature", model_config.get("temperature"))
+    return CompletionRequest(
+        model=model,
+        messages=[
+            {"role": "system", "content": system},
+            {"role": "user", "content": "\n\n".join(parts)},
+        ],
+        max_tokens=int(
+            settings.get("max_tokens")
+            or model_config.get("max_tokens")
+            or get_settings().default_max_tokens
+        ),
+        temperature=float(temperature) if temperature is not None else None,
+        providers=list(config.get("providers") or []),
+        max_retries=int(config.get("max_retries", 2)),
+        timeout_seconds=float(config.get("timeout_seconds", 60)),
+    )
+
+
+def _complete(
+    sessions: sessionmaker[Session],
+    ctx: StepContext,
+    *,
+    output: str,
+    result: CompletionResult | None,
+    elapsed_ms: int,
+) -> Outcome:
+    step, job = ctx.step, ctx.job
+    now = utcnow()
+    with transaction(sessions) as session:
+        if result is not None:
+            # Money spent is in the ledger even if the job was cancelled meanwhile.
+            ledger.record_usage(session, job=job, step=step, result=result, attempt=ctx.attempt)
+        usage = {
+            "provider": result.provider if result else None,
+            "model": result.model if result else None,
+            "prompt_tokens": result.prompt_tokens if result else 0,
+            "completion_tokens": result.completion_tokens if result else 0,
+            "cost": result.cost if result else 0,
+        }
+        job_running = (
+            sa.select(Job.id)
+            .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value)
+            .exists()
+        )
+        done = session.execute(
+            sa.update(JobStep)
+            .where(JobStep.id == step.id, JobStep.status == StepStatus.RUNNING.value, job_running)
+            .values(
+                status=StepStatus.COMPLETED.value,
+                output=output,
+                completed_at=now,
+                execution_time_ms=elapsed_ms,
+                error=None,
+                **usage,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not done:
+            set_step_status(
+                session, step_id=step.id, to=StepStatus.CANCELLED, from_=[StepStatus.RUNNING],
+                output=output, completed_at=now, execution_time_ms=elapsed_ms, **usage,
+            )  # fmt: skip
+            return Outcome.STOP
+        session.execute(
+            sa.update(JobPhase)
+            .where(JobPhase.id == step.phase_id)
+            .values(
+                prompt_tokens=JobPhase.prompt_tokens + usage["prompt_tokens"],
+                completion_tokens=JobPhase.completion_tokens + usage["completion_tokens"],
+                cost=JobPhase.cost + usage["cost"],
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            sa.update(Job)
+            .where(Job.id == job.id)
+            .values(
+                completed_steps=Job.completed_steps + 1,
+                progress=sa.func.least(
+                    100, (Job.completed_steps + 1) * 100 / sa.func.greatest(Job.total_steps, 1)
+                )
+                if session.bind.dialect.name != "sqlite"
+                else sa.func.min(
+                    100, (Job.completed_steps + 1) * 100 / sa.func.max(Job.total_steps, 1)
+                ),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        progress = session.scalar(sa.select(Job.progress).where(Job.id == job.id))
+        event = {
+            "phase": ctx.phase.name,
+            "step": step.name,
+            "progress": progress,
+            "execution_time_ms": elapsed_ms,
+        }
+        if result is not None:
+            event |= {
+                "provider": result.provider,
+                "model": result.model,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "cost": str(result.cost),
+                "attempts": result.attempts,
+            }
+        append_event(session, job_id=job.id, type="step.completed", data=event)
+        siblings = session.scalar(
+            sa.select(sa.func.count()).where(JobStep.phase_id == step.phase_id)
+        )
+        if siblings == 1:
+            _complete_phase(session, job_id=job.id, phase_id=step.phase_id)
+    return Outcome.CONTINUE
+
+
+def _fail(
+    sessions: sessionmaker[Session],
+    ctx: StepContext,
+    error: str,
+    attempts: list[dict] | None = None,
+) -> None:
+    now = utcnow()
+    with transaction(sessions) as session:
+        set_step_status(
+            session,
+            step_id=ctx.step.id,
+            to=StepStatus.FAILED,
+            from_=[StepStatus.RUNNING],
+            error=error,
+            completed_at=now,
+        )
+        set_phase_status(
+            session,
+            phase_id=ctx.phase.id,
+            to=StepStatus.FAILED,
+            from_=[StepStatus.PENDING, StepStatus.RUNNING],
+            completed_at=now,
+        )
+        append_event(
+            session,
+            job_id=ctx.job.id,
+            type="step.failed",
+            data={
+                "phase": ctx.phase.name,
+                "step": ctx.step.name,
+                "error": error,
+                "attempts": attempts or [],
+            },
+        )
+        transition_job(
+            session,
+            job_id=ctx.job.id,
+            to=JobStatus.FAILED,
+            error=f"Step '{ctx.step.name}' of phase '{ctx.phase.name}' failed: {error}",
+            event_data={"error": error, "phase": ctx.phase.name, "step": ctx.step.name},
+        )
+
+
+def _complete_phase(session: Session, *, job_id: uuid.UUID, phase_id: uuid.UUID) -> bool:
+    phase = session.get(JobPhase, phase_id)
+    steps = list(
+        session.scalars(
+            sa.select(JobStep).where(JobStep.phase_id == phase_id).order_by(JobStep.position)
+        )
+    )
+    if any(s.status != StepStatus.COMPLETED.value for s in steps):
+        return False
+    output = (
+        steps[0].output
+        if len(steps) == 1
+        else "\n\n".join(f"## {s.name}\n{s.output or ''}" for s in steps)
+    )
+    now = utcnow()
+    elapsed = int((now - phase.started_at).total_seconds() * 1000) if phase.started_at else None
+    if not set_phase_status(
+        session, phase_id=phase_id, to=StepStatus.COMPLETED, from_=[StepStatus.RUNNING],
+        output=output, completed_at=now, execution_time_ms=elapsed,
+    ):  # fmt: skip
+        return False
+    session.refresh(phase)
+    append_event(
+        session,
+        job_id=job_id,
+        type="phase.completed",
+        data={
+            "phase": phase.name,
+            "code": phase.code,
+            "execution_time_ms": elapsed,
+            "token_usage": {
+                "prompt_tokens": phase.prompt_tokens,
+                "completion_tokens": phase.completion_tokens,
+                "total_tokens": phase.prompt_tokens + phase.completion_tokens,
+            },
+        },
+    )
+    return True
+
+
+def join_phase(
+    sessions: sessionmaker[Session], *, job_id: uuid.UUID, phase_id: uuid.UUID
+) -> Outcome:
+    """The chord body: every step of the phase has finished; close the phase."""
+    with transaction(sessions) as session:
+        if session.scalar(sa.select(Job.status).where(Job.id == job_id)) != JobStatus.RUNNING.value:
+            return Outcome.STOP
+        phase = session.get(JobPhase, phase_id)
+        if phase is None:
+            return Outcome.STOP
+        if phase.status == StepStatus.COMPLETED.value or _complete_phase(
+            session, job_id=job_id, phase_id=phase_id
+        ):
+            return Outcome.CONTINUE
+        return Outcome.STOP
+
+
+def finish_job(sessions: sessionmaker[Session], *, job_id: uuid.UUID) -> Outcome:
+    with transaction(sessions) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.RUNNING.value:
+            return Outcome.STOP
+        phases = list(session.scalars(sa.select(JobPhase).where(JobPhase.job_id == job_id)))
+        steps = list(session.scalars(sa.select(JobStep).where(JobStep.job_id == job_id)))
+        if any(p.status != StepStatus.COMPLETED.value for p in phases):
+            return Outcome.STOP
+        result = build_result(job, phases, steps)
+        transition_job(
+            session,
+            job_id=job_id,
+            to=JobStatus.COMPLETED,
+            result=result,
+            progress=100,
+            event_data={"progress": 100},
+        )
+    return Outcome.CONTINUE
+
+
+def fail_job(sessions: sessionmaker[Session], *, job_id: uuid.UUID, reason: str) -> None:
+    """The canvas error callback: a task crashed outside the step's own error handling."""
+    with transaction(sessions) as session:
+        transition_job(
+            session, job_id=job_id, to=JobStatus.FAILED, error=reason, event_data={"error": reason}
+        )

@@ -45,6 +45,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
+        # Every route takes a bearer token unless it says otherwise (auth, health).
+        API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         RATELIMIT_KEY_PREFIX="baton-rl",
         RATELIMIT_DEFAULT=settings.api_rate_limit,

@@ -6,6 +6,7 @@ import uuid
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import fields
 
 from api.common.schemas import list_envelope
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema, JobSummarySchema
@@ -18,11 +19,15 @@ from orchestration import jobs
 blp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks", description="Agent tasks")
 
 
+class TaskAcceptedSchema(AcceptedSchema):
+    task_id = fields.UUID()
+
+
 @blp.route("")
 class Tasks(MethodView):
     @requires("job:create")
     @blp.arguments(TaskCreateSchema)
-    @blp.response(202, AcceptedSchema)
+    @blp.response(202, TaskAcceptedSchema)
     def post(self, data):
         """Create a task and start it; answers 202 with the job id and a Location."""
         job_input = {

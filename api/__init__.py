@@ -27,6 +27,7 @@ BLUEPRINT_MODULES = (
     "api.builds.routes",
     "api.analyses.routes",
     "api.orchestrations.routes",
+    "api.emergency.routes",
 )
 
 

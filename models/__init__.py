@@ -1,6 +1,15 @@
 """SQLAlchemy 2.0 models; Alembic migrations live in models/migrations."""
 
 from models.base import Base, utcnow
+from models.budget import (
+    BudgetLimit,
+    BudgetReservation,
+    BudgetWindow,
+    LimitAction,
+    Notification,
+    Period,
+    ScopeType,
+)
 from models.catalog import Agent, Project, Template
 from models.identity import Organization, RefreshToken, RevokedAccessToken, Role, User
 from models.jobs import (
@@ -18,6 +27,13 @@ from models.jobs import (
 )
 
 __all__ = [
+    "BudgetLimit",
+    "BudgetReservation",
+    "BudgetWindow",
+    "LimitAction",
+    "Notification",
+    "Period",
+    "ScopeType",
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "Agent",

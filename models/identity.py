@@ -27,6 +27,8 @@ class Organization(IdMixin, TimestampMixin, Base):
     slug: Mapped[str] = mapped_column(sa.String(220), unique=True)
     subscription_tier: Mapped[str] = mapped_column(sa.String(40), default="free")
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set by emergency pause-all: no worker starts a provider call for the organization.
+    emergency_paused_at: Mapped[datetime | None]
 
 
 class User(IdMixin, TimestampMixin, Base):

@@ -93,6 +93,8 @@ class Job(IdMixin, TimestampMixin, Base):
     event_seq: Mapped[int] = mapped_column(default=0)
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
     queue: Mapped[str | None] = mapped_column(sa.String(60))
+    # Why a paused job is paused: "budget" or "emergency" (resume-all resumes the latter).
+    paused_reason: Mapped[str | None] = mapped_column(sa.String(20))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -133,6 +135,9 @@ class JobStep(IdMixin, Base):
     attempts: Mapped[int] = mapped_column(default=0)
     # Set when a worker claims the step; a redelivered message may take over after it.
     lease_expires_at: Mapped[datetime | None]
+    # "<host>:<pid>" of the worker process that claimed it: a dead local claimer's step
+    # may be taken over at once instead of waiting for the lease.
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
     output: Mapped[str | None] = mapped_column(sa.Text)
     provider: Mapped[str | None] = mapped_column(sa.String(60))
     model: Mapped[str | None] = mapped_column(sa.String(120))

@@ -31,8 +31,8 @@ from models import (
     User,
 )
 from models.db import transaction
-from orchestration import canvas, model_catalog
-from orchestration.errors import Conflict, DomainError, NotFound, field_error
+from orchestration import budget, canvas, model_catalog
+from orchestration.errors import BudgetExceeded, Conflict, DomainError, NotFound, field_error
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.plans import PhasePlan, plan_for
 from orchestration.principal import Principal
@@ -233,6 +233,17 @@ def _create_job(
         template.usage_count = (template.usage_count or 0) + 1
     plans = plan_for(submission.kind, submission.input, phase_names)
     _validate_models(plans, submission, agent, org)
+    scope = budget.CallScope(
+        principal.organization_id,
+        project.id if project else None,
+        agent.id if agent else None,
+        principal.user_id,
+    )
+    if spent := budget.blocking_limit_spent(session, scope):
+        raise BudgetExceeded(
+            f"Budget limit '{spent.name}' ({spent.amount_usd} USD {spent.period}) is already spent",
+            [{"limit_id": str(spent.id), "scope_type": spent.scope_type, "period": spent.period}],
+        )
     job = Job(
         id=uuid.uuid4(),
         organization_id=principal.organization_id,
@@ -298,6 +309,35 @@ def cancel_job(
         canvas.revoke([t for t in task_ids if t])
     except Exception:  # revoke is only a shortcut; the cancelled row is what stops work
         log.warning("revoke failed for job %s", job_id, exc_info=True)
+    return job
+
+
+def resume_job(sessions: sessionmaker[Session], *, principal: Principal, job_id: uuid.UUID) -> Job:
+    """A paused job continues from the step it stopped before."""
+    from orchestration.recovery import unfinished_plan
+
+    with transaction(sessions) as session:
+        job = _get_job(session, principal, job_id, None)
+        if not transition_job(
+            session,
+            job_id=job.id,
+            to=JobStatus.QUEUED,
+            paused_reason=None,
+            event_data={"resumed_by": str(principal.user_id)},
+        ):
+            session.refresh(job)
+            raise Conflict(
+                f"The job is {job.status}; only a paused job can be resumed",
+                [{"field": "status", "message": job.status}],
+            )
+        if job.agent_id:
+            session.execute(
+                sa.update(Agent).where(Agent.id == job.agent_id, Agent.status == "paused").values(status="active")
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+        phases, steps = unfinished_plan(session, job.id)
+        session.refresh(job)
+    canvas.enqueue(job, phases, steps)
     return job
 
 

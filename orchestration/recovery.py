@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job, JobPhase, JobStatus, JobStep, StepStatus, utcnow
 from models.db import transaction
-from orchestration import canvas
+from orchestration import budget, canvas
 from orchestration.state import append_event
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,22 @@ def stale_job_ids(
     return list(session.scalars(stuck_running.union(forgotten_queued)))
 
 
+def unfinished_plan(session: Session, job_id: uuid.UUID) -> tuple[list[JobPhase], list[JobStep]]:
+    """The phases (and their steps) a re-sent canvas must still run; finished steps in
+    them return at once when their message arrives."""
+    phases = list(
+        session.scalars(
+            sa.select(JobPhase).where(
+                JobPhase.job_id == job_id, JobPhase.status != StepStatus.COMPLETED.value
+            )
+        )
+    )
+    steps = list(
+        session.scalars(sa.select(JobStep).where(JobStep.phase_id.in_([p.id for p in phases])))
+    )
+    return phases, steps
+
+
 def requeue_stale_jobs(
     sessions: sessionmaker[Session], *, lease_grace: timedelta, queued_age: timedelta
 ) -> int:
@@ -52,18 +68,7 @@ def requeue_stale_jobs(
     for job_id in job_ids:
         with transaction(sessions) as session:
             job = session.get(Job, job_id)
-            phases = list(
-                session.scalars(
-                    sa.select(JobPhase).where(
-                        JobPhase.job_id == job_id, JobPhase.status != StepStatus.COMPLETED.value
-                    )
-                )
-            )
-            steps = list(
-                session.scalars(
-                    sa.select(JobStep).where(JobStep.phase_id.in_([p.id for p in phases]))
-                )
-            )
+            phases, steps = unfinished_plan(session, job_id)
             # Touch the job so the next sweep waits a full period before trying again.
             job.updated_at = utcnow()
             append_event(
@@ -77,3 +82,17 @@ def requeue_stale_jobs(
         )
         canvas.enqueue(job, phases, steps)
     return len(job_ids)
+
+
+def release_expired_reservations(
+    sessions: sessionmaker[Session], *, now: datetime | None = None
+) -> int:
+    """Holds whose call never finished (worker killed between reserve and settle)."""
+    with transaction(sessions) as session:
+        keys = budget.expired_call_keys(session, now)
+    for key in keys:
+        with transaction(sessions) as session:
+            budget.release(session, call_key=key)
+    if keys:
+        log.warning("released %d expired budget reservations", len(keys))
+    return len(keys)

@@ -9,3 +9,4 @@ class TaskName(StrEnum):
     FINISH_JOB = "baton.job.finish"
     FAIL_JOB = "baton.job.fail"
     REAP_STALE_JOBS = "baton.maintenance.reap_stale_jobs"
+    SWEEP_RESERVATIONS = "baton.budget.sweep_reservations"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,11 +34,14 @@ from models import (
     utcnow,
 )
 from models.db import transaction
+from orchestration import budget
+from orchestration.errors import BudgetExceeded
 from orchestration.jobs import resolve_step_model
 from orchestration.results import analysis_summary, build_result
 from orchestration.state import append_event, set_phase_status, set_step_status, transition_job
 from workers import ledger
 from workers.providers import CompletionRequest, CompletionResult, ProviderError, complete
+from workers.providers.estimate import worst_case_cost
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,30 @@ DEFAULT_SYSTEM_PROMPTS = {
     JobKind.ANALYSIS: "You are a meticulous code reviewer and security analyst.",
     JobKind.ORCHESTRATION: "You are one phase of a multi-phase AI orchestration. Build on the previous phases.",
 }
+
+
+WORKER_ID_HOST = socket.gethostname()
+
+
+def _worker_id() -> str:
+    return f"{WORKER_ID_HOST}:{os.getpid()}"
+
+
+def _claimer_is_dead(claimed_by: str | None) -> bool:
+    """True when the claiming process ran on this host and no longer exists (a killed
+    prefork child whose message Celery re-queued)."""
+    if not claimed_by or ":" not in claimed_by:
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if host != WORKER_ID_HOST or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class Outcome(enum.Enum):
@@ -65,6 +94,11 @@ class StepContext:
     previous: list[tuple[str, str]]  # (phase name, output) of earlier phases
     siblings: list[JobStep]
 
+    @property
+    def call_key(self) -> str:
+        """One provider call per step attempt: the ledger's and the reservation's key."""
+        return f"{self.step.id}:{self.attempt}"
+
 
 def run_step(
     sessions: sessionmaker[Session],
@@ -81,7 +115,11 @@ def run_step(
         if claimed.step.spec.get("kind") == "score":
             output, result = json.dumps(analysis_summary(claimed.siblings)), None
         else:
-            result = complete(_request(claimed))
+            request = _request(claimed)
+            refused = _reserve(sessions, claimed, request)
+            if refused is not None:
+                return refused
+            result = complete(request)
             output = result.text
     except ProviderError as exc:
         _fail(
@@ -94,6 +132,90 @@ def run_step(
         return Outcome.STOP
     elapsed_ms = int((time.monotonic() - started) * 1000)
     return _complete(sessions, claimed, output=output, result=result, elapsed_ms=elapsed_ms)
+
+
+def _reserve(
+    sessions: sessionmaker[Session], ctx: StepContext, request: CompletionRequest
+) -> Outcome | None:
+    """Hold the call's worst-case cost on every applicable limit, or stop the step here.
+
+    Also the last check before money is spent: a job paused or cancelled since the claim,
+    or an organization under emergency pause, makes no provider call.
+    """
+    amount = worst_case_cost(
+        model=request.model,
+        providers=request.providers,
+        messages=request.messages,
+        max_tokens=request.max_tokens,
+    )
+    try:
+        with transaction(sessions) as session:
+            paused_at = session.scalar(
+                sa.select(Organization.emergency_paused_at).where(
+                    Organization.id == ctx.job.organization_id
+                )
+            )
+            status = session.scalar(sa.select(Job.status).where(Job.id == ctx.job.id))
+            if paused_at is not None or status != JobStatus.RUNNING.value:
+                _hand_back(session, ctx)
+                if status == JobStatus.RUNNING.value:
+                    transition_job(
+                        session, job_id=ctx.job.id, to=JobStatus.PAUSED, paused_reason="emergency",
+                        event_data={"reason": "emergency"},
+                    )  # fmt: skip
+                return Outcome.STOP
+            budget.reserve(
+                session,
+                scope=budget.CallScope.of(ctx.job),
+                call_key=ctx.call_key,
+                amount=amount,
+                job_id=ctx.job.id,
+                hold_seconds=get_settings().step_time_limit + 60,
+            )
+        return None
+    except BudgetExceeded as exc:
+        _fail(sessions, ctx, f"BUDGET_EXCEEDED: {exc.message}")
+        return Outcome.STOP
+    except budget.BudgetPaused as exc:
+        _pause_for_budget(sessions, ctx, exc)
+        return Outcome.STOP
+
+
+def _hand_back(session: Session, ctx: StepContext) -> None:
+    """Return a claimed step to pending, so a resumed job runs it from the start."""
+    set_step_status(
+        session,
+        step_id=ctx.step.id,
+        to=StepStatus.PENDING,
+        from_=[StepStatus.RUNNING],
+        lease_expires_at=None,
+    )
+
+
+def _pause_for_budget(
+    sessions: sessionmaker[Session], ctx: StepContext, refusal: budget.BudgetPaused
+) -> None:
+    with transaction(sessions) as session:
+        _hand_back(session, ctx)
+        paused = transition_job(
+            session,
+            job_id=ctx.job.id,
+            to=JobStatus.PAUSED,
+            paused_reason="budget",
+            event_data={
+                "reason": "budget",
+                "limit_id": refusal.limit_id,
+                "limit_name": refusal.limit_name,
+                "step": ctx.step.name,
+            },
+        )
+        if paused and ctx.job.agent_id:
+            session.execute(
+                sa.update(Agent)
+                .where(Agent.id == ctx.job.agent_id)
+                .values(status="paused")
+                .execution_options(synchronize_session=False)
+            )
 
 
 def _claim(
@@ -116,11 +238,12 @@ def _claim(
             return Outcome.STOP
         now = utcnow()
         lease = now + timedelta(seconds=get_settings().step_time_limit)
+        take_over = redelivered or _claimer_is_dead(step.claimed_by)
         may_take_over = sa.or_(
             JobStep.status == StepStatus.PENDING.value,
             sa.and_(
                 JobStep.status == StepStatus.RUNNING.value,
-                sa.or_(sa.true() if redelivered else sa.false(), JobStep.lease_expires_at < now),
+                sa.or_(sa.true() if take_over else sa.false(), JobStep.lease_expires_at < now),
             ),
         )
         claimed = session.execute(
@@ -131,6 +254,7 @@ def _claim(
                 attempts=JobStep.attempts + 1,
                 started_at=now,
                 lease_expires_at=lease,
+                claimed_by=_worker_id(),
             )
             .execution_options(synchronize_session=False)
         ).rowcount
@@ -155,7 +279,12 @@ def _claim(
             session,
             job_id=job.id,
             type="step.started",
-            data={"phase": phase.name, "step": step.name, "attempt": step.attempts},
+            data={
+                "phase": phase.name,
+                "step": step.name,
+                "attempt": step.attempts,
+                "worker": step.claimed_by,
+            },
         )
         previous = [
             (p.name, p.output or "")
@@ -233,6 +362,9 @@ def _complete(
         if result is not None:
             # Money spent is in the ledger even if the job was cancelled meanwhile.
             ledger.record_usage(session, job=job, step=step, result=result, attempt=ctx.attempt)
+            windows = budget.settle(session, call_key=ctx.call_key, actual=result.cost)
+            for alert in budget.raise_alerts(session, windows):
+                append_event(session, job_id=job.id, type="budget_alert", data=alert.data)
         usage = {
             "provider": result.provider if result else None,
             "model": result.model if result else None,
@@ -240,9 +372,13 @@ def _complete(
             "completion_tokens": result.completion_tokens if result else 0,
             "cost": result.cost if result else 0,
         }
+        # A job paused meanwhile keeps the finished (and paid-for) step; a cancelled or
+        # failed one does not.
         job_running = (
             sa.select(Job.id)
-            .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value)
+            .where(
+                Job.id == job.id, Job.status.in_([JobStatus.RUNNING.value, JobStatus.PAUSED.value])
+            )
             .exists()
         )
         done = session.execute(
@@ -312,6 +448,8 @@ def _complete(
         )
         if siblings == 1:
             _complete_phase(session, job_id=job.id, phase_id=step.phase_id)
+        if session.scalar(sa.select(Job.status).where(Job.id == job.id)) != JobStatus.RUNNING.value:
+            return Outcome.STOP  # paused: resume sends the rest
     return Outcome.CONTINUE
 
 
@@ -323,6 +461,7 @@ def _fail(
 ) -> None:
     now = utcnow()
     with transaction(sessions) as session:
+        budget.release(session, call_key=ctx.call_key)
         set_step_status(
             session,
             step_id=ctx.step.id,

@@ -59,6 +59,11 @@ def reap_stale_jobs() -> int:
     )
 
 
+@app.task(name=TaskName.SWEEP_RESERVATIONS, soft_time_limit=120, time_limit=180)
+def sweep_reservations() -> int:
+    return recovery.release_expired_reservations(session_factory())
+
+
 @app.task(name=TaskName.FAIL_JOB, acks_late=True, soft_time_limit=60, time_limit=90)
 def fail_job(job_id: str) -> None:
     engine.fail_job(

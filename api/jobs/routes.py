@@ -41,6 +41,15 @@ class JobById(MethodView):
         return present_job(jobs.get_job(sessions(), principal=current_principal(), job_id=job_id))
 
 
+@blp.route("/<uuid:job_id>/resume")
+class JobResume(MethodView):
+    @requires("job:cancel")
+    @blp.response(200, JobSummarySchema)
+    def post(self, job_id: uuid.UUID):
+        """Resume a paused job from the step it stopped before; other states answer 409."""
+        return jobs.resume_job(sessions(), principal=current_principal(), job_id=job_id)
+
+
 @blp.route("/<uuid:job_id>/cancel")
 class JobCancel(MethodView):
     @requires("job:cancel")

@@ -1,7 +1,13 @@
-"""One ``openai.OpenAI`` client per provider and process, with the SDK's own retries off."""
+"""One ``openai.OpenAI`` client per provider, per process.
+
+The SDK's own retries are off (``max_retries=0``) and its 10-minute default timeout is
+replaced by the provider's: Baton's retry loop, which sees every attempt, is the only one.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 
 import httpx
@@ -12,42 +18,70 @@ from orchestration.model_catalog import ProviderSpec
 from workers.providers.errors import ProviderError
 from workers.providers.sim import SimTransport
 
-_clients: dict[tuple[str, str], openai.OpenAI] = {}
+# A keyless provider still gets a placeholder: given None, the SDK would read
+# OPENAI_API_KEY itself and send the OpenAI key to whatever server this is.
+NO_KEY = "no-key-required"
+
+_clients: dict[tuple[str, str, str], openai.OpenAI] = {}
 _lock = threading.Lock()
+_pid = os.getpid()
 
 
 def api_key_for(spec: ProviderSpec) -> str:
     if spec.key_env is None:
-        return "sim-no-key"
-    key = getattr(get_settings(), spec.key_env, "") or ""
+        return NO_KEY
+    key = str(getattr(get_settings(), spec.key_env, "") or "")
     if not key:
         raise ProviderError(
             "missing_api_key",
-            f"no API key is configured for provider '{spec.name}' (set {spec.key_env.upper()})",
+            f"provider '{spec.name}' needs an API key: set {spec.key_env.upper()}",
             retryable=False,
             provider=spec.name,
         )
     return key
 
 
-def client_for(spec: ProviderSpec) -> openai.OpenAI:
-    """Baton's retry loop is the only one: ``max_retries=0``; timeouts are set per call."""
-    cache_key = (spec.name, spec.base_url)
+def secrets_for(spec: ProviderSpec) -> tuple[str, ...]:
+    """Every key Baton knows of, for redaction (a server may echo any of them)."""
+    settings = get_settings()
+    keys = {settings.openai_api_key, settings.groq_api_key}
+    if spec.key_env:
+        keys.add(str(getattr(settings, spec.key_env, "") or ""))
+    return tuple(k for k in keys if k)
+
+
+def get_client(spec: ProviderSpec) -> openai.OpenAI:
+    key = api_key_for(spec)
+    # The key's fingerprint is part of the cache key so a rotated key gets a new client;
+    # the key itself never becomes a dict key that could end up in a repr.
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+    cache_key = (spec.name, spec.base_url, fingerprint)
+    global _pid
     with _lock:
+        if _pid != os.getpid():
+            # A forked child (Celery prefork) must not share its parent's connection pools.
+            _clients.clear()
+            _pid = os.getpid()
         client = _clients.get(cache_key)
         if client is None:
-            http_client = httpx.Client(transport=SimTransport()) if spec.name == "sim" else None
-            client = openai.OpenAI(
-                api_key=api_key_for(spec),
-                base_url=spec.base_url,
-                max_retries=0,
-                timeout=spec.timeout_seconds,
-                http_client=http_client,
-            )
-            _clients[cache_key] = client
+            client = _clients[cache_key] = _build(spec, key)
         return client
 
 
+def _build(spec: ProviderSpec, key: str) -> openai.OpenAI:
+    http_client = httpx.Client(transport=SimTransport()) if spec.name == "sim" else None
+    return openai.OpenAI(
+        api_key=key,
+        base_url=spec.base_url,
+        max_retries=0,
+        timeout=spec.timeout_seconds,
+        http_client=http_client,
+    )
+
+
 def reset_clients() -> None:
+    """Forget every cached client (tests; after a configuration change)."""
     with _lock:
+        for client in _clients.values():
+            client.close()
         _clients.clear()

@@ -1,20 +1,38 @@
-"""ProviderError and the classification of SDK exceptions into retryable or not."""
+"""ProviderError, and the classification of SDK exceptions into retryable or not.
+
+Every message built here goes through ``redact``: upstream error bodies can echo a key
+(some servers quote the Authorization header back), and these messages end up in job
+history, attempt lists and logs.
+"""
 
 from __future__ import annotations
 
+import email.utils
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import httpx
 import openai
+import pydantic
+
+DETAIL_CHARS = 300
+
+# Key-shaped tokens (OpenAI "sk-...", Groq "gsk_...") and bearer credentials, as a net
+# under the exact-match redaction of the keys Baton knows.
+_KEY_PATTERN = re.compile(r"\b(?:sk|gsk)[-_][A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[^\s'\",]+")
 
 
 class ProviderError(Exception):
+    """A provider call that failed. ``str(exc)`` is ``"<code>: <message>"``."""
+
     def __init__(
         self,
         code: str,
         message: str,
         *,
-        retryable: bool,
+        retryable: bool = False,
         provider: str | None = None,
         model: str | None = None,
         http_status: int | None = None,
@@ -29,73 +47,108 @@ class ProviderError(Exception):
         self.model = model
         self.http_status = http_status
         self.retry_after = retry_after
-        self.attempts = attempts or []
+        self.attempts: list[dict[str, Any]] = attempts if attempts is not None else []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception pickling replays ``args`` into __init__; ours are keyword attributes.
+        return (self.__class__, (self.code, self.message), self.__dict__)
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
-    if response is None:
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return _KEY_PATTERN.sub("[redacted]", text)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``/``retry-after`` (seconds or an HTTP date)."""
+    if not headers:
         return None
-    value = response.headers.get("retry-after")
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
     try:
-        return max(0.0, float(value)) if value is not None else None
+        return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    return max(0.0, when.timestamp() - time.time())
 
 
-def classify(exc: Exception, *, provider: str, model: str) -> ProviderError:
-    """Map an SDK exception to a ProviderError. Messages never include request headers."""
-    where = {"provider": provider, "model": model}
+# (code, retryable) by HTTP status; 408/409 are transient, as the SDK itself treats them.
+_STATUS_CODES: dict[int, tuple[str, bool]] = {
+    400: ("bad_request", False),
+    401: ("auth_error", False),
+    403: ("auth_error", False),
+    404: ("not_found", False),
+    408: ("timeout", True),
+    409: ("conflict", True),
+    413: ("bad_request", False),
+    422: ("bad_request", False),
+    429: ("rate_limited", True),
+}
+
+
+def classify(
+    exc: BaseException, *, provider: str, model: str, secrets: Iterable[str] = ()
+) -> ProviderError | None:
+    """Map an SDK (or body-parsing) exception to a ProviderError; None if it is not one.
+
+    Unknown exceptions are left alone on purpose: a bug in Baton should surface as a bug,
+    not as a retried "provider error".
+    """
+    secrets = tuple(secrets)
+    where: dict[str, Any] = {"provider": provider, "model": model}
+
+    def error(code: str, what: str, retryable: bool, **extra: Any) -> ProviderError:
+        message = redact(f"{model}: {what}", secrets)
+        return ProviderError(code, message, retryable=retryable, **where, **extra)
+
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(
-            "timeout", "the provider did not answer in time", retryable=True, **where
-        )
+        return error("timeout", "the provider did not answer in time", True)
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(
-            "connection_error", "could not reach the provider", retryable=True, **where
-        )
+        return error("connection_error", "could not reach the provider", True)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return error("malformed_response", "the answer did not match the API schema", True)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        detail = _safe_detail(exc)
-        common = {"http_status": status, "retry_after": _retry_after(exc.response), **where}
-        if status == 429:
-            return ProviderError("rate_limited", detail or "rate limited", retryable=True, **common)
-        if status >= 500:
-            return ProviderError(
-                "server_error", detail or f"provider error {status}", retryable=True, **common
-            )
-        if status in (401, 403):
-            return ProviderError(
-                "auth_error", "the provider refused the credentials", retryable=False, **common
-            )
-        if status == 404:
-            return ProviderError(
-                "not_found", detail or "model or endpoint not found", retryable=False, **common
-            )
-        if status == 400 and "context" in (detail or "").lower():
-            return ProviderError("context_too_long", detail, retryable=False, **common)
-        return ProviderError(
-            "bad_request",
-            detail or f"provider refused the request ({status})",
-            retryable=False,
-            **common,
+        code, retryable = _STATUS_CODES.get(
+            status, ("server_error", True) if status >= 500 else ("client_error", False)
         )
-    if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError, IndexError)):
-        # The SDK could not parse the body: a broken answer, worth another attempt.
-        return ProviderError(
-            "malformed_response",
-            f"unreadable provider answer ({type(exc).__name__})",
-            retryable=True,
-            **where,
+        detail = _detail(exc)
+        what = f"HTTP {status}" + (f": {detail}" if detail else "")
+        return error(
+            code,
+            what,
+            retryable,
+            http_status=status,
+            retry_after=parse_retry_after(exc.response.headers),
         )
-    return ProviderError("provider_error", f"{type(exc).__name__}", retryable=False, **where)
+    if isinstance(exc, json.JSONDecodeError | pydantic.ValidationError):
+        # A 200 whose body is not the JSON it claims to be: worth another attempt.
+        return error("malformed_response", f"unreadable answer ({type(exc).__name__})", True)
+    if isinstance(exc, openai.OpenAIError):
+        return error("provider_error", type(exc).__name__, False)
+    return None
 
 
-def _safe_detail(exc: openai.APIStatusError) -> str:
+def _detail(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"][:300]
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"][:DETAIL_CHARS]
+    if isinstance(body, str):
+        return body[:DETAIL_CHARS]
     return ""

@@ -1,9 +1,11 @@
-"""The ``sim`` provider: a deterministic, offline OpenAI-compatible server as an httpx
-transport under the real ``openai`` SDK.
+"""The ``sim`` provider: a deterministic, offline OpenAI-compatible server, as an httpx
+transport under the real ``openai`` SDK (so requests, errors and parsing take the same
+path as a real provider's).
 
-Model names choose the behaviour: ``echo`` (instant), ``slow`` (~1 s), ``flaky`` (429 with
-Retry-After twice per prompt, then success), ``error`` (500), ``timeout`` (never answers in
-time), ``malformed`` (a broken body). Answers carry token usage like a real server.
+The model name chooses the behaviour: ``echo`` (instant), ``slow`` (~1 s), ``flaky`` (429
+with ``Retry-After: 0`` twice per prompt, then success), ``error`` (500), ``timeout``
+(never answers in time), ``malformed`` (a 200 with a broken JSON body). Answers quote the
+prompt, end with a ``Score: X.Y/10`` line and carry token usage like a real server.
 """
 
 from __future__ import annotations
@@ -13,113 +15,181 @@ import json
 import math
 import threading
 import time
-import uuid
 from typing import Any
 
 import httpx
 
+from orchestration.model_catalog import SIM_MODELS
+
+QUOTE_CHARS = 160
 SLOW_SECONDS = 1.0
-_flaky_counts: dict[str, int] = {}
-_flaky_lock = threading.Lock()
+TIMEOUT_SECONDS = 0.2  # how long sim/timeout stalls before failing; never longer
+FLAKY_FAILURES = 2
+CREATED = 1_700_000_000  # a fixed timestamp keeps the whole body deterministic
+STREAM_CHUNK_CHARS = 32
 
 
 def count_tokens(text: str) -> int:
     """About four characters a token, like the usual BPE tokenizers on English."""
-    return max(1, math.ceil(len(text) / 4)) if text else 0
+    return math.ceil(len(text) / 4)
 
 
-def _digest(messages: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+def message_text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content-part list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
+        )
+    return ""
+
+
+def prompt_digest(messages: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def reply_text(messages: list[dict[str, Any]], model: str) -> str:
-    last_user = next(
-        (m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), ""
-    )
-    digest = _digest(messages)
-    score = 5 + int(digest[:4], 16) % 50 / 10  # 5.0 .. 9.9, stable per prompt
-    quoted = " ".join(str(last_user).split())[:160]
+    """The answer to a prompt: same messages and model, same text."""
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), messages[-1])
+    quoted = " ".join(message_text(last_user.get("content")).split())[:QUOTE_CHARS]
+    digest = prompt_digest(messages)
+    score = (10 + int(digest[:8], 16) % 90) / 10  # 1.0 .. 9.9, stable per prompt
     return (
-        f"[{model}] Simulated answer to: {quoted}\n"
-        f"- Finding {digest[:6]}: the request was understood and addressed step by step.\n"
-        f"- Recommendation {digest[6:12]}: keep the work small, tested and reviewed.\n"
+        f'Simulated answer from sim/{model}. You asked: "{quoted}". '
+        f"Reference {digest[:8]}: the request was read in full and answered point by point; "
+        f"keep the work small, tested and reviewed.\n"
         f"Score: {score:.1f}/10"
     )
 
 
+def _error(status: int, message: str, kind: str, **headers: str) -> httpx.Response:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def _read_timeout(request: httpx.Request) -> float | None:
+    timeout = (request.extensions.get("timeout") or {}).get("read")
+    return float(timeout) if timeout is not None else None
+
+
 class SimTransport(httpx.BaseTransport):
+    def __init__(self) -> None:
+        # Per-process memory, as a real provider's rate limiter would be per account.
+        self._flaky_calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if not request.url.path.endswith("/chat/completions"):
-            return httpx.Response(
-                404, json={"error": {"message": "not found", "type": "invalid_request_error"}}
-            )
-        body = json.loads(request.content or b"{}")
-        model = str(body.get("model", "echo")).removeprefix("sim/")
-        messages = body.get("messages") or []
+        path = request.url.path
+        if request.method == "GET" and path.endswith("/models"):
+            data = [{"id": f"sim/{m}", "object": "model", "owned_by": "baton"} for m in SIM_MODELS]
+            return httpx.Response(200, json={"object": "list", "data": data})
+        if request.method != "POST" or not path.endswith("/chat/completions"):
+            return _error(404, f"no route for {request.method} {path}", "invalid_request_error")
+        try:
+            body = json.loads(request.read() or b"{}")
+        except ValueError:
+            return _error(400, "the body is not JSON", "invalid_request_error")
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not messages:
+            return _error(400, "'messages' must be a non-empty list", "invalid_request_error")
+        model = str(body.get("model", "")).removeprefix("sim/")
+        if model not in SIM_MODELS:
+            return _error(404, f"the model 'sim/{model}' does not exist", "invalid_request_error")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            return _error(400, "max_tokens must be a positive integer", "invalid_request_error")
+
+        if fault := self._fault(model, messages, request):
+            return fault
+        completion = _completion(model, messages, limit)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return _stream(completion, include_usage)
+        return httpx.Response(200, json=completion)
+
+    def _fault(
+        self, model: str, messages: list[dict[str, Any]], request: httpx.Request
+    ) -> httpx.Response | None:
+        read_timeout = _read_timeout(request)
         if model == "slow":
+            if read_timeout is not None and read_timeout < SLOW_SECONDS:
+                time.sleep(read_timeout)  # a slow server past the client's read timeout
+                raise httpx.ReadTimeout("sim: no answer within the read timeout", request=request)
             time.sleep(SLOW_SECONDS)
-        elif model == "error":
-            return httpx.Response(
-                500, json={"error": {"message": "simulated server error", "type": "server_error"}}
-            )
         elif model == "timeout":
-            timeout = (request.extensions.get("timeout") or {}).get("read") or 0.2
-            time.sleep(min(float(timeout), 0.2))
-            raise httpx.ReadTimeout("simulated timeout", request=request)
+            time.sleep(min(read_timeout or TIMEOUT_SECONDS, TIMEOUT_SECONDS))
+            raise httpx.ReadTimeout("sim: no answer within the read timeout", request=request)
+        elif model == "error":
+            return _error(500, "sim: simulated internal server error", "server_error")
         elif model == "malformed":
             return httpx.Response(
                 200,
-                content=b'{"id": "broken", "choices": [',
+                content=b'{"id": "chatcmpl-sim-malformed", "choices": [{"message": ',
                 headers={"content-type": "application/json"},
             )
         elif model == "flaky":
-            key = _digest(messages)
-            with _flaky_lock:
-                seen = _flaky_counts.get(key, 0)
-                _flaky_counts[key] = seen + 1
-            if seen < 2:
-                return httpx.Response(
-                    429,
-                    headers={"retry-after": "0"},
-                    json={"error": {"message": "simulated rate limit", "type": "rate_limit_error"}},
+            key = prompt_digest(messages)
+            with self._lock:
+                seen = self._flaky_calls.get(key, 0)
+                # A cycle, so every fresh call of the same prompt is flaky again.
+                self._flaky_calls[key] = (seen + 1) % (FLAKY_FAILURES + 1)
+            if seen < FLAKY_FAILURES:
+                return _error(
+                    429, "sim: rate limit reached", "rate_limit_error", **{"retry-after": "0"}
                 )
-        elif model not in ("echo", "slow", "flaky"):
-            return httpx.Response(
-                404,
-                json={
-                    "error": {
-                        "message": f"model {model} not found",
-                        "type": "invalid_request_error",
-                    }
-                },
-            )
-        return httpx.Response(200, json=self._completion(body, model, messages))
+        return None
 
-    @staticmethod
-    def _completion(
-        body: dict[str, Any], model: str, messages: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        text = reply_text(messages, f"sim/{model}")
-        prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages)
-        limit = int(body.get("max_tokens") or body.get("max_completion_tokens") or 1_000_000)
-        finish = "stop"
-        if count_tokens(text) > limit:
-            text, finish = text[: limit * 4], "length"
-        return {
-            "id": f"chatcmpl-sim-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": f"sim/{model}",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": count_tokens(text),
-                "total_tokens": prompt_tokens + count_tokens(text),
-            },
-        }
+
+def _completion(model: str, messages: list[dict[str, Any]], limit: int | None) -> dict[str, Any]:
+    text = reply_text(messages, model)
+    finish = "stop"
+    if limit is not None and count_tokens(text) > limit:
+        text, finish = text[: limit * 4], "length"
+    prompt_tokens = max(1, count_tokens("".join(message_text(m.get("content")) for m in messages)))
+    completion_tokens = count_tokens(text)
+    return {
+        "id": f"chatcmpl-sim-{prompt_digest(messages)[:24]}",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": f"sim/{model}",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _stream(completion: dict[str, Any], include_usage: bool) -> httpx.Response:
+    """The same answer as server-sent ``chat.completion.chunk`` events."""
+    choice = completion["choices"][0]
+    text = choice["message"]["content"]
+    base = {k: completion[k] for k in ("id", "created", "model")} | {
+        "object": "chat.completion.chunk"
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+        return base | {"choices": choices} | ({"usage": None} if include_usage else {})
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [
+        chunk({"content": text[i : i + STREAM_CHUNK_CHARS]})
+        for i in range(0, len(text), STREAM_CHUNK_CHARS)
+    ]
+    chunks.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        chunks.append(base | {"choices": [], "usage": completion["usage"]})
+    events = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return httpx.Response(
+        200, content=events.encode(), headers={"content-type": "text/event-stream"}
+    )

@@ -1,0 +1,347 @@
+"""Budget accounting: limits over calendar windows, reserve -> call -> settle.
+
+Before a provider call a worker reserves the call's worst-case cost on the current window
+of every limit that applies, each with ONE conditional UPDATE
+(``reserved = reserved + x WHERE spent + reserved + x <= amount``), so concurrent workers
+can never push a ``block`` limit past its amount. After the call it settles the actual
+cost (same transaction as the usage row) and releases the rest. Windows are anchored in
+UTC (day, ISO week, month, or all time) and a new window starts from the ledger's sum for
+its scope, so a limit added to a scope that has already spent counts that spend at once.
+
+Nothing here commits; callers own the transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from models import (
+    BudgetLimit,
+    BudgetReservation,
+    BudgetWindow,
+    Job,
+    LimitAction,
+    Notification,
+    Period,
+    ScopeType,
+    UsageRecord,
+    utcnow,
+)
+from orchestration.errors import BudgetExceeded
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CallScope:
+    """Who a provider call is charged to."""
+
+    organization_id: uuid.UUID
+    project_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> CallScope:
+        return cls(job.organization_id, job.project_id, job.agent_id, job.created_by_id)
+
+
+class BudgetPaused(Exception):
+    """A ``pause`` limit is spent: the job pauses before this call."""
+
+    def __init__(self, limit: BudgetLimit) -> None:
+        super().__init__(f"budget limit '{limit.name}' reached")
+        # Plain values: the limit row is gone with the transaction that refused the hold.
+        self.limit_id = str(limit.id)
+        self.limit_name = limit.name
+
+
+def window_bounds(period: str, now: datetime | None = None) -> tuple[datetime, datetime | None]:
+    now = (now or utcnow()).astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == Period.DAILY:
+        return day, day + timedelta(days=1)
+    if period == Period.WEEKLY:
+        start = day - timedelta(days=day.weekday())  # ISO week: Monday
+        return start, start + timedelta(days=7)
+    if period == Period.MONTHLY:
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return start, end
+    return EPOCH, None
+
+
+def _scope_filter(limit: BudgetLimit) -> list[Any]:
+    conditions: list[Any] = [UsageRecord.organization_id == limit.organization_id]
+    column = {
+        ScopeType.PROJECT: UsageRecord.project_id,
+        ScopeType.AGENT: UsageRecord.agent_id,
+        ScopeType.USER: UsageRecord.user_id,
+    }.get(ScopeType(limit.scope_type))
+    if column is not None:
+        conditions.append(column == limit.scope_id)
+    return conditions
+
+
+def ledger_spend(
+    session: Session, limit: BudgetLimit, start: datetime, end: datetime | None
+) -> Decimal:
+    stmt = sa.select(sa.func.coalesce(sa.func.sum(UsageRecord.cost), 0)).where(
+        *_scope_filter(limit), UsageRecord.created_at >= start
+    )
+    if end is not None:
+        stmt = stmt.where(UsageRecord.created_at < end)
+    return Decimal(session.scalar(stmt) or 0)
+
+
+def applicable_limits(session: Session, scope: CallScope) -> list[BudgetLimit]:
+    """``global`` and ``organization`` cover all of the organization's spend; a tenant
+    can only budget its own spend, so ``global`` is kept for seed 001's vocabulary."""
+    matches = [BudgetLimit.scope_type.in_([ScopeType.GLOBAL.value, ScopeType.ORGANIZATION.value])]
+    for scope_type, scope_id in (
+        (ScopeType.PROJECT, scope.project_id),
+        (ScopeType.AGENT, scope.agent_id),
+        (ScopeType.USER, scope.user_id),
+    ):
+        if scope_id is not None:
+            matches.append(
+                sa.and_(
+                    BudgetLimit.scope_type == scope_type.value, BudgetLimit.scope_id == scope_id
+                )
+            )
+    return list(
+        session.scalars(
+            sa.select(BudgetLimit)
+            .where(
+                BudgetLimit.organization_id == scope.organization_id,
+                BudgetLimit.is_active.is_(True),
+                sa.or_(*matches),
+            )
+            .order_by(BudgetLimit.id)  # a fixed order: concurrent reservers lock windows alike
+        )
+    )
+
+
+def current_window(
+    session: Session, limit: BudgetLimit, now: datetime | None = None
+) -> BudgetWindow:
+    """The limit's window for ``now``, created on first use from the ledger's sum."""
+    start, end = window_bounds(limit.period, now)
+    window = session.scalar(
+        sa.select(BudgetWindow).where(
+            BudgetWindow.limit_id == limit.id, BudgetWindow.window_start == start
+        )
+    )
+    if window is not None:
+        return window
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(BudgetWindow)
+        .values(
+            id=uuid.uuid4(), limit_id=limit.id, window_start=start, window_end=end,
+            spent=ledger_spend(session, limit, start, end), reserved=Decimal(0),
+        )
+        .on_conflict_do_nothing(index_elements=["limit_id", "window_start"])
+    )  # fmt: skip
+    return session.scalar(
+        sa.select(BudgetWindow)
+        .where(BudgetWindow.limit_id == limit.id, BudgetWindow.window_start == start)
+        .execution_options(populate_existing=True)
+    )
+
+
+def reserve(
+    session: Session,
+    *,
+    scope: CallScope,
+    call_key: str,
+    amount: Decimal,
+    job_id: uuid.UUID | None,
+    hold_seconds: int,
+) -> list[BudgetReservation]:
+    """Hold ``amount`` on every applicable limit's window, or raise.
+
+    ``block`` raises BudgetExceeded and ``pause`` raises BudgetPaused when the hold does not
+    fit; the caller's transaction rolls back every hold made before the refusal.
+    """
+    holds: list[BudgetReservation] = []
+    expires = utcnow() + timedelta(seconds=hold_seconds)
+    for limit in applicable_limits(session, scope):
+        window = current_window(session, limit)
+        stmt = sa.update(BudgetWindow).where(BudgetWindow.id == window.id)
+        if limit.action_on_exceed != LimitAction.WARN:
+            stmt = stmt.where(
+                BudgetWindow.spent + BudgetWindow.reserved + amount <= limit.amount_usd
+            )
+        held = session.execute(
+            stmt.values(reserved=BudgetWindow.reserved + amount).execution_options(
+                synchronize_session=False
+            )
+        ).rowcount
+        if not held:
+            if limit.action_on_exceed == LimitAction.PAUSE:
+                raise BudgetPaused(limit)
+            raise BudgetExceeded(
+                f"Budget limit '{limit.name}' ({limit.amount_usd} USD {limit.period}) would be exceeded",
+                [
+                    {
+                        "limit_id": str(limit.id),
+                        "scope_type": limit.scope_type,
+                        "period": limit.period,
+                    }
+                ],
+            )
+        hold = BudgetReservation(
+            window_id=window.id,
+            call_key=call_key,
+            job_id=job_id,
+            amount=amount,
+            status="held",
+            expires_at=expires,
+        )
+        session.add(hold)
+        holds.append(hold)
+    session.flush()
+    return holds
+
+
+def settle(session: Session, *, call_key: str, actual: Decimal) -> list[BudgetWindow]:
+    """Charge ``actual`` to each window the call reserved on and release the hold."""
+    windows = []
+    for hold in _held(session, call_key):
+        session.execute(
+            sa.update(BudgetWindow)
+            .where(BudgetWindow.id == hold.window_id)
+            .values(reserved=BudgetWindow.reserved - hold.amount, spent=BudgetWindow.spent + actual)
+            .execution_options(synchronize_session=False)
+        )
+        hold.status = "settled"
+        windows.append(hold.window_id)
+    session.flush()
+    return [session.get(BudgetWindow, w, populate_existing=True) for w in windows]
+
+
+def release(session: Session, *, call_key: str) -> None:
+    for hold in _held(session, call_key):
+        session.execute(
+            sa.update(BudgetWindow)
+            .where(BudgetWindow.id == hold.window_id)
+            .values(reserved=BudgetWindow.reserved - hold.amount)
+            .execution_options(synchronize_session=False)
+        )
+        hold.status = "released"
+    session.flush()
+
+
+def _held(session: Session, call_key: str) -> list[BudgetReservation]:
+    # Row locks: a settle and the sweep cannot both release the same hold.
+    return list(
+        session.scalars(
+            sa.select(BudgetReservation)
+            .where(BudgetReservation.call_key == call_key, BudgetReservation.status == "held")
+            .with_for_update()
+        )
+    )
+
+
+def expired_call_keys(session: Session, now: datetime | None = None) -> list[str]:
+    return list(
+        session.scalars(
+            sa.select(BudgetReservation.call_key)
+            .where(
+                BudgetReservation.status == "held", BudgetReservation.expires_at < (now or utcnow())
+            )
+            .distinct()
+        )
+    )
+
+
+def raise_alerts(session: Session, windows: list[BudgetWindow]) -> list[Notification]:
+    """Crossing the alert threshold and crossing 100% each notify once per window."""
+    created = []
+    for window in windows:
+        limit = session.get(BudgetLimit, window.limit_id)
+        if limit is None or limit.amount_usd <= 0:
+            continue
+        ratio = window.spent / limit.amount_usd
+        for column, reached, severity, what in (
+            (
+                BudgetWindow.threshold_alerted_at,
+                ratio >= limit.alert_threshold,
+                "warning",
+                "threshold",
+            ),
+            (BudgetWindow.exceeded_alerted_at, ratio >= 1, "critical", "exceeded"),
+        ):
+            if not reached:
+                continue
+            first = session.execute(
+                sa.update(BudgetWindow)
+                .where(BudgetWindow.id == window.id, column.is_(None))
+                .values({column.key: utcnow()})
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if first:
+                created.append(_alert(session, limit, window, ratio, severity, what))
+    return created
+
+
+def _alert(
+    session: Session,
+    limit: BudgetLimit,
+    window: BudgetWindow,
+    ratio: Decimal,
+    severity: str,
+    what: str,
+) -> Notification:
+    percentage = float(round(ratio * 100, 1))
+    data = {
+        "type": "budget_alert",
+        "limit_id": str(limit.id),
+        "limit_name": limit.name,
+        "scope_type": limit.scope_type,
+        "scope_id": str(limit.scope_id) if limit.scope_id else None,
+        "period": limit.period,
+        "current_spend": str(window.spent),
+        "limit_amount": str(limit.amount_usd),
+        "percentage": percentage,
+        "threshold": str(limit.alert_threshold),
+        "action": limit.action_on_exceed,
+        "window_start": window.window_start.isoformat(),
+    }
+    title = f"Budget {'limit reached' if what == 'exceeded' else 'threshold reached'}: {limit.name}"
+    note = Notification(
+        organization_id=limit.organization_id,
+        type="budget_alert",
+        severity=severity,
+        title=title,
+        message=f"{limit.name}: {percentage}% of {limit.amount_usd} USD ({limit.period}) spent",
+        data=data,
+    )
+    session.add(note)
+    session.flush()
+    log.info("budget alert %s for limit %s at %s%%", what, limit.id, percentage)
+    return note
+
+
+def blocking_limit_spent(session: Session, scope: CallScope) -> BudgetLimit | None:
+    """A ``block`` limit already at its amount: the submission is refused with 402."""
+    for limit in applicable_limits(session, scope):
+        if limit.action_on_exceed != LimitAction.BLOCK:
+            continue
+        # Settled spend only: holds in flight may still be released.
+        if current_window(session, limit).spent >= limit.amount_usd:
+            return limit
+    return None

@@ -1,0 +1,83 @@
+"""Emergency pause-all / resume-all (seed 001): stop an organization's spending at once."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Job, JobStatus, Organization, utcnow
+from models.db import transaction
+from orchestration import canvas
+from orchestration.principal import Principal
+from orchestration.recovery import unfinished_plan
+from orchestration.state import append_event
+
+
+def pause_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
+    """Pause every queued and running job; workers make no provider call while the flag is set.
+
+    A step already inside its provider call finishes and records its cost; the next step
+    of that job does not start.
+    """
+    with transaction(sessions) as session:
+        session.execute(
+            sa.update(Organization)
+            .where(Organization.id == principal.organization_id)
+            .values(emergency_paused_at=utcnow())
+        )
+        paused = list(
+            session.scalars(
+                sa.update(Job)
+                .where(
+                    Job.organization_id == principal.organization_id,
+                    Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+                )
+                .values(
+                    status=JobStatus.PAUSED.value, paused_reason="emergency", updated_at=utcnow()
+                )
+                .returning(Job.id)
+            )
+        )
+        for job_id in paused:
+            append_event(
+                session,
+                job_id=job_id,
+                type="job.paused",
+                data={"status": "paused", "reason": "emergency"},
+            )
+    return len(paused)
+
+
+def resume_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
+    """Clear the flag and send every emergency-paused job again from where it stopped."""
+    resumed: list[tuple[Job, list, list]] = []
+    with transaction(sessions) as session:
+        session.execute(
+            sa.update(Organization)
+            .where(Organization.id == principal.organization_id)
+            .values(emergency_paused_at=None)
+        )
+        jobs = list(
+            session.scalars(
+                sa.update(Job)
+                .where(
+                    Job.organization_id == principal.organization_id,
+                    Job.status == JobStatus.PAUSED.value,
+                    Job.paused_reason == "emergency",
+                )
+                .values(status=JobStatus.QUEUED.value, paused_reason=None, updated_at=utcnow())
+                .returning(Job)
+            )
+        )
+        for job in jobs:
+            append_event(
+                session,
+                job_id=job.id,
+                type="job.queued",
+                data={"status": "queued", "reason": "emergency resume"},
+            )
+            phases, steps = unfinished_plan(session, job.id)
+            resumed.append((job, phases, steps))
+    for job, phases, steps in resumed:
+        canvas.enqueue(job, phases, steps)
+    return len(resumed)

@@ -180,6 +180,19 @@ def reserve(
     expires = utcnow() + timedelta(seconds=hold_seconds)
     for limit in applicable_limits(session, scope):
         window = current_window(session, limit)
+        hold = BudgetReservation(
+            window_id=window.id,
+            call_key=call_key,
+            job_id=job_id,
+            amount=amount,
+            status="held",
+            expires_at=expires,
+        )
+        session.add(hold)
+        session.flush()
+        holds.append(hold)
+        # The window row is the hot spot: its UPDATE comes last, so its lock is held for
+        # as short a time as possible before the caller commits.
         stmt = sa.update(BudgetWindow).where(BudgetWindow.id == window.id)
         if limit.action_on_exceed != LimitAction.WARN:
             stmt = stmt.where(
@@ -203,34 +216,27 @@ def reserve(
                     }
                 ],
             )
-        hold = BudgetReservation(
-            window_id=window.id,
-            call_key=call_key,
-            job_id=job_id,
-            amount=amount,
-            status="held",
-            expires_at=expires,
-        )
-        session.add(hold)
-        holds.append(hold)
-    session.flush()
     return holds
 
 
 def settle(session: Session, *, call_key: str, actual: Decimal) -> list[BudgetWindow]:
-    """Charge ``actual`` to each window the call reserved on and release the hold."""
-    windows = []
-    for hold in _held(session, call_key):
+    """Charge ``actual`` to each window the call reserved on and release the hold.
+
+    Call it last in the transaction: the window rows it updates are shared by every
+    concurrent call on the same limit.
+    """
+    holds = _held(session, call_key)
+    for hold in holds:
+        hold.status = "settled"
+    session.flush()
+    for hold in holds:
         session.execute(
             sa.update(BudgetWindow)
             .where(BudgetWindow.id == hold.window_id)
             .values(reserved=BudgetWindow.reserved - hold.amount, spent=BudgetWindow.spent + actual)
             .execution_options(synchronize_session=False)
         )
-        hold.status = "settled"
-        windows.append(hold.window_id)
-    session.flush()
-    return [session.get(BudgetWindow, w, populate_existing=True) for w in windows]
+    return [session.get(BudgetWindow, h.window_id, populate_existing=True) for h in holds]
 
 
 def release(session: Session, *, call_key: str) -> None:

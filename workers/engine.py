@@ -362,9 +362,6 @@ def _complete(
         if result is not None:
             # Money spent is in the ledger even if the job was cancelled meanwhile.
             ledger.record_usage(session, job=job, step=step, result=result, attempt=ctx.attempt)
-            windows = budget.settle(session, call_key=ctx.call_key, actual=result.cost)
-            for alert in budget.raise_alerts(session, windows):
-                append_event(session, job_id=job.id, type="budget_alert", data=alert.data)
         usage = {
             "provider": result.provider if result else None,
             "model": result.model if result else None,
@@ -399,6 +396,7 @@ def _complete(
                 session, step_id=step.id, to=StepStatus.CANCELLED, from_=[StepStatus.RUNNING],
                 output=output, completed_at=now, execution_time_ms=elapsed_ms, **usage,
             )  # fmt: skip
+            _settle(session, ctx, result)
             return Outcome.STOP
         session.execute(
             sa.update(JobPhase)
@@ -448,9 +446,19 @@ def _complete(
         )
         if siblings == 1:
             _complete_phase(session, job_id=job.id, phase_id=step.phase_id)
-        if session.scalar(sa.select(Job.status).where(Job.id == job.id)) != JobStatus.RUNNING.value:
-            return Outcome.STOP  # paused: resume sends the rest
-    return Outcome.CONTINUE
+        status = session.scalar(sa.select(Job.status).where(Job.id == job.id))
+        _settle(session, ctx, result)
+    # Paused meanwhile: the chain stops here and resume sends the rest.
+    return Outcome.CONTINUE if status == JobStatus.RUNNING.value else Outcome.STOP
+
+
+def _settle(session: Session, ctx: StepContext, result: CompletionResult | None) -> None:
+    """Last in the step's transaction: the budget window rows are shared and hot."""
+    if result is None:
+        return
+    windows = budget.settle(session, call_key=ctx.call_key, actual=result.cost)
+    for alert in budget.raise_alerts(session, windows):
+        append_event(session, job_id=ctx.job.id, type="budget_alert", data=alert.data)
 
 
 def _fail(

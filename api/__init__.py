@@ -21,6 +21,7 @@ BLUEPRINT_MODULES = (
     "api.organizations.routes",
     "api.projects.routes",
     "api.agents.routes",
+    "api.agent_runs.routes",
     "api.templates.routes",
     "api.jobs.routes",
     "api.tasks.routes",

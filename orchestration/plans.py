@@ -134,6 +134,16 @@ def orchestration_plan(data: dict[str, Any], phase_names: list[str]) -> list[Pha
     ]
 
 
+def agent_run_plan(data: dict[str, Any]) -> list[PhasePlan]:
+    """An agent run (seed 002 execute, seed 000 test): one call with the agent's config."""
+    return [
+        PhasePlan(
+            "execution",
+            [_llm_step("execution", data.get("task_type") or "general", data["input"])],
+        )
+    ]
+
+
 def plan_for(
     kind: JobKind, data: dict[str, Any], phase_names: list[str] | None = None
 ) -> list[PhasePlan]:
@@ -143,6 +153,8 @@ def plan_for(
         return build_plan(data)
     if kind == JobKind.ANALYSIS:
         return analysis_plan(data)
+    if kind == JobKind.AGENT_RUN:
+        return agent_run_plan(data)
     if kind == JobKind.ORCHESTRATION:
         return orchestration_plan(data, phase_names or list(DEFAULT_ORCHESTRATION_PHASES))
     raise ValueError(f"no plan for job kind {kind}")

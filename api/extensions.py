@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import request
-from flask_jwt_extended import JWTManager, get_jwt, verify_jwt_in_request
+from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_smorest import Api
@@ -19,14 +19,20 @@ class BatonApi(Api):
 
 
 def rate_limit_key() -> str:
-    """Per organization+user when authenticated, else per client IP."""
-    try:
-        verify_jwt_in_request(optional=True)
-        claims = get_jwt()
-    except Exception:  # an invalid token is answered by the view's own auth check
-        claims = {}
-    if claims.get("sub"):
-        return f"user:{claims.get('org')}:{claims['sub']}"
+    """Per organization+user when authenticated, else per client IP.
+
+    Uses the same cached principal as the view, so a request's token (and its revocation
+    check) is verified once.
+    """
+    from api.security import current_principal
+    from orchestration.errors import DomainError
+
+    if request.headers.get("Authorization"):
+        try:
+            principal = current_principal()
+            return f"user:{principal.organization_id}:{principal.user_id}"
+        except DomainError:  # an invalid token is answered by the view's own auth check
+            pass
     return f"ip:{get_remote_address()}"
 
 

@@ -36,7 +36,7 @@ from orchestration.errors import BudgetExceeded, Conflict, DomainError, NotFound
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.plans import PhasePlan, plan_for
 from orchestration.principal import Principal
-from orchestration.state import append_event, cancel_open_steps, transition_job
+from orchestration.state import cancel_open_steps, transition_job
 
 log = logging.getLogger(__name__)
 
@@ -143,32 +143,23 @@ def _validate_models(
                 model_catalog.price_for(model_catalog.resolve_model(name, providers))
 
 
-def _insert_plan(
-    session: Session, job: Job, plans: list[PhasePlan]
-) -> tuple[list[JobPhase], list[JobStep]]:
+def _plan_rows(job: Job, plans: list[PhasePlan]) -> tuple[list[JobPhase], list[JobStep]]:
     phases: list[JobPhase] = []
     steps: list[JobStep] = []
     for position, plan in enumerate(plans):
         phase = JobPhase(
-            id=uuid.uuid4(),
-            job_id=job.id,
-            position=position,
-            code=f"Phase {position}",
-            name=plan.title,
-        )
+            id=uuid.uuid4(), job_id=job.id, position=position, code=f"Phase {position}", name=plan.title,
+            status="pending", prompt_tokens=0, completion_tokens=0, cost=0,
+        )  # fmt: skip
         phases.append(phase)
         for step_position, step in enumerate(plan.steps):
             steps.append(
                 JobStep(
                     id=uuid.uuid4(), job_id=job.id, phase_id=phase.id, position=step_position,
-                    name=step.name, spec=step.spec, celery_task_id=str(uuid.uuid4()),
+                    name=step.name, spec=step.spec, celery_task_id=str(uuid.uuid4()), status="pending",
+                    attempts=0, prompt_tokens=0, completion_tokens=0, cost=0,
                 )
             )  # fmt: skip
-    session.add_all(phases)
-    session.flush()
-    session.add_all(steps)
-    session.flush()
-    job.total_steps = len(steps)
     return phases, steps
 
 
@@ -260,12 +251,12 @@ def _create_job(
         idempotency_key=submission.idempotency_key,
         queue=canvas.queue_for(submission.priority),
     )
-    session.add(job)
-    session.flush()
-    phases, steps = _insert_plan(session, job, plans)
-    append_event(
-        session,
+    phases, steps = _plan_rows(job, plans)
+    job.total_steps = len(steps)
+    job.event_seq = 1  # the first event is written with the job, numbered by hand
+    first_event = JobEvent(
         job_id=job.id,
+        seq=1,
         type="job.queued",
         data={
             "status": JobStatus.QUEUED.value,
@@ -273,6 +264,9 @@ def _create_job(
             "total_steps": len(steps),
         },
     )
+    # One flush: the unit of work orders the inserts by foreign key and batches each table.
+    session.add_all([job, *phases, *steps, first_event])
+    session.flush()
     return job, phases, steps
 
 

@@ -12,7 +12,7 @@ from api.analyses.schemas import AnalysisCreateSchema, AnalysisSchema, present_a
 from api.builds.routes import CancelledSchema
 from api.common.schemas import list_envelope
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
-from api.jobs.views import idempotency_key, list_for, submit
+from api.jobs.views import list_for, submission_from, submit
 from api.security import current_principal, requires, sessions
 from models import JobKind
 from orchestration import jobs
@@ -33,20 +33,16 @@ class Analyses(MethodView):
     @blp.response(202, AnalysisAcceptedSchema)
     def post(self, data):
         """Start an analysis; the analysis types run in parallel."""
-        submission = jobs.JobSubmission(
+        submission = submission_from(
+            data,
             kind=JobKind.ANALYSIS,
             title=f"{data['project_name']}: {', '.join(data['analysis_types'])}",
-            input={
+            job_input={
                 "project_name": data["project_name"],
                 "analysis_types": data["analysis_types"],
                 "code": data.get("code"),
                 "parameters": data["parameters"],
             },
-            settings=data["settings"],
-            priority=data["priority"],
-            project_id=data.get("project_id"),
-            agent_id=data.get("agent_id"),
-            idempotency_key=idempotency_key(),
         )
         return submit(
             submission, "analyses.AnalysisById", "Analysis started", id_alias="analysis_id"

@@ -11,7 +11,7 @@ from marshmallow import Schema, fields
 from api.builds.schemas import BuildCreateSchema, BuildSchema, present_build
 from api.common.schemas import list_envelope
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
-from api.jobs.views import idempotency_key, list_for, submit
+from api.jobs.views import list_for, submission_from, submit
 from api.security import current_principal, requires, sessions
 from models import JobKind
 from orchestration import jobs
@@ -36,19 +36,15 @@ class Builds(MethodView):
     @blp.response(202, BuildAcceptedSchema)
     def post(self, data):
         """Create a build; answers 202 with ``task_id`` and a Location to poll."""
-        submission = jobs.JobSubmission(
+        submission = submission_from(
+            data,
             kind=JobKind.BUILD,
             title=f"{data['project_name']}: {data['goal'][:160]}",
-            input={
+            job_input={
                 "project_name": data["project_name"],
                 "goal": data["goal"],
                 "parameters": data["parameters"],
             },
-            settings=data["settings"],
-            priority=data["priority"],
-            project_id=data.get("project_id"),
-            agent_id=data.get("agent_id"),
-            idempotency_key=idempotency_key(),
         )
         return submit(
             submission, "builds.BuildById", "Build task created successfully", id_alias="task_id"

@@ -21,6 +21,23 @@ def idempotency_key() -> str | None:
     return key
 
 
+def submission_from(
+    data: dict[str, Any], *, kind: JobKind, title: str, job_input: dict[str, Any], **extra: Any
+) -> jobs.JobSubmission:
+    """The fields every kind's body shares (JobSubmitBaseSchema), plus the kind's own."""
+    return jobs.JobSubmission(
+        kind=kind,
+        title=title,
+        input=job_input,
+        settings=data["settings"],
+        priority=data["priority"],
+        project_id=data.get("project_id"),
+        agent_id=data.get("agent_id"),
+        idempotency_key=idempotency_key(),
+        **extra,
+    )
+
+
 def submit(
     submission: jobs.JobSubmission, endpoint: str, message: str, id_alias: str | None = None
 ) -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields
 
 from api.common.schemas import list_envelope
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
-from api.jobs.views import idempotency_key, list_for, submit
+from api.jobs.views import list_for, submission_from, submit
 from api.orchestrations.schemas import OrchestrateSchema, OrchestrationSchema, present_run
 from api.security import current_principal, requires, sessions
 from models import JobKind
@@ -36,17 +36,13 @@ class Orchestrate(MethodView):
     @blp.response(202, RunAcceptedSchema)
     def post(self, data):
         """Start an orchestration run: phases from custom_phases, a template, or the default."""
-        submission = jobs.JobSubmission(
+        submission = submission_from(
+            data,
             kind=JobKind.ORCHESTRATION,
             title=data["topic"][:200],
-            input={"topic": data["topic"], "integration_enabled": data["integration_enabled"]},
-            settings=data["settings"],
-            priority=data["priority"],
-            project_id=data.get("project_id"),
-            agent_id=data.get("agent_id"),
+            job_input={"topic": data["topic"], "integration_enabled": data["integration_enabled"]},
             template_id=data.get("template_id"),
             custom_phases=data.get("custom_phases"),
-            idempotency_key=idempotency_key(),
         )
         return submit(
             submission,

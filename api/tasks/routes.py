@@ -10,7 +10,7 @@ from marshmallow import fields
 
 from api.common.schemas import list_envelope
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema, JobSummarySchema
-from api.jobs.views import idempotency_key, list_for, submit
+from api.jobs.views import list_for, submission_from, submit
 from api.security import current_principal, requires, sessions
 from api.tasks.schemas import TaskCreateSchema, TaskSchema, present_task
 from models import JobKind
@@ -37,15 +37,11 @@ class Tasks(MethodView):
             "metadata": data["metadata"],
             "due_date": data["due_date"].isoformat() if data.get("due_date") else None,
         }
-        submission = jobs.JobSubmission(
+        submission = submission_from(
+            data,
             kind=JobKind.TASK,
             title=data.get("title") or data["description"][:200],
-            input=job_input,
-            settings=data["settings"],
-            priority=data["priority"],
-            project_id=data.get("project_id"),
-            agent_id=data.get("agent_id"),
-            idempotency_key=idempotency_key(),
+            job_input=job_input,
         )
         return submit(submission, "tasks.TaskById", "Task created", id_alias="task_id")
 

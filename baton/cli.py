@@ -170,7 +170,8 @@ def _demo(url: str, topic: str, model: str | None, timeout: float) -> int:
     while time.monotonic() < deadline:
         data = client.get(location, headers=headers).json()
         run = data["run"]
-        for phase in data["phases"]:
+        phases = data["phases"]
+        for phase in phases:
             if seen.get(phase["code"]) != phase["status"]:
                 seen[phase["code"]] = phase["status"]
                 usage = phase["token_usage"]["total_tokens"]
@@ -179,8 +180,12 @@ def _demo(url: str, topic: str, model: str | None, timeout: float) -> int:
                     if phase["status"] == "completed"
                     else ""
                 )
+                # Progress as of this phase, not as of the poll: a fast run would print
+                # 100% beside its first phase.
+                done = sum(seen.get(p["code"]) == "completed" for p in phases)
+                progress = done * 100 // max(len(phases), 1)
                 print(
-                    f"  [{run['progress']:3d}%] {phase['code']} {phase['name']}: {phase['status']}{timing}"
+                    f"  [{progress:3d}%] {phase['code']} {phase['name']}: {phase['status']}{timing}"
                 )
         if run["status"] in TERMINAL:
             break

@@ -374,6 +374,29 @@ def raise_alerts(session: Session, windows: list[BudgetWindow]) -> list[Notifica
     return created
 
 
+def limit_reached_alert(session: Session, *, limit_id: uuid.UUID | str) -> Notification | None:
+    """A ``block`` or ``pause`` limit refused a hold: for the caller the limit is reached,
+    though settled spend may sit just under 100% (the next call's worst case did not fit).
+    Alerts like crossing 100% does, sharing its once-per-window mark, so the people whose
+    jobs stop hear about it once, not once per refused call."""
+    limit = session.get(BudgetLimit, uuid.UUID(str(limit_id)))
+    if limit is None or limit.deleted_at is not None or limit.amount_usd <= 0:
+        return None
+    window = current_window(session, limit)
+    if window.exceeded_alerted_at is not None:
+        return None  # read without a lock first: the window row is the hot one
+    first = session.execute(
+        sa.update(BudgetWindow)
+        .where(BudgetWindow.id == window.id, BudgetWindow.exceeded_alerted_at.is_(None))
+        .values(exceeded_alerted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not first:
+        return None
+    session.refresh(window)
+    return _alert(session, limit, window, window.spent / limit.amount_usd, "critical", "exceeded")
+
+
 SCOPE_LABELS = {
     ScopeType.GLOBAL: "Organization",
     ScopeType.ORGANIZATION: "Organization",

@@ -108,11 +108,13 @@ def _views(session: Session, limits: list[BudgetLimit]) -> list[LimitView]:
     return [LimitView(limit, windows[limit.id], names.get(limit.id)) for limit in limits]
 
 
-def _refresh_alerts(session: Session, limit: BudgetLimit) -> None:
+def _refresh_alerts(session: Session, limit: BudgetLimit, *, rearm: bool = False) -> None:
     """A limit created or changed onto a window already past a level alerts now (once
-    per window, as at settle); a level the window is now below may alert again later."""
+    per window, as at settle). After a new amount or threshold, a level the window is now
+    below may alert again when spend crosses it."""
     window = budget.current_window(session, limit)
-    budget.rearm_alerts(session, limit, window)
+    if rearm:
+        budget.rearm_alerts(session, limit, window)
     if limit.is_active:
         budget.raise_alerts(session, [window])
 
@@ -204,6 +206,10 @@ def update_limit(
                     "scope and period; create a new limit (and delete this one) instead",
                 )
         reactivated = changes.get("is_active") is True and not limit.is_active
+        rearm = any(
+            name in changes and changes[name] != getattr(limit, name)
+            for name in ("amount_usd", "alert_threshold")
+        )
         for name in ("name", "amount_usd", "alert_threshold", "action_on_exceed", "is_active"):
             if name in changes:
                 setattr(limit, name, changes[name])
@@ -211,7 +217,7 @@ def update_limit(
         session.flush()
         if reactivated:
             budget.resync_window(session, limit)
-        _refresh_alerts(session, limit)
+        _refresh_alerts(session, limit, rearm=rearm)
         return _views(session, [limit])[0]
 
 

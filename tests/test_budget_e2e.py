@@ -169,6 +169,9 @@ def test_pause_limit_pauses_the_job_and_resume_continues_it(live_client, tenant,
     assert any(
         e["type"] == "job.paused" and e["data"].get("reason") == "budget" for e in paused["history"]
     )
+    # The people whose job stopped hear about it: the limit is reached for its next call.
+    reached = [e["data"] for e in paused["history"] if e["type"] == "budget_alert"]
+    assert [(a["level"], a["scope"]["id"]) for a in reached] == [("critical", str(project.id))]
     with transaction(session_factory(database_url)) as s:
         assert s.get(Agent, tenant["agent_id"]).status == "paused"
     raised = live_client.patch(

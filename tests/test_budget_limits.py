@@ -426,3 +426,20 @@ def test_a_reactivated_limit_counts_spend_made_while_it_was_off(client, db, tena
     assert stale["spent"] == "0.00"
     back = client.patch(f"{URL}/{limit['id']}", json={"is_active": True}, headers=h).get_json()
     assert back["is_active"] is True and back["spent"] == "3.50"
+
+
+def test_a_refused_hold_alerts_once_that_the_limit_is_reached(client, db, tenant):
+    org, h = tenant["org"], tenant["headers"]
+    factories.usage_record(db, org, cost="7", created_at=day_start())
+    db.commit()
+    limit = create(client, h, amount_usd="10", alert_threshold=0.9)
+    assert alerts(db, org) == []  # 70%: under the threshold
+    for attempt in range(3):
+        with pytest.raises(budget.BudgetExceeded), db.begin_nested():
+            budget.reserve(
+                db, scope=budget.CallScope(org.id), call_key=f"big-{attempt}",
+                amount=Decimal("3.5"), job_id=None, hold_seconds=60,
+            )  # fmt: skip
+        with db.begin_nested():
+            budget.limit_reached_alert(db, limit_id=limit["id"])
+    assert alerts(db, org) == [("critical", 0.7)]  # once per window, not per refusal

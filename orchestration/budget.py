@@ -215,6 +215,8 @@ def resync_window(session: Session, limit: BudgetLimit, now: datetime | None = N
 def rearm_alerts(session: Session, limit: BudgetLimit, window: BudgetWindow) -> None:
     """After a limit's amount or threshold changed: a level the window is now below may
     alert again when spend crosses it (once per window still holds for each crossing)."""
+    if limit.amount_usd <= 0:
+        return
     ratio = window.spent / limit.amount_usd
     values: dict[str, Any] = {}
     if window.threshold_alerted_at is not None and ratio < limit.alert_threshold:

@@ -60,6 +60,8 @@ class LimitView:
     @property
     def percentage(self) -> float:
         """Settled spend as a fraction of the amount (seed 001: 0.25 is a quarter)."""
+        if self.limit.amount_usd <= 0:  # not creatable through the API; never divide by it
+            return 0.0
         return float(round(self.window.spent / self.limit.amount_usd, 4))
 
 

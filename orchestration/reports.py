@@ -445,6 +445,8 @@ def budget_summary(sessions: sessionmaker[Session], *, principal: Principal) -> 
     alerts = []
     for limit in limits:
         window = windows[limit.id]
+        if limit.amount_usd <= 0:
+            continue
         ratio = window.spent / limit.amount_usd
         if ratio >= limit.alert_threshold:
             level = "critical" if ratio >= 1 else "warning"

@@ -19,10 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Notification, NotificationRead, utcnow
 from models.db import transaction
 from orchestration.errors import NotFound
-from orchestration.listing import Page, PageRequest, paginate
+from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.principal import Principal
 
 SEVERITIES = ("info", "warning", "critical")
+# By seriousness, not alphabetically: "-severity" lists critical first.
+SORTS = {
+    "created_at": Notification.created_at,
+    "severity": sa.case({s: i for i, s in enumerate(SEVERITIES)}, value=Notification.severity),
+}
 
 
 @dataclass
@@ -98,7 +103,9 @@ def list_notifications(
     if filters.is_read is not None:
         read = _read_by(principal)
         stmt = stmt.where(read if filters.is_read else ~read)
-    stmt = stmt.order_by(Notification.created_at.desc(), Notification.id)
+    stmt = apply_sort(stmt, page.sort, SORTS, Notification.created_at.desc()).order_by(
+        Notification.created_at.desc(), Notification.id
+    )
     with sessions() as session:
         result = paginate(session, stmt, page)
         read_at = _read_times(session, principal, [n.id for n in result.items])

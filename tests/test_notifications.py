@@ -77,10 +77,14 @@ def test_filters_and_limit(client, tenant):
     assert titles(client, h, "limit=2&page=2") == ["info"]
     assert titles(client, h, "is_read=true") == []
     assert titles(client, h, "is_read=false") == ["mine", "warning", "info"]
+    assert titles(client, h, "sort=created_at") == ["info", "warning", "mine"]
+    assert titles(client, h, "sort=severity") == ["info", "warning", "mine"]
+    assert titles(client, h, "sort=-severity,created_at") == ["mine", "warning", "info"]
     for query, field in (
         ("severity=loud", "severity"),
         ("is_read=perhaps", "is_read"),
         ("limit=0", "limit"),
+        ("sort=title", "sort"),
     ):
         assert_error(client.get(f"{URL}?{query}", headers=h), 422, "VALIDATION_ERROR", field)
     assert_error(client.get(URL), 401, "AUTHENTICATION_REQUIRED")

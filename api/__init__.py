@@ -29,6 +29,9 @@ BLUEPRINT_MODULES = (
     "api.analyses.routes",
     "api.orchestrations.routes",
     "api.emergency.routes",
+    "api.budget.routes",
+    "api.notifications.routes",
+    "api.analytics.routes",
 )
 
 

@@ -7,6 +7,7 @@ from models.budget import (
     BudgetWindow,
     LimitAction,
     Notification,
+    NotificationRead,
     Period,
     ScopeType,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "BudgetWindow",
     "LimitAction",
     "Notification",
+    "NotificationRead",
     "Period",
     "ScopeType",
     "ACTIVE_STATUSES",

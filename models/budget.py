@@ -52,6 +52,9 @@ class BudgetLimit(IdMixin, TimestampMixin, Base):
     alert_threshold: Mapped[Decimal] = mapped_column(sa.Numeric(5, 4), default=Decimal("0.8"))
     action_on_exceed: Mapped[str] = mapped_column(sa.String(10), default=LimitAction.BLOCK.value)
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Deleting a limit hides it and stops it applying, but keeps its windows and holds:
+    # a call that reserved on it before the delete still settles normally.
+    deleted_at: Mapped[datetime | None]
 
 
 class BudgetWindow(IdMixin, Base):
@@ -104,5 +107,19 @@ class Notification(IdMixin, Base):
     title: Mapped[str] = mapped_column(sa.String(200))
     message: Mapped[str] = mapped_column(sa.Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    is_read: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotificationRead(Base):
+    """One user's read receipt: an organization-wide notification is read per person, so
+    one admin marking it read does not hide it from the rest of the team."""
+
+    __tablename__ = "notification_reads"
+
+    notification_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("notifications.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    read_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,19 +8,20 @@ checked against the catalog here, so a job never starts with a name no worker ca
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Agent, utcnow
+from models import Agent, UsageRecord, utcnow
 from models.db import transaction
 from orchestration import model_catalog
 from orchestration.errors import NotFound, ValidationFailed, field_error
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.principal import Principal
 from orchestration.projects import owned_project
+from orchestration.reports import UsageTotals, today_usage
 
 STATUSES = ("active", "inactive", "paused")
 DEFAULT_CONFIG: dict[str, Any] = {"max_retries": 3, "timeout_seconds": 120}
@@ -31,6 +32,12 @@ SORTS = {
     "created_at": Agent.created_at,
     "updated_at": Agent.updated_at,
 }
+
+
+@dataclass
+class AgentView:
+    agent: Agent
+    today: UsageTotals = field(default_factory=UsageTotals)  # seed 001 ``stats``
 
 
 @dataclass
@@ -76,12 +83,25 @@ def owned_agent(session: Session, *, principal: Principal, agent_id: uuid.UUID) 
     return agent
 
 
+def _views(session: Session, agents: list[Agent]) -> list[AgentView]:
+    """Agents with today's ledger totals, in one grouped query for the whole page."""
+    if not agents:
+        return []
+    today = today_usage(
+        session,
+        organization_id=agents[0].organization_id,
+        column=UsageRecord.agent_id,
+        ids=[a.id for a in agents],
+    )
+    return [AgentView(a, today.get(a.id, UsageTotals())) for a in agents]
+
+
 # -- commands and queries ------------------------------------------------------------------
 
 
 def create_agent(
     sessions: sessionmaker[Session], *, principal: Principal, data: dict[str, Any]
-) -> Agent:
+) -> AgentView:
     config = {**DEFAULT_CONFIG, **(data.get("config") or {})}
     validate_config(config)
     with transaction(sessions) as session:
@@ -98,7 +118,7 @@ def create_agent(
         )
         session.add(agent)
         session.flush()
-        return agent
+        return _views(session, [agent])[0]
 
 
 def list_agents(
@@ -107,7 +127,7 @@ def list_agents(
     principal: Principal,
     filters: AgentFilters,
     page: PageRequest,
-) -> Page[Agent]:
+) -> Page[AgentView]:
     stmt = sa.select(Agent).where(Agent.organization_id == principal.organization_id)
     if filters.status:
         stmt = stmt.where(Agent.status.in_(filters.status))
@@ -117,14 +137,16 @@ def list_agents(
         stmt = stmt.where(Agent.type == filters.type)
     stmt = apply_sort(stmt, page.sort, SORTS, Agent.created_at.desc()).order_by(Agent.id)
     with sessions() as session:
-        return paginate(session, stmt, page)
+        result = paginate(session, stmt, page)
+        items = _views(session, result.items)
+    return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
 
 
 def get_agent(
     sessions: sessionmaker[Session], *, principal: Principal, agent_id: uuid.UUID
-) -> Agent:
+) -> AgentView:
     with sessions() as session:
-        return owned_agent(session, principal=principal, agent_id=agent_id)
+        return _views(session, [owned_agent(session, principal=principal, agent_id=agent_id)])[0]
 
 
 def update_agent(
@@ -133,7 +155,7 @@ def update_agent(
     principal: Principal,
     agent_id: uuid.UUID,
     changes: dict[str, Any],
-) -> Agent:
+) -> AgentView:
     """``config`` keys are merged into the stored config (seed 000 sends partial configs)."""
     with transaction(sessions) as session:
         agent = owned_agent(session, principal=principal, agent_id=agent_id)
@@ -150,7 +172,7 @@ def update_agent(
                 setattr(agent, name, changes[name])
         agent.updated_at = utcnow()
         session.flush()
-        return agent
+        return _views(session, [agent])[0]
 
 
 def delete_agent(

@@ -26,18 +26,23 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from models import (
+    Agent,
     BudgetLimit,
     BudgetReservation,
     BudgetWindow,
     Job,
     LimitAction,
     Notification,
+    Organization,
     Period,
+    Project,
     ScopeType,
     UsageRecord,
+    User,
     utcnow,
 )
 from orchestration.errors import BudgetExceeded
+from orchestration.money import money_text
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +132,7 @@ def applicable_limits(session: Session, scope: CallScope) -> list[BudgetLimit]:
             .where(
                 BudgetLimit.organization_id == scope.organization_id,
                 BudgetLimit.is_active.is_(True),
+                BudgetLimit.deleted_at.is_(None),
                 sa.or_(*matches),
             )
             .order_by(BudgetLimit.id)  # a fixed order: concurrent reservers lock windows alike
@@ -160,6 +166,71 @@ def current_window(
         .where(BudgetWindow.limit_id == limit.id, BudgetWindow.window_start == start)
         .execution_options(populate_existing=True)
     )
+
+
+def current_windows(
+    session: Session, limits: list[BudgetLimit], now: datetime | None = None
+) -> dict[uuid.UUID, BudgetWindow]:
+    """Each limit's current window: one query for those that exist, then the missing ones
+    are created from the ledger (a page of limits costs one query, not one per limit)."""
+    if not limits:
+        return {}
+    now = now or utcnow()
+    starts = {limit.id: window_bounds(limit.period, now)[0] for limit in limits}
+    found = {
+        w.limit_id: w
+        for w in session.scalars(
+            sa.select(BudgetWindow)
+            .where(
+                BudgetWindow.limit_id.in_(list(starts)),
+                BudgetWindow.window_start.in_(set(starts.values())),
+            )
+            .execution_options(populate_existing=True)
+        )
+        if w.window_start == starts[w.limit_id]
+    }
+    for limit in limits:
+        if limit.id not in found:
+            found[limit.id] = current_window(session, limit, now)
+    return found
+
+
+def resync_window(session: Session, limit: BudgetLimit, now: datetime | None = None) -> None:
+    """Set the current window's ``spent`` back to the ledger's sum for it.
+
+    For a limit switched back on: while inactive, no call charged its window. Holds still
+    in flight keep their ``reserved`` and add their cost at settle, in the same commit as
+    their usage row, so the ledger sum read here does not count them twice.
+    """
+    window = current_window(session, limit, now)
+    session.execute(
+        sa.update(BudgetWindow)
+        .where(BudgetWindow.id == window.id)
+        .values(spent=ledger_spend(session, limit, window.window_start, window.window_end))
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(window)
+
+
+def rearm_alerts(session: Session, limit: BudgetLimit, window: BudgetWindow) -> None:
+    """After a limit's amount or threshold changed: a level the window is now below may
+    alert again when spend crosses it (once per window still holds for each crossing)."""
+    if limit.amount_usd <= 0:
+        return
+    ratio = window.spent / limit.amount_usd
+    values: dict[str, Any] = {}
+    if window.threshold_alerted_at is not None and ratio < limit.alert_threshold:
+        values["threshold_alerted_at"] = None
+    if window.exceeded_alerted_at is not None and ratio < 1:
+        values["exceeded_alerted_at"] = None
+    if values:
+        session.execute(
+            sa.update(BudgetWindow)
+            .where(BudgetWindow.id == window.id)
+            .values(values)
+            .execution_options(synchronize_session=False)
+        )
+        session.refresh(window)
 
 
 def reserve(
@@ -236,7 +307,8 @@ def settle(session: Session, *, call_key: str, actual: Decimal) -> list[BudgetWi
             .values(reserved=BudgetWindow.reserved - hold.amount, spent=BudgetWindow.spent + actual)
             .execution_options(synchronize_session=False)
         )
-    return [session.get(BudgetWindow, h.window_id, populate_existing=True) for h in holds]
+    windows = [session.get(BudgetWindow, h.window_id, populate_existing=True) for h in holds]
+    return [w for w in windows if w is not None]
 
 
 def release(session: Session, *, call_key: str) -> None:
@@ -279,7 +351,7 @@ def raise_alerts(session: Session, windows: list[BudgetWindow]) -> list[Notifica
     created = []
     for window in windows:
         limit = session.get(BudgetLimit, window.limit_id)
-        if limit is None or limit.amount_usd <= 0:
+        if limit is None or not limit.is_active or limit.deleted_at or limit.amount_usd <= 0:
             continue
         ratio = window.spent / limit.amount_usd
         for column, reached, severity, what in (
@@ -304,6 +376,105 @@ def raise_alerts(session: Session, windows: list[BudgetWindow]) -> list[Notifica
     return created
 
 
+def limit_reached_alert(session: Session, *, limit_id: uuid.UUID | str) -> Notification | None:
+    """A ``block`` or ``pause`` limit refused a hold: for the caller the limit is reached,
+    though settled spend may sit just under 100% (the next call's worst case did not fit).
+    Alerts like crossing 100% does, sharing its once-per-window mark, so the people whose
+    jobs stop hear about it once, not once per refused call."""
+    limit = session.get(BudgetLimit, uuid.UUID(str(limit_id)))
+    if limit is None or limit.deleted_at is not None or limit.amount_usd <= 0:
+        return None
+    window = current_window(session, limit)
+    if window.exceeded_alerted_at is not None:
+        return None  # read without a lock first: the window row is the hot one
+    first = session.execute(
+        sa.update(BudgetWindow)
+        .where(BudgetWindow.id == window.id, BudgetWindow.exceeded_alerted_at.is_(None))
+        .values(exceeded_alerted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not first:
+        return None
+    session.refresh(window)
+    return _alert(session, limit, window, window.spent / limit.amount_usd, "critical", "exceeded")
+
+
+SCOPE_LABELS = {
+    ScopeType.GLOBAL: "Organization",
+    ScopeType.ORGANIZATION: "Organization",
+    ScopeType.PROJECT: "Project",
+    ScopeType.AGENT: "Agent",
+    ScopeType.USER: "User",
+}
+
+
+def scope_names(session: Session, limits: list[BudgetLimit]) -> dict[uuid.UUID, str | None]:
+    """The name of what each limit covers (project, agent, user or organization), with one
+    query per scope type present."""
+    by_type: dict[str, set[uuid.UUID]] = {}
+    for limit in limits:
+        target = limit.organization_id if limit.scope_id is None else limit.scope_id
+        by_type.setdefault(_scope_model_key(limit), set()).add(target)
+    names: dict[uuid.UUID, str | None] = {}
+    columns = {
+        "organization": (Organization.id, Organization.name),
+        "project": (Project.id, Project.name),
+        "agent": (Agent.id, Agent.name),
+        "user": (User.id, sa.func.coalesce(User.full_name, User.username, User.email)),
+    }
+    for key, ids in by_type.items():
+        id_column, name_column = columns[key]
+        rows = session.execute(sa.select(id_column, name_column).where(id_column.in_(ids)))
+        names.update((row_id, name) for row_id, name in rows)
+    return {
+        limit.id: names.get(limit.organization_id if limit.scope_id is None else limit.scope_id)
+        for limit in limits
+    }
+
+
+def _scope_model_key(limit: BudgetLimit) -> str:
+    if limit.scope_type in (ScopeType.GLOBAL, ScopeType.ORGANIZATION):
+        return "organization"
+    return limit.scope_type
+
+
+def percent_text(ratio: Decimal) -> str:
+    """0.855 -> "85.5", 0.8 -> "80"."""
+    return format((ratio * 100).quantize(Decimal("0.1")).normalize(), "f")
+
+
+def alert_payload(
+    limit: BudgetLimit, window: BudgetWindow, scope_name: str | None, level: str
+) -> dict[str, Any]:
+    """Seed 001's ``budget_alert`` (level, scope, current, limit, percentage as a fraction,
+    message), money as strings, plus which limit and window it is about."""
+    ratio = window.spent / limit.amount_usd
+    label = SCOPE_LABELS[ScopeType(limit.scope_type)]
+    return {
+        "type": "budget_alert",
+        "level": level,
+        "scope": {
+            "type": limit.scope_type,
+            "id": str(limit.scope_id) if limit.scope_id else None,
+            "name": scope_name,
+        },
+        "current": money_text(window.spent),
+        "limit": money_text(limit.amount_usd),
+        "percentage": float(round(ratio, 4)),
+        "message": (
+            f"{label} '{scope_name}' at {percent_text(ratio)}% of {limit.period} limit "
+            f"'{limit.name}'"
+        ),
+        "limit_id": str(limit.id),
+        "limit_name": limit.name,
+        "period": limit.period,
+        "threshold": float(limit.alert_threshold),
+        "action": limit.action_on_exceed,
+        "window_start": window.window_start.isoformat(),
+        "window_end": window.window_end.isoformat() if window.window_end else None,
+    }
+
+
 def _alert(
     session: Session,
     limit: BudgetLimit,
@@ -312,33 +483,19 @@ def _alert(
     severity: str,
     what: str,
 ) -> Notification:
-    percentage = float(round(ratio * 100, 1))
-    data = {
-        "type": "budget_alert",
-        "limit_id": str(limit.id),
-        "limit_name": limit.name,
-        "scope_type": limit.scope_type,
-        "scope_id": str(limit.scope_id) if limit.scope_id else None,
-        "period": limit.period,
-        "current_spend": str(window.spent),
-        "limit_amount": str(limit.amount_usd),
-        "percentage": percentage,
-        "threshold": str(limit.alert_threshold),
-        "action": limit.action_on_exceed,
-        "window_start": window.window_start.isoformat(),
-    }
+    data = alert_payload(limit, window, scope_names(session, [limit])[limit.id], severity)
     title = f"Budget {'limit reached' if what == 'exceeded' else 'threshold reached'}: {limit.name}"
     note = Notification(
         organization_id=limit.organization_id,
         type="budget_alert",
         severity=severity,
         title=title,
-        message=f"{limit.name}: {percentage}% of {limit.amount_usd} USD ({limit.period}) spent",
+        message=data["message"],
         data=data,
     )
     session.add(note)
     session.flush()
-    log.info("budget alert %s for limit %s at %s%%", what, limit.id, percentage)
+    log.info("budget alert %s for limit %s at %s%%", what, limit.id, percent_text(ratio))
     return note
 
 

@@ -9,12 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Job, JobKind, Project, User, utcnow
+from models import Job, JobKind, Project, UsageRecord, User, utcnow
 from models.db import transaction
 from orchestration.accounts import users_by_id
 from orchestration.errors import NotFound
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.principal import Principal
+from orchestration.reports import UsageTotals, today_usage
 
 STATUSES = ("active", "completed", "archived", "failed")
 PRIORITIES = ("low", "medium", "high", "urgent")
@@ -52,6 +53,7 @@ class ProjectView:
     project: Project
     created_by: User | None = None
     runs: list[Job] = field(default_factory=list)
+    today: UsageTotals = field(default_factory=UsageTotals)  # seed 001 ``stats``
 
 
 def like_pattern(text: str) -> str:
@@ -79,6 +81,18 @@ def _apply(project: Project, changes: dict[str, Any]) -> None:
             setattr(project, _ATTRIBUTES[name], value)
 
 
+def _today(session: Session, projects: list[Project]) -> dict[uuid.UUID, UsageTotals]:
+    """Today's ledger totals for a page of projects, in one grouped query."""
+    if not projects:
+        return {}
+    return today_usage(
+        session,
+        organization_id=projects[0].organization_id,
+        column=UsageRecord.project_id,
+        ids=[p.id for p in projects],
+    )
+
+
 def _view(session: Session, project: Project, *, with_runs: bool = False) -> ProjectView:
     creators = users_by_id(session, ids=[project.created_by_id])
     runs: list[Job] = []
@@ -95,7 +109,8 @@ def _view(session: Session, project: Project, *, with_runs: bool = False) -> Pro
                 .limit(RECENT_RUNS)
             )
         )
-    return ProjectView(project, creators.get(project.created_by_id), runs)  # type: ignore[arg-type]
+    today = _today(session, [project]).get(project.id, UsageTotals())
+    return ProjectView(project, creators.get(project.created_by_id), runs, today)  # type: ignore[arg-type]
 
 
 # -- commands and queries ------------------------------------------------------------------
@@ -142,7 +157,11 @@ def list_projects(
     with sessions() as session:
         result = paginate(session, stmt, page)
         creators = users_by_id(session, ids=[p.created_by_id for p in result.items])
-    items = [ProjectView(p, creators.get(p.created_by_id)) for p in result.items]
+        today = _today(session, result.items)
+    items = [
+        ProjectView(p, creators.get(p.created_by_id), today=today.get(p.id, UsageTotals()))
+        for p in result.items
+    ]
     return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
 
 

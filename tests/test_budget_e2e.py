@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from models import (
     Agent,
-    BudgetLimit,
     BudgetReservation,
     BudgetWindow,
     Job,
@@ -40,18 +39,15 @@ def tenant(live_client, database_url):
     return live_tenant(live_client.application, database_url)
 
 
-def add_limit(database_url, org_id, **fields) -> uuid.UUID:
-    with transaction(session_factory(database_url)) as s:
-        row = BudgetLimit(
-            organization_id=org_id,
-            name=fields.pop("name", "limit"),
-            scope_type=fields.pop("scope_type", "organization"),
-            period=fields.pop("period", "daily"),
-            **fields,
-        )
-        s.add(row)
-        s.flush()
-        return row.id
+def add_limit(client, headers, **fields) -> uuid.UUID:
+    """Through the API, as a user would; money goes in as a string."""
+    body = {"name": "limit", "scope_type": "organization", "period": "daily", **fields}
+    for key in ("amount_usd", "alert_threshold", "scope_id"):
+        if key in body:
+            body[key] = str(body[key])
+    response = client.post("/api/v1/budget/limits", json=body, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return uuid.UUID(response.get_json()["id"])
 
 
 def ledger_total(database_url, **where) -> Decimal:
@@ -80,9 +76,7 @@ def test_block_limit_holds_under_200_concurrent_steps(live_client, tenant, datab
     assert per_call > 0
     fits = 37
     # The limit starts from what the organization already spent today (the first call).
-    limit_id = add_limit(
-        database_url, org, amount_usd=per_call * (fits + 1), action_on_exceed="block"
-    )
+    limit_id = add_limit(live_client, h, amount_usd=per_call * (fits + 1), action_on_exceed="block")
 
     # Hold the organization, queue 200 jobs, then release them all at once.
     assert live_client.post("/api/v1/emergency/pause-all", headers=h).status_code == 200
@@ -161,7 +155,7 @@ def test_pause_limit_pauses_the_job_and_resume_continues_it(live_client, tenant,
         project = Project(organization_id=org, name="paused project")
         s.add(project)
     limit_id = add_limit(
-        database_url, org, scope_type="project", scope_id=project.id,
+        live_client, h, scope_type="project", scope_id=project.id,
         amount_usd=costs[0] + costs[1] / 2, action_on_exceed="pause",
     )  # fmt: skip
     accepted = live_client.post(
@@ -175,11 +169,15 @@ def test_pause_limit_pauses_the_job_and_resume_continues_it(live_client, tenant,
     assert any(
         e["type"] == "job.paused" and e["data"].get("reason") == "budget" for e in paused["history"]
     )
+    # The people whose job stopped hear about it: the limit is reached for its next call.
+    reached = [e["data"] for e in paused["history"] if e["type"] == "budget_alert"]
+    assert [(a["level"], a["scope"]["id"]) for a in reached] == [("critical", str(project.id))]
     with transaction(session_factory(database_url)) as s:
         assert s.get(Agent, tenant["agent_id"]).status == "paused"
-        s.execute(
-            sa.update(BudgetLimit).where(BudgetLimit.id == limit_id).values(amount_usd=sum(costs))
-        )
+    raised = live_client.patch(
+        f"/api/v1/budget/limits/{limit_id}", json={"amount_usd": str(sum(costs))}, headers=h
+    )
+    assert raised.status_code == 200, raised.get_json()
 
     response = live_client.post(f"/api/v1/jobs/{accepted['id']}/resume", headers=h)
     assert response.status_code == 200, response.get_json()
@@ -205,12 +203,9 @@ def test_threshold_and_limit_alerts_fire_once_per_window(live_client, tenant, da
     h, org = tenant["headers"], tenant["org_id"]
     per_call = Decimal(run_task(live_client, h)["cost"])
     add_limit(
-        database_url,
-        org,
-        amount_usd=per_call * 4,
-        alert_threshold=Decimal("0.5"),
+        live_client, h, amount_usd=per_call * 4, alert_threshold=Decimal("0.5"),
         action_on_exceed="warn",
-    )
+    )  # fmt: skip
     for _ in range(5):
         assert run_task(live_client, h)["status"] == "completed"  # warn never stops a job
     with transaction(session_factory(database_url)) as s:
@@ -221,16 +216,27 @@ def test_threshold_and_limit_alerts_fire_once_per_window(live_client, tenant, da
                 .order_by(Notification.created_at)
             )
         )
-        alert_events = s.scalar(
-            sa.select(sa.func.count()).select_from(JobEvent).join(Job, Job.id == JobEvent.job_id)
-            .where(Job.organization_id == org, JobEvent.type == "budget_alert")
+        events = list(
+            s.scalars(
+                sa.select(JobEvent.data).join(Job, Job.id == JobEvent.job_id)
+                .where(Job.organization_id == org, JobEvent.type == "budget_alert")
+                .order_by(JobEvent.created_at)
+            )
         )  # fmt: skip
+        alert_events = len(events)
     assert [(n.type, n.severity) for n in notes] == [
         ("budget_alert", "warning"),
         ("budget_alert", "critical"),
     ]
-    assert notes[0].data["percentage"] >= 50 and notes[1].data["percentage"] >= 100
+    # Seed 001's budget_alert: percentage is a fraction of the limit (0.85 = 85%).
+    assert notes[0].data["percentage"] >= 0.5 and notes[1].data["percentage"] >= 1
     assert alert_events == 2
+    assert [e["level"] for e in events] == ["warning", "critical"]
+    assert events[1]["scope"]["type"] == "organization"
+    assert Decimal(events[1]["current"]) >= Decimal(events[1]["limit"]) == per_call * 4
+    assert events[1]["message"].endswith("of daily limit 'limit'")
+    listed = live_client.get("/api/v1/notifications?severity=critical", headers=h).get_json()
+    assert [n["message"] for n in listed["items"]] == [events[1]["message"]]
 
 
 def test_emergency_pause_all_stops_new_calls_within_one_step(live_client, tenant, database_url):
@@ -282,7 +288,7 @@ def test_emergency_pause_all_stops_new_calls_within_one_step(live_client, tenant
 
 def test_a_killed_worker_leaves_a_hold_the_sweep_releases(live_client, tenant, database_url):
     h, org = tenant["headers"], tenant["org_id"]
-    limit_id = add_limit(database_url, org, amount_usd=Decimal("10"), action_on_exceed="block")
+    limit_id = add_limit(live_client, h, amount_usd=Decimal("10"), action_on_exceed="block")
     accepted = live_client.post(
         "/api/v1/tasks",
         json={"description": "killed mid-call", "settings": {"ai_model": "sim/slow"}},
@@ -345,3 +351,43 @@ def test_budget_windows_are_calendar_anchored_in_utc():
         2027, 1, 1, tzinfo=UTC
     )
     assert budget.window_bounds("total", now)[1] is None
+
+
+def test_deleting_a_limit_mid_call_lets_the_step_settle(live_client, tenant, database_url):
+    h = tenant["headers"]
+    limit_id = add_limit(live_client, h, amount_usd=Decimal("10"), action_on_exceed="block")
+    accepted = live_client.post(
+        "/api/v1/tasks",
+        json={"description": "slow call", "settings": {"ai_model": "sim/slow"}},
+        headers=h,
+    ).get_json()
+    wait_for(
+        live_client,
+        accepted["location"],
+        h,
+        lambda b: any(e["type"] == "step.started" for e in b["history"]),
+    )
+    with transaction(session_factory(database_url)) as s:
+        deadline = time.monotonic() + 10
+        while not s.scalar(
+            sa.select(sa.func.count())
+            .select_from(BudgetReservation)
+            .where(BudgetReservation.job_id == uuid.UUID(accepted["id"]))
+        ):
+            assert time.monotonic() < deadline, "the step never reserved"
+            time.sleep(0.05)
+    assert live_client.delete(f"/api/v1/budget/limits/{limit_id}", headers=h).status_code == 204
+
+    done = wait_terminal(live_client, accepted["location"], h)
+    assert done["status"] == "completed", done.get("error")
+    with transaction(session_factory(database_url)) as s:
+        holds = list(
+            s.scalars(
+                sa.select(BudgetReservation.status).where(
+                    BudgetReservation.job_id == uuid.UUID(accepted["id"])
+                )
+            )
+        )
+    assert holds == ["settled"]
+    window = window_of(database_url, limit_id)
+    assert window.spent == Decimal(done["cost"]) and window.reserved == 0

@@ -175,6 +175,8 @@ def _reserve(
         return None
     except BudgetExceeded as exc:
         _fail(sessions, ctx, f"BUDGET_EXCEEDED: {exc.message}")
+        with transaction(sessions) as session:
+            _limit_reached(session, ctx, exc.details[0]["limit_id"])
         return Outcome.STOP
     except budget.BudgetPaused as exc:
         _pause_for_budget(sessions, ctx, exc)
@@ -209,6 +211,7 @@ def _pause_for_budget(
                 "step": ctx.step.name,
             },
         )
+        _limit_reached(session, ctx, refusal.limit_id)
         if paused and ctx.job.agent_id:
             session.execute(
                 sa.update(Agent)
@@ -216,6 +219,12 @@ def _pause_for_budget(
                 .values(status="paused")
                 .execution_options(synchronize_session=False)
             )
+
+
+def _limit_reached(session: Session, ctx: StepContext, limit_id: str) -> None:
+    alert = budget.limit_reached_alert(session, limit_id=limit_id)
+    if alert is not None:
+        append_event(session, job_id=ctx.job.id, type="budget_alert", data=alert.data)
 
 
 def _claim(

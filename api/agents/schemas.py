@@ -7,11 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_dump,
+    validate,
+    validates_schema,
+)
 from webargs.fields import DelimitedList
 
-from api.common.schemas import ListArgsSchema
-from orchestration.agents import STATUSES
+from api.common.schemas import ListArgsSchema, Money
+from orchestration.agents import STATUSES, AgentView
 
 
 def _unique(values: list[str]) -> None:
@@ -76,6 +84,14 @@ class AgentCreateSchema(AgentUpdateSchema):
     type = fields.String(load_default="general", validate=validate.Length(min=1, max=60))
 
 
+class AgentStatsSchema(Schema):
+    """Seed 001 ``stats``: today's (UTC) provider calls and spend from the ledger."""
+
+    messages_today = fields.Integer()
+    cost_today = Money()
+    tokens_today = fields.Integer()
+
+
 class AgentSchema(Schema):
     id = fields.UUID()
     organization_id = fields.UUID()
@@ -83,10 +99,32 @@ class AgentSchema(Schema):
     name = fields.String()
     type = fields.String()
     status = fields.String()
-    is_active = fields.Function(lambda agent: agent.status == "active")
+    is_active = fields.Boolean()
     config = fields.Dict()
+    stats = fields.Nested(AgentStatsSchema)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+
+    @pre_dump
+    def _from_view(self, view: AgentView, **_: Any) -> dict[str, Any]:
+        agent = view.agent
+        return {
+            "id": agent.id,
+            "organization_id": agent.organization_id,
+            "project_id": agent.project_id,
+            "name": agent.name,
+            "type": agent.type,
+            "status": agent.status,
+            "is_active": agent.status == "active",
+            "config": agent.config,
+            "stats": {
+                "messages_today": view.today.calls,
+                "cost_today": view.today.cost,
+                "tokens_today": view.today.total_tokens,
+            },
+            "created_at": agent.created_at,
+            "updated_at": agent.updated_at,
+        }
 
 
 class AgentListArgsSchema(ListArgsSchema):

@@ -1,12 +1,14 @@
-"""Schemas shared by every resource: list arguments and the list envelope."""
+"""Schemas shared by every resource: list arguments, the list envelope, money."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from orchestration.listing import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from orchestration.money import money_text
 
 
 class ListArgsSchema(Schema):
@@ -37,3 +39,21 @@ def list_envelope(page: Any) -> dict[str, Any]:
         "limit": page.limit,
         "offset": page.offset,
     }
+
+
+class Money(fields.Field):
+    """Exact money out as a string (``"25.00"``, ``"0.000042"``); null stays null."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return money_text(value)
+
+
+def max_places(places: int) -> Any:
+    """A Decimal validator: more digits than we store is refused, never silently rounded."""
+
+    def check(value: Decimal) -> None:
+        exponent = value.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > places:
+            raise ValidationError(f"at most {places} decimal places")
+
+    return check

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, pre_dump, validate
 from webargs.fields import DelimitedList
 
-from api.common.schemas import ListArgsSchema
+from api.common.schemas import ListArgsSchema, Money
 from orchestration.projects import PRIORITIES, STATUSES, ProjectView
 
 
@@ -24,6 +24,14 @@ class RunRefSchema(Schema):
     created_at = fields.DateTime()
 
 
+class ProjectStatsSchema(Schema):
+    """Seed 001 ``stats``: today's (UTC) spend from the ledger."""
+
+    today_cost = Money()
+    calls_today = fields.Integer()
+    tokens_today = fields.Integer()
+
+
 class ProjectSchema(Schema):
     id = fields.UUID()
     organization_id = fields.UUID()
@@ -35,6 +43,7 @@ class ProjectSchema(Schema):
     metadata = fields.Dict()
     created_by = fields.Nested(UserRefSchema, allow_none=True)
     orchestration_runs = fields.List(fields.Nested(RunRefSchema))
+    stats = fields.Nested(ProjectStatsSchema)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -52,6 +61,11 @@ class ProjectSchema(Schema):
             "metadata": p.metadata_ or {},
             "created_by": view.created_by,
             "orchestration_runs": view.runs,
+            "stats": {
+                "today_cost": view.today.cost,
+                "calls_today": view.today.calls,
+                "tokens_today": view.today.total_tokens,
+            },
             "created_at": p.created_at,
             "updated_at": p.updated_at,
         }

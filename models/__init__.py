@@ -12,6 +12,7 @@ from models.budget import (
 )
 from models.catalog import Agent, Project, Template
 from models.identity import Organization, RefreshToken, RevokedAccessToken, Role, User
+from models.integrations import Integration
 from models.jobs import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -39,6 +40,7 @@ __all__ = [
     "Agent",
     "Base",
     "Job",
+    "Integration",
     "JobEvent",
     "JobKind",
     "JobPhase",

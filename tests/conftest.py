@@ -32,11 +32,16 @@ os.environ.update(
     CELERY_RESULT_BACKEND=f"{REDIS}/1",
     REDIS_URL=f"{REDIS}/2",
     BATON_QUEUE_PREFIX=f"t{RUN_ID}",
+    # Breaker state, worker heartbeats and live channels: this run's keys only.
+    BATON_REDIS_PREFIX=f"t{RUN_ID}",
     BATON_HOME=tempfile.mkdtemp(prefix="baton-test-"),
     JWT_SECRET_KEY="test-secret-key-that-is-long-enough-for-hs256-0123456789",
     BATON_STEP_TIME_LIMIT="60",
 )
-for _var in ("OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER"):
+for _var in (
+    "OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER", "BATON_PROVIDERS",
+    "BATON_ENCRYPTION_KEY",
+):  # fmt: skip
     os.environ.pop(_var, None)
 
 import sqlalchemy as sa  # noqa: E402

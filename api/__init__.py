@@ -29,6 +29,7 @@ BLUEPRINT_MODULES = (
     "api.analyses.routes",
     "api.orchestrations.routes",
     "api.emergency.routes",
+    "api.integrations.routes",
 )
 
 

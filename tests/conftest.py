@@ -15,8 +15,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 PG_ADMIN_URL = os.environ.get(
@@ -37,11 +39,12 @@ os.environ.update(
     BATON_HOME=tempfile.mkdtemp(prefix="baton-test-"),
     JWT_SECRET_KEY="test-secret-key-that-is-long-enough-for-hs256-0123456789",
     BATON_STEP_TIME_LIMIT="60",
+    # Streamed output becomes an event every 64 characters: several per sim answer.
+    BATON_STREAM_EVENT_CHARS="64",
+    # Integration keys are stored encrypted; a fresh key per run.
+    BATON_ENCRYPTION_KEY=Fernet.generate_key().decode(),
 )
-for _var in (
-    "OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER", "BATON_PROVIDERS",
-    "BATON_ENCRYPTION_KEY",
-):  # fmt: skip
+for _var in ("OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER", "BATON_PROVIDERS"):
     os.environ.pop(_var, None)
 
 import sqlalchemy as sa  # noqa: E402
@@ -190,6 +193,22 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.processes.clear()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Any]:
+    """Start local OpenAI-compatible servers (tests/fake_openai.py); closed after the test."""
+    from tests.fake_openai import FakeOpenAI
+
+    servers: list[FakeOpenAI] = []
+
+    def start(script: list[tuple[Any, ...]]) -> FakeOpenAI:
+        servers.append(FakeOpenAI(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture(scope="session")

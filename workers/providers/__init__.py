@@ -344,7 +344,10 @@ def _call_provider(call: _Call, resolved: ResolvedModel) -> CompletionResult:
                 response = client.chat.completions.create(**params, timeout=timeout)
                 answer = _parse(response, where)
         except Exception as exc:
-            error = classify(exc, provider=spec.name, model=resolved.qualified, secrets=secrets)
+            error = classify(
+                exc, provider=spec.name, model=resolved.qualified, secrets=secrets,
+                mid_stream=progress.opened,
+            )  # fmt: skip
             if error is None:
                 call.breaker.release(permit)
                 raise  # not a provider failure: a bug, let it surface as one

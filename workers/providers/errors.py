@@ -120,9 +120,15 @@ _STATUS_CODES: dict[int, tuple[str, bool]] = {
 
 
 def classify(
-    exc: BaseException, *, provider: str, model: str, secrets: Iterable[str] = ()
+    exc: BaseException,
+    *,
+    provider: str,
+    model: str,
+    secrets: Iterable[str] = (),
+    mid_stream: bool = False,
 ) -> ProviderError | None:
     """Map an SDK (or body-parsing) exception to a ProviderError; None if it is not one.
+    ``mid_stream``: raised while reading a stream the provider had started answering.
 
     Unknown exceptions are left alone on purpose: a bug in Baton should surface as a bug,
     not as a retried "provider error".
@@ -138,6 +144,8 @@ def classify(
         return exc
     if isinstance(exc, openai.APITimeoutError):
         return error("timeout", "the provider did not answer in time", True)
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError) and mid_stream:
+        return error("stream_cut", "the connection closed before the answer was complete", True)
     if isinstance(exc, openai.APIConnectionError):
         return error("connection_error", "could not reach the provider", True)
     if isinstance(exc, openai.APIResponseValidationError):
@@ -163,7 +171,7 @@ def classify(
         # Raised by the SDK's stream iterator, which does not wrap transport errors.
         return error("timeout", "the provider stopped sending in time", True)
     if isinstance(exc, httpx.TransportError):
-        return error("stream_cut", "the connection closed before the answer was complete", True)
+        return error("connection_error", "the connection to the provider failed", True)
     if isinstance(exc, json.JSONDecodeError | pydantic.ValidationError):
         # A 200 whose body is not the JSON it claims to be: worth another attempt.
         return error("malformed_response", f"unreadable answer ({type(exc).__name__})", True)

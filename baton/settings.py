@@ -123,6 +123,8 @@ def _configured_providers(raw: str) -> tuple[ConfiguredProvider, ...]:
         raise ValueError("BATON_PROVIDERS must be a JSON object or list")
     out = []
     for entry in data:
+        if not isinstance(entry, dict):
+            raise ValueError("BATON_PROVIDERS: each provider must be a JSON object")
         name = str(entry.get("name", ""))
         where = f"BATON_PROVIDERS[{name or '?'}]"
         if not PROVIDER_NAME.match(name):

@@ -91,6 +91,9 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # chunked streams need it
+            # Headers and body are separate writes: without TCP_NODELAY, Nagle and the
+            # client's delayed ACK add ~40 ms to every keep-alive answer.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

@@ -383,3 +383,98 @@ def test_configured_provider_prices_are_used(fake_openai: Any) -> None:
     spec = ProviderSpec("vllm", server.base_url, None, ("qwen",), prices={"qwen": price})
     result = complete(ask("vllm/qwen"), context=org_context(spec))
     assert result.cost == (Decimal(21) * 1 + Decimal(9) * 2) / Decimal(1_000_000)
+
+
+# --- configuration and routing ---------------------------------------------------------------
+
+
+def test_operator_providers_come_from_baton_providers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, fake_openai: Any
+) -> None:
+    from baton.settings import reset_settings_cache
+    from orchestration import model_catalog
+
+    server = fake_openai([(200, {}, completion_body)])
+    config = tmp_path / "providers.json"
+    config.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "vllm",
+                    "base_url": server.base_url,
+                    "api_key_env": "VLLM_KEY",
+                    "models": ["qwen-7b"],
+                    "timeout_seconds": 5,
+                    "prices": {"qwen-7b": {"input": "0.1", "output": "0.2"}},
+                }
+            ]
+        )
+    )
+    monkeypatch.setenv("BATON_PROVIDERS", str(config))  # a file path, or the JSON itself
+    monkeypatch.setenv("VLLM_KEY", KEY)
+    reset_settings_cache()
+    try:
+        spec = model_catalog.providers()["vllm"]
+        assert (spec.base_url, spec.key_env, spec.models) == (
+            server.base_url,
+            "VLLM_KEY",
+            ("qwen-7b",),
+        )
+        assert model_catalog.resolve_model("qwen-7b") == ResolvedModel("vllm", "qwen-7b")
+        result = complete(ask("qwen-7b"))
+        assert result.provider == "vllm"
+        assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
+        assert result.cost == (Decimal(21) * Decimal("0.1") + Decimal(9) * Decimal("0.2")) / 10**6
+        from baton.settings import get_settings
+
+        assert KEY not in repr(get_settings())
+    finally:
+        monkeypatch.undo()
+        reset_settings_cache()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ('{"Bad Name": {"base_url": "http://x/v1", "models": ["m"]}}', "name"),
+        ('{"p": {"base_url": "ftp://x", "models": ["m"]}}', "base_url"),
+        ('{"p": {"base_url": "http://x/v1", "models": []}}', "models"),
+        ('{"p": {"base_url": "http://x/v1", "models": ["m"], "colour": "red"}}', "unknown keys"),
+        ("[1, 2]", "JSON object"),
+    ],
+)
+def test_a_malformed_baton_providers_is_refused_at_start(raw: str, problem: str) -> None:
+    from baton.settings import _configured_providers
+
+    with pytest.raises(ValueError) as caught:
+        _configured_providers(raw)
+    assert problem in str(caught.value)
+
+
+def test_routing_order() -> None:
+    from models import Agent, Organization
+    from orchestration.jobs import resolve_step_model
+
+    agent = Agent(
+        config={
+            "model_preferences": {
+                "code_generation": "groq/llama-3.1-70b",
+                "default": "gpt-4o-mini",
+            },
+            "model_config": {"model": "gpt-4o"},
+        }
+    )
+    bare_agent = Agent(config={"model_config": {"model": "gpt-4o"}})
+    org = Organization(settings={"default_ai_model": "sim/slow"})
+
+    def route(settings: dict, agent: Any, org: Any, task_type: str = "code_generation") -> str:
+        return resolve_step_model(
+            job_settings=settings, agent=agent, organization=org, task_type=task_type
+        )
+
+    assert route({"ai_model": "sim/echo"}, agent, org) == "sim/echo"  # the job's settings
+    assert route({}, agent, org) == "groq/llama-3.1-70b"  # the agent's preference for the type
+    assert route({}, agent, org, "research") == "gpt-4o-mini"  # the agent's "default" entry
+    assert route({}, bare_agent, org) == "gpt-4o"  # the agent's own model
+    assert route({}, None, org) == "sim/slow"  # the organization's default
+    assert route({}, None, None) == "sim/echo"  # no keys configured: the offline provider

@@ -125,6 +125,10 @@ def check_providers() -> dict[str, ProviderHealth]:
             detail = f"no API key: set {spec.key_env} (or an organization adds its own)"
             out[name] = ProviderHealth(NOT_CONFIGURED, detail=detail)
             continue
+        if not settings.redis_url:
+            detail = "no REDIS_URL: each worker process keeps its own circuit breaker"
+            out[name] = ProviderHealth(AVAILABLE, None, detail)
+            continue
         # sim: its default model's breaker (each sim fault model has its own).
         behaviour = spec.models[0] if name == "sim" else None
         identities[name] = breakers.identity("global", name, behaviour)

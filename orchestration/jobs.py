@@ -32,7 +32,14 @@ from models import (
 )
 from models.db import transaction
 from orchestration import budget, canvas, integrations, model_catalog
-from orchestration.errors import BudgetExceeded, Conflict, DomainError, NotFound, field_error
+from orchestration.errors import (
+    BudgetExceeded,
+    Conflict,
+    DomainError,
+    NotFound,
+    ValidationFailed,
+    field_error,
+)
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.plans import PhasePlan, plan_for
 from orchestration.principal import Principal
@@ -137,9 +144,27 @@ def _validate_models(
     org: Organization | None,
 ) -> None:
     """An unknown provider or model, or a model with no price, is a 422 now, not a failed
-    job later; the organization's own providers (integrations) count."""
-    catalog = integrations.catalog_for(session, organization_id=org.id) if org else None
-    catalog = catalog or model_catalog.operator_catalog()
+    job later; the organization's own providers (integrations) count.
+
+    The operator's catalog is tried first: the organization's integrations only add
+    providers, so when every name is found there the answer is the same, without a query.
+    """
+    try:
+        _check_models(model_catalog.operator_catalog(), plans, submission, agent, org)
+    except ValidationFailed:
+        if org is None:
+            raise
+        catalog = integrations.catalog_for(session, organization_id=org.id)
+        _check_models(catalog, plans, submission, agent, org)
+
+
+def _check_models(
+    catalog: model_catalog.Catalog,
+    plans: list[PhasePlan],
+    submission: JobSubmission,
+    agent: Agent | None,
+    org: Organization | None,
+) -> None:
     config = (agent.config or {}) if agent else {}
     providers = list(config.get("providers") or [])
     for name in [*providers, *(config.get("fallback_models") or {})]:

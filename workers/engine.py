@@ -239,12 +239,7 @@ class StepCalls(CallHooks):
         if stopped:
             raise StepStopped()
         self.held = key
-        if attempt.number != self.progress_attempt_number:
-            self.progress = _Progress(attempt=attempt)
-
-    @property
-    def progress_attempt_number(self) -> int | None:
-        return self.progress.attempt.number if self.progress.attempt else None
+        self.progress = _Progress(attempt=attempt)  # a new attempt streams from offset 0
 
     # -- streaming ---------------------------------------------------------------------
 

@@ -5,9 +5,11 @@ process calls it, round after round, three ways in rotating order:
 - bare: the ``openai`` SDK client alone (``client.chat.completions.create``), the baseline;
 - baton: ``workers.providers.complete`` without the circuit breaker (catalog, retry loop,
   attempt records, pricing);
-- baton+breaker: the same with the Redis circuit breaker (one atomic script per call).
+- baton+breaker: the same with the Redis circuit breaker (one atomic script per call);
+- bare+ping: the bare call followed by one Redis PING, the floor of any check of state
+  shared through Redis, measured in the same conditions.
 Prints p50/p99 latency of each, what Baton adds (p50/p99 difference to the baseline), and
-the ratios; then the breaker check alone beside a bare Redis PING round trip (its floor). Usage: ``python bench/bench_providers.py [--calls 2000]`` (Redis must run).
+the ratios; then the breaker's cost beside one Redis round trip's. Usage: ``python bench/bench_providers.py [--calls 2000]`` (Redis must run).
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def main() -> None:
         model="bench/gpt-4o-mini", messages=MESSAGES, max_tokens=64, max_retries=2
     )
     redis_breaker, no_breaker = RedisBreaker(), NoBreaker()
+    from orchestration import redis_store
+
+    redis = redis_store.redis_client()
 
     def bare() -> None:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=64)
@@ -86,14 +91,21 @@ def main() -> None:
     def baton_breaker() -> None:
         complete(request, context=context, breaker=redis_breaker)
 
-    variants = {"bare": bare, "baton": baton, "baton+breaker": baton_breaker}
+    def bare_ping() -> None:
+        bare()
+        redis.ping()
+
+    variants = {
+        "bare": bare, "baton": baton, "baton+breaker": baton_breaker, "bare+ping": bare_ping,
+    }  # fmt: skip
     names = list(variants)
     for _ in range(args.warmup):
         for fn in variants.values():
             fn()
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.calls):
-        order = names[round_ % 3 :] + names[: round_ % 3]  # no variant always goes first
+        shift = round_ % len(names)
+        order = names[shift:] + names[:shift]  # no variant always goes first
         for name in order:
             started = time.perf_counter()
             variants[name]()
@@ -112,23 +124,12 @@ def main() -> None:
             f"{name:<15}{p50:>9.3f}{p99:>9.3f}{statistics.fmean(values):>9.3f}"
             f"{p50 - base50:>9.3f}{p99 - base99:>9.3f}{p50 / base50:>11.2f}{p99 / base99:>11.2f}"
         )
-    breaker_cost = _percentile(samples["baton+breaker"], 0.5) - _percentile(samples["baton"], 0.5)
-    from orchestration import redis_store
-
-    redis = redis_store.redis_client()
-    pings, checks = [], []
-    for _ in range(args.calls):
-        started = time.perf_counter()
-        redis.ping()
-        pings.append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        redis_breaker.allow("global:bench", 10)
-        checks.append((time.perf_counter() - started) * 1000)
-    ping50, check50 = _percentile(pings, 0.5), _percentile(checks, 0.5)
-    print(f"breaker check in a call (p50 difference baton+breaker - baton): {breaker_cost:.3f} ms")
+    p50 = {name: _percentile(values, 0.5) for name, values in samples.items()}
+    breaker_cost = p50["baton+breaker"] - p50["baton"]
+    round_trip = p50["bare+ping"] - p50["bare"]
     print(
-        f"breaker check alone p50 {check50:.3f} ms vs Redis PING p50 {ping50:.3f} ms "
-        f"(ratio {check50 / ping50:.2f})"
+        f"breaker check in a call: +{breaker_cost:.3f} ms p50; one Redis round trip in a call: "
+        f"+{round_trip:.3f} ms p50 (ratio {breaker_cost / round_trip:.2f})"
     )
 
 

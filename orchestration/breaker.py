@@ -4,7 +4,8 @@ closed --N failures within the window--> open --cool-down--> half-open (ONE prob
 half-open --probe succeeds--> closed;  half-open --probe fails--> open again.
 
 Every transition is one Lua script run by Redis (atomic across processes and hosts, on
-Redis's own clock), so two workers can never both take the half-open probe. A probe
+Redis's own clock), so two workers can never both take the half-open probe. Asking a
+closed breaker is one plain HMGET; failures and non-closed states go through the scripts. A probe
 holder that dies without reporting loses the probe when its lease runs out.
 
 Only failures that speak about the provider's health count: 5xx, 429, timeouts,
@@ -223,6 +224,18 @@ class RedisBreaker:
             log.warning("circuit breaker state unreachable (calls go ahead): %s", exc)
 
     def allow(self, identity: str, lease_seconds: float) -> Permit:
+        # The common case, closed, is one plain read; only an open or half-open breaker
+        # needs the script (the probe must go to exactly one caller).
+        try:
+            client = redis_store.redis_client()
+            if client is None:
+                raise RuntimeError("REDIS_URL is not configured")
+            state, failures = client.hmget(self._key(identity), "state", "failures")
+        except Exception as exc:  # Redis down: fail open
+            self._unreachable(exc)
+            return Permit(identity, Decision.ALLOW)
+        if state in (None, b"closed"):
+            return Permit(identity, Decision.ALLOW, int(failures or 0))
         token = uuid.uuid4().hex
         try:
             decision, failures, last = self._run(  # type: ignore[misc]

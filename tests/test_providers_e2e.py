@@ -315,6 +315,22 @@ def test_a_cut_stream_is_charged_for_what_it_generated(live_client, tenant, data
     assert {p["attempt"] for p in of_type(history, "step.progress")} <= {1, 2}
 
 
+def test_a_missing_key_is_a_clear_error_in_the_job(live_client, tenant, database_url):
+    h = tenant["headers"]
+    accepted = live_client.post(
+        "/api/v1/tasks",
+        json={"description": "needs openai", "settings": {"ai_model": "gpt-4o"}},
+        headers=h,
+    )
+    assert accepted.status_code == 202  # a known, priced model: the key is the worker's business
+    job = wait_terminal(live_client, accepted.get_json()["location"], h)
+    assert job["status"] == "failed"
+    assert "missing_api_key" in job["error"] and "OPENAI_API_KEY" in job["error"]
+    (skipped,) = of_type(events(database_url, job["id"]), "provider.skipped")
+    assert skipped["provider"] == "openai" and skipped["error_code"] == "missing_api_key"
+    assert ledger(database_url, job["id"]) == []
+
+
 def test_a_key_never_appears_in_events_logs_or_responses(
     live_client, tenant, database_url, fake_openai, workers
 ):

@@ -83,6 +83,19 @@ def database_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forget_redis_keys() -> Iterator[None]:
+    """This run's breaker states and heartbeats go with it."""
+    yield
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    keys = list(client.scan_iter(match=f"{os.environ['BATON_REDIS_PREFIX']}:*", count=500))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> sa.Engine:
     from models.db import get_engine

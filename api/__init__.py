@@ -32,6 +32,7 @@ BLUEPRINT_MODULES = (
     "api.budget.routes",
     "api.notifications.routes",
     "api.analytics.routes",
+    "api.integrations.routes",
 )
 
 

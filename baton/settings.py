@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -25,6 +26,23 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
+
+
+@dataclass(frozen=True)
+class ConfiguredProvider:
+    """An OpenAI-compatible server added by the operator (BATON_PROVIDERS)."""
+
+    name: str
+    base_url: str
+    api_key_env: str | None  # the environment variable holding its key; None: keyless
+    models: tuple[str, ...]
+    timeout_seconds: float = 60.0
+    prices: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    max_tokens_param: str | None = None  # "max_tokens" or "max_completion_tokens"
+
+
+# Secrets never appear in a repr (a logged Settings object must not leak a key).
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -32,10 +50,10 @@ class Settings:
     celery_broker_url: str
     celery_result_backend: str
     redis_url: str
-    jwt_secret_key: str
-    encryption_key: str
-    openai_api_key: str
-    groq_api_key: str
+    jwt_secret_key: str = field(repr=False)
+    encryption_key: str = field(repr=False)
+    openai_api_key: str = field(repr=False)
+    groq_api_key: str = field(repr=False)
     default_provider: str
     default_model: str
     default_max_tokens: int
@@ -51,7 +69,19 @@ class Settings:
     stale_queued_seconds: int
     price_table: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     default_price: dict[str, Decimal] | None = None
-    flower_basic_auth: str = ""
+    flower_basic_auth: str = field(default="", repr=False)
+    # Operator-configured OpenAI-compatible providers, and every provider key the
+    # environment holds, by variable name (OPENAI_API_KEY, GROQ_API_KEY, each api_key_env).
+    configured_providers: tuple[ConfiguredProvider, ...] = ()
+    provider_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    # Redis keys (breaker state, worker heartbeats, live channels) start with this prefix.
+    redis_prefix: str = "baton"
+    breaker_failures: int = 5
+    breaker_window_seconds: float = 60.0
+    breaker_cooldown_seconds: float = 30.0
+    stream_event_chars: int = 200
+    stream_event_seconds: float = 0.25
+    worker_heartbeat_seconds: float = 10.0
 
     @property
     def is_embedded(self) -> bool:
@@ -61,14 +91,76 @@ class Settings:
     def broker_is_filesystem(self) -> bool:
         return self.celery_broker_url.startswith("filesystem")
 
+    def provider_key(self, key_env: str) -> str:
+        """The key held by environment variable ``key_env`` (read once, at load)."""
+        return self.provider_keys.get(key_env.upper(), "")
+
 
 def _prices(raw: str) -> dict[str, dict[str, Decimal]]:
     """Prices per 1M tokens, USD: {"model": {"input": "2.50", "output": "10.00"}}."""
     if not raw:
         return {}
-    data = (
-        json.loads(Path(raw).read_text()) if not raw.lstrip().startswith("{") else json.loads(raw)
-    )
+    data = _json_or_file(raw)
+    if not isinstance(data, dict):
+        raise ValueError("BATON_PRICE_TABLE must be a JSON object")
+    return _price_entries(data)
+
+
+def _json_or_file(raw: str) -> object:
+    raw = raw.strip()
+    return json.loads(raw if raw[:1] in "[{" else Path(raw).read_text())
+
+
+def _configured_providers(raw: str) -> tuple[ConfiguredProvider, ...]:
+    """BATON_PROVIDERS: JSON (or a file path) of ``{"name": {"base_url", "models", ...}}``
+    or a list of such objects with a ``name``. Refused at start-up when malformed."""
+    if not raw.strip():
+        return ()
+    data = _json_or_file(raw)
+    if isinstance(data, dict):
+        data = [{"name": name, **(entry or {})} for name, entry in data.items()]
+    if not isinstance(data, list):
+        raise ValueError("BATON_PROVIDERS must be a JSON object or list")
+    out = []
+    for entry in data:
+        if not isinstance(entry, dict):
+            raise ValueError("BATON_PROVIDERS: each provider must be a JSON object")
+        name = str(entry.get("name", ""))
+        where = f"BATON_PROVIDERS[{name or '?'}]"
+        if not PROVIDER_NAME.match(name):
+            raise ValueError(f"{where}: name must match {PROVIDER_NAME.pattern}")
+        base_url = str(entry.get("base_url") or "")
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"{where}: base_url must be an http(s) URL")
+        models = entry.get("models")
+        if (
+            not isinstance(models, list)
+            or not models
+            or not all(isinstance(m, str) and m for m in models)
+        ):
+            raise ValueError(f"{where}: models must be a non-empty list of names")
+        unknown = set(entry) - {
+            "name", "base_url", "api_key_env", "models", "timeout_seconds", "prices",
+            "max_tokens_param",
+        }  # fmt: skip
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        key_env = entry.get("api_key_env") or None
+        out.append(
+            ConfiguredProvider(
+                name=name,
+                base_url=base_url.rstrip("/"),
+                api_key_env=str(key_env).upper() if key_env else None,
+                models=tuple(models),
+                timeout_seconds=float(entry.get("timeout_seconds", 60)),
+                prices=_price_entries(entry.get("prices") or {}),
+                max_tokens_param=entry.get("max_tokens_param"),
+            )
+        )
+    return tuple(out)
+
+
+def _price_entries(data: dict) -> dict[str, dict[str, Decimal]]:
     return {
         model: {k: Decimal(str(v)) for k, v in price.items() if k in {"input", "output"}}
         for model, price in data.items()
@@ -81,6 +173,10 @@ def get_settings() -> Settings:
     home = _home()
     default_price = env.get("BATON_DEFAULT_PRICE", "")
     step_time_limit = int(env.get("BATON_STEP_TIME_LIMIT", "600"))
+    configured = _configured_providers(env.get("BATON_PROVIDERS", ""))
+    key_names = {"OPENAI_API_KEY", "GROQ_API_KEY"} | {
+        p.api_key_env for p in configured if p.api_key_env
+    }
     return Settings(
         home=home,
         database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'baton.db'}",
@@ -114,6 +210,15 @@ def get_settings() -> Settings:
             else None
         ),
         flower_basic_auth=env.get("FLOWER_BASIC_AUTH", ""),
+        configured_providers=configured,
+        provider_keys={name: env.get(name, "") for name in key_names},
+        redis_prefix=env.get("BATON_REDIS_PREFIX") or "baton",
+        breaker_failures=max(1, int(env.get("BATON_BREAKER_FAILURES", "5"))),
+        breaker_window_seconds=float(env.get("BATON_BREAKER_WINDOW_SECONDS", "60")),
+        breaker_cooldown_seconds=float(env.get("BATON_BREAKER_COOLDOWN_SECONDS", "30")),
+        stream_event_chars=int(env.get("BATON_STREAM_EVENT_CHARS", "200")),
+        stream_event_seconds=float(env.get("BATON_STREAM_EVENT_SECONDS", "0.25")),
+        worker_heartbeat_seconds=float(env.get("BATON_WORKER_HEARTBEAT_SECONDS", "10")),
     )
 
 

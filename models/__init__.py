@@ -13,6 +13,7 @@ from models.budget import (
 )
 from models.catalog import Agent, Project, Template
 from models.identity import Organization, RefreshToken, RevokedAccessToken, Role, User
+from models.integrations import Integration
 from models.jobs import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -41,6 +42,7 @@ __all__ = [
     "Agent",
     "Base",
     "Job",
+    "Integration",
     "JobEvent",
     "JobKind",
     "JobPhase",

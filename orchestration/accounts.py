@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Organization, RefreshToken, RevokedAccessToken, Role, User, utcnow
 from models.db import transaction
-from orchestration import model_catalog
+from orchestration import integrations
 from orchestration.errors import (
     AuthenticationRequired,
     Conflict,
@@ -378,14 +378,15 @@ def get_organization(sessions: sessionmaker[Session], *, principal: Principal) -
         return org
 
 
-def _validate_org_settings(settings: dict[str, Any]) -> None:
+def _validate_org_settings(session: Session, org_id: uuid.UUID, settings: dict[str, Any]) -> None:
     model = settings.get("default_ai_model")
     if model is None:
         return
     if not isinstance(model, str) or not model:
         raise field_error("settings.default_ai_model", "must be a model name")
+    catalog = integrations.catalog_for(session, organization_id=org_id)
     try:
-        model_catalog.resolve_model(model)
+        catalog.price_for(catalog.resolve(model))
     except ValidationFailed as exc:
         message = exc.details[0]["message"] if exc.details else exc.message
         raise field_error("settings.default_ai_model", message) from exc
@@ -399,9 +400,9 @@ def update_organization(
     settings: dict[str, Any] | None = None,
 ) -> Organization:
     """``settings`` is merged key by key; a key set to null is removed."""
-    if settings:
-        _validate_org_settings(settings)
     with transaction(sessions) as session:
+        if settings:
+            _validate_org_settings(session, principal.organization_id, settings)
         org = session.get(Organization, principal.organization_id, with_for_update=True)
         if org is None:
             raise AuthenticationRequired("The organization behind this token no longer exists")

@@ -1,7 +1,8 @@
 """Agents: named provider/model configurations that jobs run with. Scoped to the caller's org.
 
 ``config`` holds providers (ordered, for fallback), model_preferences by task type,
-max_retries, timeout_seconds, model_config and system_prompt. Every provider and model is
+fallback_models by provider, max_retries, timeout_seconds, stream, model_config and
+system_prompt. Every provider and model is
 checked against the catalog here, so a job never starts with a name no worker can route.
 """
 
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Agent, UsageRecord, utcnow
 from models.db import transaction
-from orchestration import model_catalog
+from orchestration import integrations, model_catalog
 from orchestration.errors import NotFound, ValidationFailed, field_error
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.principal import Principal
@@ -53,22 +54,32 @@ def _as_field(exc: ValidationFailed, field_name: str) -> ValidationFailed:
     return field_error(field_name, message)
 
 
-def validate_config(config: dict[str, Any]) -> None:
-    """Unknown providers or models are a 422 naming the exact config key."""
+def validate_config(config: dict[str, Any], catalog: model_catalog.Catalog | None = None) -> None:
+    """Unknown providers or models are a 422 naming the exact config key. ``catalog`` is
+    the organization's (its integrations count); the operator's when not given."""
+    catalog = catalog or model_catalog.operator_catalog()
     providers = config.get("providers") or []
     for index, name in enumerate(providers):
-        model_catalog.validate_provider(name, f"config.providers.{index}")
+        catalog.validate_provider(name, f"config.providers.{index}")
     for task_type, model in (config.get("model_preferences") or {}).items():
         try:
-            model_catalog.resolve_model(model, providers)
+            catalog.resolve(model, providers)
         except ValidationFailed as exc:
             raise _as_field(exc, f"config.model_preferences.{task_type}") from exc
     model = (config.get("model_config") or {}).get("model")
     if model:
         try:
-            model_catalog.resolve_model(model, providers)
+            catalog.resolve(model, providers)
         except ValidationFailed as exc:
             raise _as_field(exc, "config.model_config.model") from exc
+    for provider, model in (config.get("fallback_models") or {}).items():
+        where = f"config.fallback_models.{provider}"
+        catalog.validate_provider(provider, where)
+        qualified = model if model.startswith(f"{provider}/") else f"{provider}/{model}"
+        try:
+            catalog.price_for(catalog.resolve(qualified))
+        except ValidationFailed as exc:
+            raise _as_field(exc, where) from exc
 
 
 # -- helpers (session in, never commit) ---------------------------------------------------
@@ -103,8 +114,10 @@ def create_agent(
     sessions: sessionmaker[Session], *, principal: Principal, data: dict[str, Any]
 ) -> AgentView:
     config = {**DEFAULT_CONFIG, **(data.get("config") or {})}
-    validate_config(config)
     with transaction(sessions) as session:
+        validate_config(
+            config, integrations.catalog_for(session, organization_id=principal.organization_id)
+        )
         if data.get("project_id") is not None:
             owned_project(session, principal=principal, project_id=data["project_id"])
         agent = Agent(
@@ -161,7 +174,10 @@ def update_agent(
         agent = owned_agent(session, principal=principal, agent_id=agent_id)
         if "config" in changes:
             config = {**DEFAULT_CONFIG, **(agent.config or {}), **(changes["config"] or {})}
-            validate_config(config)
+            validate_config(
+                config,
+                integrations.catalog_for(session, organization_id=principal.organization_id),
+            )
             agent.config = config
         if "project_id" in changes:
             if changes["project_id"] is not None:

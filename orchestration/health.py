@@ -1,7 +1,7 @@
-"""Dependency probes for the health endpoints: database, Celery broker, Redis.
+"""Dependency probes for the health endpoints: database, Celery broker, Redis, live
+workers, and each provider (its circuit breaker's state, or its missing key).
 
-Each probe is bounded (about 2 s) and answers a boolean; none raises. Worker and provider
-health (breaker state, live workers) belong to the workers and are not probed here.
+Each probe is bounded (about 2 s at most) and never raises.
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from baton.settings import get_settings
 from models import utcnow
+from orchestration import breaker as breakers
+from orchestration import model_catalog, redis_store
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 2.0
+WORKER_PING_SECONDS = 1.0
 CONNECTED, UNAVAILABLE, NOT_CONFIGURED = "connected", "unavailable", "not_configured"
+AVAILABLE, DEGRADED, UNKNOWN = "available", "degraded", "unknown"
 
 _started = time.monotonic()
 _requests_lock = threading.Lock()
@@ -104,6 +108,81 @@ def check_redis(url: str | None = None) -> str:
         client.close()
 
 
+@dataclass(frozen=True)
+class ProviderHealth:
+    status: str  # available | degraded (half-open) | unavailable (open) | not_configured
+    breaker: str | None = None  # closed | open | half_open
+    detail: str | None = None
+
+
+def check_providers() -> dict[str, ProviderHealth]:
+    """The operator's providers (organizations' own integrations are theirs to see)."""
+    settings = get_settings()
+    out: dict[str, ProviderHealth] = {}
+    identities: dict[str, str] = {}
+    for name, spec in model_catalog.providers().items():
+        if spec.key_env and not settings.provider_key(spec.key_env):
+            detail = f"no API key: set {spec.key_env} (or an organization adds its own)"
+            out[name] = ProviderHealth(NOT_CONFIGURED, detail=detail)
+            continue
+        if not settings.redis_url:
+            detail = "no REDIS_URL: each worker process keeps its own circuit breaker"
+            out[name] = ProviderHealth(AVAILABLE, None, detail)
+            continue
+        # sim: its default model's breaker (each sim fault model has its own).
+        behaviour = spec.models[0] if name == "sim" else None
+        identities[name] = breakers.identity("global", name, behaviour)
+    try:
+        snapshots = breakers.shared_breaker().snapshot(list(identities.values()))
+    except Exception as exc:
+        log.warning("health: breaker state unreadable: %s", exc)
+        snapshots = {}
+    for name, identity in identities.items():
+        snap = snapshots.get(identity)
+        if snap is None:
+            out[name] = ProviderHealth(UNKNOWN, detail="circuit breaker state unreadable")
+        elif snap.state is breakers.State.CLOSED:
+            out[name] = ProviderHealth(AVAILABLE, snap.state.value)
+        elif snap.state is breakers.State.HALF_OPEN or snap.probe_due:
+            detail = f"recovering: one probe call allowed (last failure: {snap.last_error})"
+            out[name] = ProviderHealth(DEGRADED, breakers.State.HALF_OPEN.value, detail)
+        else:
+            detail = (
+                f"circuit open after {snap.failures} failures (last: {snap.last_error}); "
+                f"next probe in {snap.retry_in_seconds:.0f}s"
+            )
+            out[name] = ProviderHealth(UNAVAILABLE, snap.state.value, detail)
+    return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True)
+class WorkersHealth:
+    status: str  # available | unavailable | unknown
+    count: int | None
+
+
+def check_workers() -> WorkersHealth:
+    """Workers whose heartbeat is recent (Redis); without Redis, a broker ping."""
+    settings = get_settings()
+    client = redis_store.redis_client()
+    if client is not None:
+        try:
+            seen_after = time.time() - 3 * settings.worker_heartbeat_seconds
+            count = client.zcount(redis_store.workers_key(), seen_after, "+inf")
+        except Exception as exc:
+            log.warning("health: worker heartbeats unreadable: %s", exc)
+            return WorkersHealth(UNKNOWN, None)
+        return WorkersHealth(AVAILABLE if count else UNAVAILABLE, int(count))
+    from baton.celery_app import app
+
+    try:
+        replies = app.control.ping(timeout=WORKER_PING_SECONDS) or []
+    except Exception as exc:
+        log.warning("health: worker ping failed: %s", exc)
+        return WorkersHealth(UNKNOWN, None)
+    return WorkersHealth(AVAILABLE if replies else UNAVAILABLE, len(replies))
+
+
 # -- reports --------------------------------------------------------------------------------
 
 
@@ -116,6 +195,8 @@ class HealthReport:
     database: str
     broker: str
     redis: str
+    workers: WorkersHealth | None = None
+    providers: dict[str, ProviderHealth] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -123,12 +204,22 @@ class HealthReport:
 
 
 def health_report(
-    sessions: sessionmaker[Session], *, broker_url: str | None = None, redis_url: str | None = None
+    sessions: sessionmaker[Session],
+    *,
+    broker_url: str | None = None,
+    redis_url: str | None = None,
+    include_workers_and_providers: bool = True,
 ) -> HealthReport:
+    """``status`` is this API instance's own ability to take jobs (database, broker,
+    Redis); workers and providers are reported beside it, each with its own state: a
+    provider outage is what fallback is for, and workers may be scaled to zero."""
     database = CONNECTED if check_database(sessions) else UNAVAILABLE
     broker = CONNECTED if check_broker(broker_url) else UNAVAILABLE
     redis_state = check_redis(redis_url)
     ok = database == CONNECTED and broker == CONNECTED and redis_state != UNAVAILABLE
+    workers = providers = None
+    if include_workers_and_providers:
+        workers, providers = check_workers(), check_providers()
     return HealthReport(
         status="healthy" if ok else "degraded",
         timestamp=utcnow(),
@@ -137,6 +228,8 @@ def health_report(
         database=database,
         broker=broker,
         redis=redis_state,
+        workers=workers,
+        providers=providers,
     )
 
 

@@ -31,8 +31,15 @@ from models import (
     User,
 )
 from models.db import transaction
-from orchestration import budget, canvas, model_catalog
-from orchestration.errors import BudgetExceeded, Conflict, DomainError, NotFound, field_error
+from orchestration import budget, canvas, integrations, model_catalog
+from orchestration.errors import (
+    BudgetExceeded,
+    Conflict,
+    DomainError,
+    NotFound,
+    ValidationFailed,
+    field_error,
+)
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.plans import PhasePlan, plan_for
 from orchestration.principal import Principal
@@ -110,23 +117,61 @@ def resolve_step_model(
     agent: Agent | None,
     organization: Organization | None,
     task_type: str,
+    catalog: model_catalog.Catalog | None = None,
 ) -> str:
-    """Job settings, else the agent's preference for the task type, else org default."""
+    """The job's settings, else the agent's ``model_preferences`` for the step's task type
+    (or its ``default`` entry), else the agent's ``model_config.model``, else the
+    organization's ``default_ai_model``, else the deployment's default model."""
+    config = (agent.config or {}) if agent else {}
+    preferences = config.get("model_preferences") or {}
     for candidate in (
         job_settings.get("model") or job_settings.get("ai_model"),
-        ((agent.config or {}).get("model_preferences") or {}).get(task_type) if agent else None,
+        preferences.get(task_type),
+        preferences.get("default"),
+        (config.get("model_config") or {}).get("model"),
         ((organization.settings or {}).get("default_ai_model")) if organization else None,
     ):
         if candidate:
             return candidate
-    return model_catalog.default_model()
+    return (catalog or model_catalog.operator_catalog()).default_model()
 
 
 def _validate_models(
-    plans: list[PhasePlan], submission: JobSubmission, agent: Agent | None, org: Organization | None
+    session: Session,
+    plans: list[PhasePlan],
+    submission: JobSubmission,
+    agent: Agent | None,
+    org: Organization | None,
 ) -> None:
-    """An unknown model or one with no price is a 422 now, not a failed job later."""
-    providers = list((agent.config or {}).get("providers") or []) if agent else []
+    """An unknown provider or model, or a model with no price, is a 422 now, not a failed
+    job later; the organization's own providers (integrations) count.
+
+    The operator's catalog is tried first: the organization's integrations only add
+    providers, so when every name is found there the answer is the same, without a query.
+    """
+    try:
+        _check_models(model_catalog.operator_catalog(), plans, submission, agent, org)
+    except ValidationFailed:
+        if org is None:
+            raise
+        catalog = integrations.catalog_for(session, organization_id=org.id)
+        _check_models(catalog, plans, submission, agent, org)
+
+
+def _check_models(
+    catalog: model_catalog.Catalog,
+    plans: list[PhasePlan],
+    submission: JobSubmission,
+    agent: Agent | None,
+    org: Organization | None,
+) -> None:
+    config = (agent.config or {}) if agent else {}
+    providers = list(config.get("providers") or [])
+    for name in [*providers, *(config.get("fallback_models") or {})]:
+        if name not in catalog:
+            raise field_error(
+                "agent_id", f"the agent names provider '{name}', which is not configured"
+            )
     seen: set[str] = set()
     for phase in plans:
         for step in phase.steps:
@@ -137,10 +182,11 @@ def _validate_models(
                 agent=agent,
                 organization=org,
                 task_type=step.spec["task_type"],
+                catalog=catalog,
             )
             if name not in seen:
                 seen.add(name)
-                model_catalog.price_for(model_catalog.resolve_model(name, providers))
+                catalog.price_for(catalog.resolve(name, providers))
 
 
 def _plan_rows(job: Job, plans: list[PhasePlan]) -> tuple[list[JobPhase], list[JobStep]]:
@@ -223,7 +269,7 @@ def _create_job(
         template, phase_names = _template_phases(session, submission.template_id, principal)
         template.usage_count = (template.usage_count or 0) + 1
     plans = plan_for(submission.kind, submission.input, phase_names)
-    _validate_models(plans, submission, agent, org)
+    _validate_models(session, plans, submission, agent, org)
     scope = budget.CallScope(
         principal.organization_id,
         project.id if project else None,

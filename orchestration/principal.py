@@ -11,7 +11,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     Role.ADMIN: (
         "job:create", "job:read", "job:cancel", "project:write", "agent:write",
         "template:write", "user:admin", "organization:write", "budget:write",
-        "emergency:write",
+        "emergency:write", "integration:admin",
     ),
     Role.MANAGER: (
         "job:create", "job:read", "job:cancel", "project:write", "agent:write",

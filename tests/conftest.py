@@ -15,8 +15,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 PG_ADMIN_URL = os.environ.get(
@@ -32,11 +34,17 @@ os.environ.update(
     CELERY_RESULT_BACKEND=f"{REDIS}/1",
     REDIS_URL=f"{REDIS}/2",
     BATON_QUEUE_PREFIX=f"t{RUN_ID}",
+    # Breaker state, worker heartbeats and live channels: this run's keys only.
+    BATON_REDIS_PREFIX=f"t{RUN_ID}",
     BATON_HOME=tempfile.mkdtemp(prefix="baton-test-"),
     JWT_SECRET_KEY="test-secret-key-that-is-long-enough-for-hs256-0123456789",
     BATON_STEP_TIME_LIMIT="60",
+    # Streamed output becomes an event every 64 characters: several per sim answer.
+    BATON_STREAM_EVENT_CHARS="64",
+    # Integration keys are stored encrypted; a fresh key per run.
+    BATON_ENCRYPTION_KEY=Fernet.generate_key().decode(),
 )
-for _var in ("OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER"):
+for _var in ("OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER", "BATON_PROVIDERS"):
     os.environ.pop(_var, None)
 
 import sqlalchemy as sa  # noqa: E402
@@ -73,6 +81,19 @@ def database_url() -> Iterator[str]:
         )
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEST_DB}"'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_redis_keys() -> Iterator[None]:
+    """This run's breaker states and heartbeats go with it."""
+    yield
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    keys = list(client.scan_iter(match=f"{os.environ['BATON_REDIS_PREFIX']}:*", count=500))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -185,6 +206,22 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.processes.clear()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Any]:
+    """Start local OpenAI-compatible servers (tests/fake_openai.py); closed after the test."""
+    from tests.fake_openai import FakeOpenAI
+
+    servers: list[FakeOpenAI] = []
+
+    def start(script: list[tuple[Any, ...]]) -> FakeOpenAI:
+        servers.append(FakeOpenAI(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture(scope="session")

@@ -300,6 +300,17 @@ def test_a_killed_worker_leaves_a_hold_the_sweep_releases(live_client, tenant, d
         h,
         lambda b: any(e["type"] == "step.started" for e in b["history"]),
     )
+    # Mid-call: the step's hold is committed (the claim commits a few ms before it).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with transaction(session_factory(database_url)) as s:
+            if s.scalar(
+                sa.select(sa.func.count())
+                .select_from(BudgetReservation)
+                .where(BudgetReservation.job_id == uuid.UUID(accepted["id"]))
+            ):
+                break
+        time.sleep(0.01)
     worker = next(e for e in running["history"] if e["type"] == "step.started")["data"]["worker"]
     os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)  # the prefork child making the call
 

@@ -82,3 +82,18 @@ def test_broker_and_redis_probes_fail_fast(sessions):
     assert report.redis == "unavailable"
     assert report.status == "degraded"
     assert health.check_redis("") == "not_configured"
+
+
+def test_without_redis_provider_health_says_breakers_are_per_process(monkeypatch):
+    from baton.settings import reset_settings_cache
+
+    monkeypatch.setenv("REDIS_URL", "")
+    reset_settings_cache()
+    try:
+        providers = health.check_providers()
+    finally:
+        monkeypatch.undo()
+        reset_settings_cache()
+    assert providers["sim"].status == "available" and providers["sim"].breaker is None
+    assert "each worker process" in providers["sim"].detail
+    assert providers["openai"].status == "not_configured"

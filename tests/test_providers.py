@@ -11,12 +11,10 @@ import logging
 import math
 import pickle
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import pytest
 import workers.providers as providers
 from baton.settings import reset_settings_cache
 from orchestration.model_catalog import BUILTIN_PROVIDERS, ProviderSpec, ResolvedModel, cost_of
+from tests.fake_openai import RATE_LIMITED, completion_body
 from workers.providers import (
     CompletionRequest,
     ProviderError,
@@ -273,85 +272,6 @@ def test_only_workers_providers_imports_openai() -> None:
 
 
 # --- a real OpenAI-compatible server over TCP -----------------------------------------
-
-
-class FakeOpenAI:
-    """A tiny OpenAI-compatible server: answers from a script, then repeats the last line."""
-
-    def __init__(self, script: list[tuple[int, dict[str, str], Any]]) -> None:
-        self.script = script
-        self.requests: list[dict[str, Any]] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                owner.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                    }
-                )
-                status, headers, payload = owner.script[
-                    min(len(owner.requests), len(owner.script)) - 1
-                ]
-                data = json.dumps(payload(body) if callable(payload) else payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[Any]:
-    servers: list[FakeOpenAI] = []
-
-    def start(script: list[tuple[int, dict[str, str], Any]]) -> FakeOpenAI:
-        servers.append(FakeOpenAI(script))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-def completion_body(request: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-local",
-        "object": "chat.completion",
-        "created": 1_700_000_000,
-        "model": request["model"],
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hello from 127.0.0.1.\nScore: 7.5/10"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30},
-    }
-
-
-RATE_LIMITED = {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}
 
 
 def local_spec(base_url: str, name: str = "local") -> ProviderSpec:

@@ -1,6 +1,10 @@
-"""Celery workers: ``celery -A workers worker``. Importing registers Baton's tasks."""
+"""Celery workers: ``celery -A workers worker``. Importing registers Baton's tasks and the
+worker heartbeat that GET /health counts."""
 
 from baton.celery_app import app
 from workers import tasks  # noqa: F401  (registers the tasks on the app)
+from workers.heartbeat import Heartbeat
+
+app.steps["worker"].add(Heartbeat)
 
 __all__ = ["app"]

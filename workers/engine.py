@@ -3,6 +3,13 @@
 Each function owns its transactions. A step claims itself with a compare-and-set, calls
 the provider outside any transaction, then commits output, usage and progress together,
 but only if the job is still running (a cancel that landed meanwhile wins).
+
+Around every provider attempt (``StepCalls``, the provider layer's hooks): the worst case
+of that attempt's model is reserved before it (a fallback to a pricier model reserves
+its own price); a failed attempt is written as a ``provider.attempt`` event at once, in a
+short transaction of its own, with its hold released, or, for a stream cut midway, its
+partial cost in the ledger; a streamed answer's text goes out on the job's live channel
+chunk by chunk and into ``step.progress`` events every few hundred characters.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,13 +42,23 @@ from models import (
     utcnow,
 )
 from models.db import transaction
-from orchestration import budget
+from orchestration import budget, integrations, live
+from orchestration.breaker import shared_breaker
 from orchestration.errors import BudgetExceeded
 from orchestration.jobs import resolve_step_model
+from orchestration.model_catalog import ProviderContext
 from orchestration.results import analysis_summary, build_result
 from orchestration.state import append_event, set_phase_status, set_step_status, transition_job
 from workers import ledger
-from workers.providers import CompletionRequest, CompletionResult, ProviderError, complete
+from workers.providers import (
+    Attempt,
+    CallHooks,
+    Charge,
+    CompletionRequest,
+    CompletionResult,
+    ProviderError,
+    complete,
+)
 from workers.providers.estimate import worst_case_cost
 
 log = logging.getLogger(__name__)
@@ -93,11 +111,16 @@ class StepContext:
     organization: Organization | None
     previous: list[tuple[str, str]]  # (phase name, output) of earlier phases
     siblings: list[JobStep]
+    providers: ProviderContext | None = None
 
-    @property
-    def call_key(self) -> str:
-        """One provider call per step attempt: the ledger's and the reservation's key."""
-        return f"{self.step.id}:{self.attempt}"
+    def call_key(self, number: int) -> str:
+        """The ledger's and the reservation's key of the ``number``-th provider call of
+        this delivery of the step: a redelivered step cannot write the same charge twice."""
+        return f"{self.step.id}:{self.attempt}:{number}"
+
+
+class StepStopped(Exception):
+    """The job stopped running (cancel, pause, emergency) before a provider call."""
 
 
 def run_step(
@@ -111,76 +134,209 @@ def run_step(
     if not isinstance(claimed, StepContext):
         return claimed
     started = time.monotonic()
+    calls: StepCalls | None = None
     try:
         if claimed.step.spec.get("kind") == "score":
             output, result = json.dumps(analysis_summary(claimed.siblings)), None
         else:
             request = _request(claimed)
-            refused = _reserve(sessions, claimed, request)
-            if refused is not None:
-                return refused
-            result = complete(request)
+            calls = StepCalls(sessions, claimed, request)
+            result = complete(
+                request, context=claimed.providers, breaker=shared_breaker(), hooks=calls
+            )
             output = result.text
-    except ProviderError as exc:
+    except StepStopped:
+        return Outcome.STOP
+    except BudgetExceeded as exc:
         _fail(
-            sessions, claimed, f"{exc.code}: {exc.message}", attempts=getattr(exc, "attempts", None)
-        )
+            sessions, claimed, f"BUDGET_EXCEEDED: {exc.message}", calls=calls,
+            reached_limit_id=exc.details[0]["limit_id"],
+        )  # fmt: skip
+        return Outcome.STOP
+    except budget.BudgetPaused as exc:
+        _pause_for_budget(sessions, claimed, exc)
+        return Outcome.STOP
+    except ProviderError as exc:
+        _fail(sessions, claimed, f"{exc.code}: {exc.message}", calls=calls, error_detail=exc)
         return Outcome.STOP
     except Exception as exc:  # a step that raises fails its job; the worker keeps running
         log.exception("step %s of job %s raised", step_id, job_id)
-        _fail(sessions, claimed, f"{type(exc).__name__}: {exc}")
+        _fail(sessions, claimed, f"{type(exc).__name__}: {exc}", calls=calls)
         return Outcome.STOP
     elapsed_ms = int((time.monotonic() - started) * 1000)
-    return _complete(sessions, claimed, output=output, result=result, elapsed_ms=elapsed_ms)
-
-
-def _reserve(
-    sessions: sessionmaker[Session], ctx: StepContext, request: CompletionRequest
-) -> Outcome | None:
-    """Hold the call's worst-case cost on every applicable limit, or stop the step here.
-
-    Also the last check before money is spent: a job paused or cancelled since the claim,
-    or an organization under emergency pause, makes no provider call.
-    """
-    amount = worst_case_cost(
-        model=request.model,
-        providers=request.providers,
-        messages=request.messages,
-        max_tokens=request.max_tokens,
+    return _complete(
+        sessions, claimed, output=output, result=result, elapsed_ms=elapsed_ms, calls=calls
     )
-    try:
-        with transaction(sessions) as session:
+
+
+@dataclass
+class _Progress:
+    """Streamed text not yet written as a ``step.progress`` event."""
+
+    attempt: Attempt | None = None
+    pending: list[str] = field(default_factory=list)
+    written_chars: int = 0  # of the current attempt, in earlier events
+    chunks: int = 0
+    flushed_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def pending_chars(self) -> int:
+        return sum(len(p) for p in self.pending)
+
+
+class StepCalls(CallHooks):
+    """The step engine's side of every provider attempt (see the module docstring)."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], ctx: StepContext, request: CompletionRequest
+    ) -> None:
+        self.sessions, self.ctx, self.request = sessions, ctx, request
+        self.catalog = ctx.providers.catalog if ctx.providers else None
+        self.settings = get_settings()
+        self.held: str | None = None  # the call key whose hold is neither settled nor released
+        self.charged: list[Charge] = []  # failed attempts that still cost (cut streams)
+        self.answered: tuple[Attempt, dict[str, Any]] | None = None
+        self.progress = _Progress()
+
+    def _where(self) -> dict[str, Any]:
+        return {"phase": self.ctx.phase.name, "step": self.ctx.step.name}
+
+    # -- budget: one reservation per attempt, at that attempt's model's price ------------
+
+    def before_attempt(self, attempt: Attempt) -> None:
+        """Hold the attempt's worst-case cost on every applicable limit, or stop the step.
+
+        Also the last check before money is spent: a job paused or cancelled since the
+        claim, or an organization under emergency pause, makes no provider call.
+        """
+        ctx, request = self.ctx, self.request
+        amount = worst_case_cost(
+            model=attempt.resolved, providers=request.providers, messages=request.messages,
+            max_tokens=request.max_tokens, catalog=self.catalog,
+        )  # fmt: skip
+        key = ctx.call_key(attempt.number)
+        with transaction(self.sessions) as session:
             paused_at = session.scalar(
                 sa.select(Organization.emergency_paused_at).where(
                     Organization.id == ctx.job.organization_id
                 )
             )
             status = session.scalar(sa.select(Job.status).where(Job.id == ctx.job.id))
-            if paused_at is not None or status != JobStatus.RUNNING.value:
+            stopped = paused_at is not None or status != JobStatus.RUNNING.value
+            if stopped:
                 _hand_back(session, ctx)
                 if status == JobStatus.RUNNING.value:
                     transition_job(
                         session, job_id=ctx.job.id, to=JobStatus.PAUSED, paused_reason="emergency",
                         event_data={"reason": "emergency"},
                     )  # fmt: skip
-                return Outcome.STOP
-            budget.reserve(
+            else:
+                budget.reserve(
+                    session,
+                    scope=budget.CallScope.of(ctx.job),
+                    call_key=key,
+                    amount=amount,
+                    job_id=ctx.job.id,
+                    hold_seconds=self.settings.step_time_limit + 60,
+                )
+        if stopped:
+            raise StepStopped()
+        self.held = key
+        self.progress = _Progress(attempt=attempt)  # a new attempt streams from offset 0
+
+    # -- streaming ---------------------------------------------------------------------
+
+    def on_delta(self, attempt: Attempt, text: str) -> None:
+        progress = self.progress
+        total = progress.written_chars + progress.pending_chars + len(text)
+        live.publish(
+            str(self.ctx.job.id),
+            {
+                "type": "step.delta", "job_id": str(self.ctx.job.id),
+                "step_id": str(self.ctx.step.id), **self._where(), "attempt": attempt.number,
+                "index": progress.chunks, "delta": text, "output_chars": total,
+            },
+        )  # fmt: skip
+        progress.chunks += 1
+        progress.pending.append(text)
+        if (
+            progress.pending_chars >= self.settings.stream_event_chars
+            or time.monotonic() - progress.flushed_at >= self.settings.stream_event_seconds
+        ):
+            with transaction(self.sessions) as session:
+                self.write_progress(session)
+
+    def write_progress(self, session: Session) -> None:
+        """The streamed text not yet in the history, as one ``step.progress`` event."""
+        progress = self.progress
+        if not progress.pending or progress.attempt is None:
+            return
+        delta = "".join(progress.pending)
+        append_event(
+            session,
+            job_id=self.ctx.job.id,
+            type="step.progress",
+            data={
+                **self._where(), "attempt": progress.attempt.number,
+                "provider": progress.attempt.provider, "model": progress.attempt.model,
+                "offset": progress.written_chars, "delta": delta,
+                "output_chars": progress.written_chars + len(delta),
+            },
+        )  # fmt: skip
+        progress.written_chars += len(delta)
+        progress.pending = []
+        progress.flushed_at = time.monotonic()
+
+    # -- after each attempt ------------------------------------------------------------
+
+    def after_attempt(
+        self, attempt: Attempt, record: dict[str, Any], charge: Charge | None
+    ) -> None:
+        if record["status"] == "ok":
+            # Written with the step's output, usage and settlement, in one transaction.
+            self.answered = (attempt, record)
+            return
+        key = self.ctx.call_key(attempt.number)
+        with transaction(self.sessions) as session:
+            self.write_progress(session)
+            append_event(
                 session,
-                scope=budget.CallScope.of(ctx.job),
-                call_key=ctx.call_key,
-                amount=amount,
-                job_id=ctx.job.id,
-                hold_seconds=get_settings().step_time_limit + 60,
+                job_id=self.ctx.job.id,
+                type="provider.attempt",
+                data={**self._where(), **record},
             )
-        return None
-    except BudgetExceeded as exc:
-        _fail(sessions, ctx, f"BUDGET_EXCEEDED: {exc.message}")
-        with transaction(sessions) as session:
-            _limit_reached(session, ctx, exc.details[0]["limit_id"])
-        return Outcome.STOP
-    except budget.BudgetPaused as exc:
-        _pause_for_budget(sessions, ctx, exc)
-        return Outcome.STOP
+            if charge is None:
+                budget.release(session, call_key=key)
+            else:
+                # A cut stream: what it generated is spent, whatever happens to the step.
+                ledger.record_usage(
+                    session, job=self.ctx.job, step=self.ctx.step, call_key=key,
+                    provider=attempt.provider, model=attempt.model,
+                    prompt_tokens=charge.prompt_tokens,
+                    completion_tokens=charge.completion_tokens, cost=charge.cost,
+                )  # fmt: skip
+                _settle(session, self.ctx, key, charge.cost)
+        self.held = None
+        if charge is not None:
+            self.charged.append(charge)
+
+    def on_skip(self, record: dict[str, Any]) -> None:
+        with transaction(self.sessions) as session:
+            append_event(
+                session,
+                job_id=self.ctx.job.id,
+                type="provider.skipped",
+                data={**self._where(), **record},
+            )
+
+    # -- totals ------------------------------------------------------------------------
+
+    def charged_totals(self) -> tuple[int, int, Decimal]:
+        return (
+            sum(c.prompt_tokens for c in self.charged),
+            sum(c.completion_tokens for c in self.charged),
+            sum((c.cost for c in self.charged), Decimal(0)),
+        )
 
 
 def _hand_back(session: Session, ctx: StepContext) -> None:
@@ -304,8 +460,11 @@ def _claim(
             )
         ]
         siblings = []
+        providers = None
         if step.spec.get("kind") == "score":
             siblings = list(session.scalars(sa.select(JobStep).where(JobStep.job_id == job.id)))
+        else:
+            providers = integrations.provider_context(session, organization_id=job.organization_id)
         return StepContext(
             job=job,
             step=step,
@@ -315,6 +474,7 @@ def _claim(
             organization=session.get(Organization, job.organization_id),
             previous=previous,
             siblings=siblings,
+            providers=providers,
         )
 
 
@@ -337,8 +497,10 @@ def _request(ctx: StepContext) -> CompletionRequest:
         agent=ctx.agent,
         organization=ctx.organization,
         task_type=spec.get("task_type", "general"),
+        catalog=ctx.providers.catalog if ctx.providers else None,
     )
     temperature = settings.get("temperature", model_config.get("temperature"))
+    stream = settings.get("stream")
     return CompletionRequest(
         model=model,
         messages=[
@@ -354,6 +516,11 @@ def _request(ctx: StepContext) -> CompletionRequest:
         providers=list(config.get("providers") or []),
         max_retries=int(config.get("max_retries", 2)),
         timeout_seconds=float(config.get("timeout_seconds", 60)),
+        fallback_models=dict(config.get("fallback_models") or {}),
+        stream=bool(config.get("stream", False) if stream is None else stream),
+        sim_fault=settings.get("sim_fault"),
+        # Fallbacks included, the call ends before the step's soft time limit.
+        total_timeout_seconds=max(get_settings().step_soft_time_limit - 5, 1),
     )
 
 
@@ -364,19 +531,36 @@ def _complete(
     output: str,
     result: CompletionResult | None,
     elapsed_ms: int,
+    calls: StepCalls | None = None,
 ) -> Outcome:
     step, job = ctx.step, ctx.job
     now = utcnow()
+    call_key = ctx.call_key(result.attempt_number) if result else None
+    # The step's usage: the answer, plus what failed attempts cost (cut streams).
+    earlier_prompt, earlier_completion, earlier_cost = (
+        calls.charged_totals() if calls else (0, 0, Decimal(0))
+    )
     with transaction(sessions) as session:
         if result is not None:
             # Money spent is in the ledger even if the job was cancelled meanwhile.
-            ledger.record_usage(session, job=job, step=step, result=result, attempt=ctx.attempt)
+            ledger.record_usage(
+                session, job=job, step=step, call_key=call_key, provider=result.provider,
+                model=result.model, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, cost=result.cost,
+            )  # fmt: skip
+        if calls is not None:
+            calls.write_progress(session)
+            if calls.answered is not None:
+                append_event(
+                    session, job_id=job.id, type="provider.attempt",
+                    data={"phase": ctx.phase.name, "step": step.name, **calls.answered[1]},
+                )  # fmt: skip
         usage = {
             "provider": result.provider if result else None,
             "model": result.model if result else None,
-            "prompt_tokens": result.prompt_tokens if result else 0,
-            "completion_tokens": result.completion_tokens if result else 0,
-            "cost": result.cost if result else 0,
+            "prompt_tokens": (result.prompt_tokens if result else 0) + earlier_prompt,
+            "completion_tokens": (result.completion_tokens if result else 0) + earlier_completion,
+            "cost": (result.cost if result else Decimal(0)) + earlier_cost,
         }
         # A job paused meanwhile keeps the finished (and paid-for) step; a cancelled or
         # failed one does not.
@@ -405,7 +589,8 @@ def _complete(
                 session, step_id=step.id, to=StepStatus.CANCELLED, from_=[StepStatus.RUNNING],
                 output=output, completed_at=now, execution_time_ms=elapsed_ms, **usage,
             )  # fmt: skip
-            _settle(session, ctx, result)
+            if result is not None:
+                _settle(session, ctx, call_key, result.cost)
             return Outcome.STOP
         session.execute(
             sa.update(JobPhase)
@@ -448,7 +633,14 @@ def _complete(
                 "completion_tokens": result.completion_tokens,
                 "cost": str(result.cost),
                 "attempts": result.attempts,
+                "providers_tried": result.providers_tried,
             }
+            if result.skipped:
+                event["skipped"] = result.skipped
+            if result.usage_estimated:
+                event["usage_estimated"] = True
+            if earlier_cost:
+                event["step_cost"] = str(usage["cost"])
         append_event(session, job_id=job.id, type="step.completed", data=event)
         siblings = session.scalar(
             sa.select(sa.func.count()).where(JobStep.phase_id == step.phase_id)
@@ -456,16 +648,15 @@ def _complete(
         if siblings == 1:
             _complete_phase(session, job_id=job.id, phase_id=step.phase_id)
         status = session.scalar(sa.select(Job.status).where(Job.id == job.id))
-        _settle(session, ctx, result)
+        if result is not None:
+            _settle(session, ctx, call_key, result.cost)
     # Paused meanwhile: the chain stops here and resume sends the rest.
     return Outcome.CONTINUE if status == JobStatus.RUNNING.value else Outcome.STOP
 
 
-def _settle(session: Session, ctx: StepContext, result: CompletionResult | None) -> None:
+def _settle(session: Session, ctx: StepContext, call_key: str, cost: Decimal) -> None:
     """Last in the step's transaction: the budget window rows are shared and hot."""
-    if result is None:
-        return
-    windows = budget.settle(session, call_key=ctx.call_key, actual=result.cost)
+    windows = budget.settle(session, call_key=call_key, actual=cost)
     for alert in budget.raise_alerts(session, windows):
         append_event(session, job_id=ctx.job.id, type="budget_alert", data=alert.data)
 
@@ -474,11 +665,18 @@ def _fail(
     sessions: sessionmaker[Session],
     ctx: StepContext,
     error: str,
-    attempts: list[dict] | None = None,
+    *,
+    calls: StepCalls | None = None,
+    error_detail: ProviderError | None = None,
+    reached_limit_id: str | None = None,
 ) -> None:
     now = utcnow()
+    prompt, completion, cost = calls.charged_totals() if calls else (0, 0, Decimal(0))
     with transaction(sessions) as session:
-        budget.release(session, call_key=ctx.call_key)
+        if calls is not None:
+            if calls.held:  # an attempt that raised something other than a provider error
+                budget.release(session, call_key=calls.held)
+            calls.write_progress(session)
         set_step_status(
             session,
             step_id=ctx.step.id,
@@ -486,7 +684,22 @@ def _fail(
             from_=[StepStatus.RUNNING],
             error=error,
             completed_at=now,
+            # What failed attempts still cost (cut streams) stays on the step's record.
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost=cost,
         )
+        if cost:
+            session.execute(
+                sa.update(JobPhase)
+                .where(JobPhase.id == ctx.phase.id)
+                .values(
+                    prompt_tokens=JobPhase.prompt_tokens + prompt,
+                    completion_tokens=JobPhase.completion_tokens + completion,
+                    cost=JobPhase.cost + cost,
+                )
+                .execution_options(synchronize_session=False)
+            )
         set_phase_status(
             session,
             phase_id=ctx.phase.id,
@@ -502,7 +715,8 @@ def _fail(
                 "phase": ctx.phase.name,
                 "step": ctx.step.name,
                 "error": error,
-                "attempts": attempts or [],
+                "attempts": error_detail.attempts if error_detail else [],
+                "providers_tried": error_detail.providers_tried if error_detail else [],
             },
         )
         transition_job(
@@ -512,6 +726,8 @@ def _fail(
             error=f"Step '{ctx.step.name}' of phase '{ctx.phase.name}' failed: {error}",
             event_data={"error": error, "phase": ctx.phase.name, "step": ctx.step.name},
         )
+        if reached_limit_id:  # last: it may update the limit's hot window row
+            _limit_reached(session, ctx, reached_limit_id)
 
 
 def _complete_phase(session: Session, *, job_id: uuid.UUID, phase_id: uuid.UUID) -> bool:

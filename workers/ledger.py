@@ -1,17 +1,28 @@
-"""The usage ledger: one row per provider call, written in the step's own transaction."""
+"""The usage ledger: one row per provider call that cost money, written in the
+transaction that settles its budget hold."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from models import Job, JobStep, UsageRecord
-from workers.providers import CompletionResult
 
 
 def record_usage(
-    session: Session, *, job: Job, step: JobStep, result: CompletionResult, attempt: int
+    session: Session,
+    *,
+    job: Job,
+    step: JobStep,
+    call_key: str,
+    provider: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: Decimal,
 ) -> UsageRecord:
-    provider, _, model = result.model.partition("/")
+    """``model`` is provider-qualified ("groq/llama-3.1-70b"): the one that answered."""
     row = UsageRecord(
         organization_id=job.organization_id,
         user_id=job.created_by_id,
@@ -21,12 +32,12 @@ def record_usage(
         phase_id=step.phase_id,
         step_id=step.id,
         # The unique key makes a second write of the same call fail instead of charging twice.
-        call_key=f"{step.id}:{attempt}",
-        provider=result.provider or provider,
-        model=result.model,
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        cost=result.cost,
+        call_key=call_key,
+        provider=provider,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost=cost,
     )
     session.add(row)
     session.flush()

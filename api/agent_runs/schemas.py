@@ -32,6 +32,7 @@ class AgentTestResultSchema(Schema):
     execution_time_ms = fields.Integer(allow_none=True)
     provider_used = fields.String(allow_none=True)
     model = fields.String(allow_none=True)
+    providers_tried = fields.List(fields.String())
     location = fields.String()
 
 
@@ -45,6 +46,7 @@ class AgentRunSchema(Schema):
     execution_time_ms = fields.Integer(allow_none=True)
     provider_used = fields.String(allow_none=True)
     model = fields.String(allow_none=True)
+    providers_tried = fields.List(fields.String())
     tools_used = fields.List(fields.String())
     location = fields.String()
     created_at = fields.DateTime()
@@ -53,6 +55,14 @@ class AgentRunSchema(Schema):
 
 def _step(detail: JobDetail) -> Any:
     return detail.steps[0] if detail.steps else None
+
+
+def _providers_tried(detail: JobDetail) -> list[str]:
+    """Every provider the run's step tried, in order (after fallback, the last answered)."""
+    for event in reversed(detail.events):
+        if event.type in ("step.completed", "step.failed"):
+            return list((event.data or {}).get("providers_tried") or [])
+    return []
 
 
 def present_test(detail: JobDetail, location: str) -> dict[str, Any]:
@@ -70,6 +80,7 @@ def present_test(detail: JobDetail, location: str) -> dict[str, Any]:
         "execution_time_ms": step.execution_time_ms if step else None,
         "provider_used": step.provider if step else None,
         "model": step.model if step else None,
+        "providers_tried": _providers_tried(detail),
         "location": location,
     }
 
@@ -87,6 +98,7 @@ def present_run(detail: JobDetail, location: str) -> dict[str, Any]:
         "execution_time_ms": step.execution_time_ms if step else None,
         "provider_used": step.provider if step else None,
         "model": step.model if step else None,
+        "providers_tried": _providers_tried(detail),
         # Baton's agents call models; tool execution is not part of an agent run yet.
         "tools_used": [],
         "location": location,

@@ -43,6 +43,12 @@ class _ConfigFields(Schema):
         keys=fields.String(validate=validate.Length(min=1, max=60)),
         values=fields.String(validate=validate.Length(min=1, max=120)),
     )
+    # provider -> model used on it when the step falls back to it (seed 000: openai -> groq)
+    fallback_models = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=60)),
+        values=fields.String(validate=validate.Length(min=1, max=120)),
+    )
+    stream = fields.Boolean()
     max_retries = fields.Integer(strict=True, validate=validate.Range(min=0, max=10))
     timeout_seconds = fields.Integer(strict=True, validate=validate.Range(min=1, max=600))
     model_config = fields.Nested(ModelConfigSchema)

@@ -28,11 +28,25 @@ def _state(value: str) -> str:
     return {"connected": "healthy", "unavailable": "unhealthy"}.get(value, value)
 
 
+def _providers(report: health.HealthReport) -> dict:
+    return {
+        name: {"status": p.status, "breaker": p.breaker, "detail": p.detail}
+        for name, p in (report.providers or {}).items()
+    }
+
+
+def _workers(report: health.HealthReport) -> dict:
+    workers = report.workers
+    return {"status": workers.status, "count": workers.count} if workers else {}
+
+
 @blp.route("")
 class Health(MethodView):
     @blp.response(200, HealthSchema)
     def get(self):
-        """Overall status and each dependency (database, broker, redis); always 200."""
+        """Overall status and each dependency (database, broker, redis), live workers, and
+        each provider: available, degraded (breaker half-open), unavailable (open) or
+        not_configured (no key); always 200."""
         report = health.health_report(sessions())
         return {
             "status": report.status,
@@ -45,6 +59,8 @@ class Health(MethodView):
                 "broker": report.broker,
                 "redis": report.redis,
             },
+            "workers": _workers(report),
+            "providers": _providers(report),
         }
 
 
@@ -87,5 +103,7 @@ class Status(MethodView):
                 "broker": _state(report.broker),
                 "cache": _state(report.redis),
             },
+            "workers": _workers(report),
+            "providers": _providers(report),
             "metrics": health.process_metrics(),
         }

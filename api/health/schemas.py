@@ -11,6 +11,17 @@ class DependenciesSchema(Schema):
     redis = fields.String()
 
 
+class WorkersSchema(Schema):
+    status = fields.String()  # available | unavailable | unknown
+    count = fields.Integer(allow_none=True)
+
+
+class ProviderHealthSchema(Schema):
+    status = fields.String()  # available | degraded | unavailable | not_configured | unknown
+    breaker = fields.String(allow_none=True)  # closed | open | half_open
+    detail = fields.String(allow_none=True)
+
+
 class HealthSchema(Schema):
     status = fields.String()
     timestamp = fields.DateTime()
@@ -18,6 +29,8 @@ class HealthSchema(Schema):
     uptime_seconds = fields.Integer()
     version = fields.String()
     dependencies = fields.Nested(DependenciesSchema)
+    workers = fields.Nested(WorkersSchema)
+    providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderHealthSchema))
 
 
 class ProbeSchema(Schema):
@@ -38,4 +51,6 @@ class StatusSchema(Schema):
     timestamp = fields.DateTime()
     version = fields.String()
     components = fields.Nested(ComponentsSchema)
+    workers = fields.Nested(WorkersSchema)
+    providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderHealthSchema))
     metrics = fields.Dict()

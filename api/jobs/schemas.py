@@ -10,6 +10,7 @@ from webargs.fields import DelimitedList
 from api.common.schemas import ListArgsSchema
 from models import JobKind, JobStatus, Priority
 from orchestration.jobs import JobDetail
+from orchestration.model_catalog import SIM_MODELS
 
 PRIORITIES = [p.value for p in Priority]
 STATUSES = [s.value for s in JobStatus]
@@ -22,6 +23,10 @@ class JobSettingsSchema(Schema):
     model = fields.String(validate=validate.Length(min=1, max=120))
     max_tokens = fields.Integer(validate=validate.Range(min=1, max=200_000))
     temperature = fields.Float(validate=validate.Range(min=0, max=2))
+    # Stream provider answers (partial output as step.progress events); else the agent's.
+    stream = fields.Boolean()
+    # Force a behaviour of the offline ``sim`` provider on its calls (tests, demos).
+    sim_fault = fields.String(validate=validate.OneOf(SIM_MODELS))
 
 
 class JobSubmitBaseSchema(Schema):

@@ -1,13 +1,24 @@
 """Provider calls: the only package that imports ``openai``.
 
-``complete(request)`` resolves the model to a provider, calls it through the SDK, retries
-retryable errors with exponential backoff and full jitter (or the provider's Retry-After),
-bounded by ``max_retries`` and ``timeout_seconds``, and prices the answer from the
-catalog. Every attempt is recorded, for the job's history and the usage ledger.
+``complete(request)`` resolves the model to a provider and calls it through the SDK:
+- retries retryable errors with exponential backoff and full jitter (or the provider's
+  Retry-After), bounded by ``max_retries`` and ``timeout_seconds`` per provider;
+- asks the provider's circuit breaker before every attempt (an open breaker skips the
+  provider; a half-open one lets exactly one probe through) and reports every outcome;
+- falls back along the agent's ordered ``providers`` when a provider cannot answer
+  (retries spent, breaker open, no usable key), with the mapped model on each;
+- streams when asked (``stream_options.include_usage`` for the exact final usage),
+  handing every text delta to the caller as it arrives;
+- prices every answer from the catalog. A stream cut off midway is charged for what was
+  generated: the prompt estimate plus the tokens of the partial text.
+
+The caller sees each attempt as it happens through ``CallHooks`` (the step engine reserves
+budget before an attempt, writes it as an event row after, and publishes stream deltas).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -25,13 +36,18 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from orchestration import breaker as breakers
 from orchestration import model_catalog
 from orchestration.errors import DomainError
-from orchestration.model_catalog import ProviderSpec, ResolvedModel
+from orchestration.model_catalog import Catalog, ProviderContext, ProviderSpec, ResolvedModel
+from workers.providers import estimate, sim
 from workers.providers.clients import get_client, secrets_for
 from workers.providers.errors import ProviderError, classify
 
 __all__ = [
+    "Attempt",
+    "CallHooks",
+    "Charge",
     "CompletionRequest",
     "CompletionResult",
     "ProviderError",
@@ -47,6 +63,8 @@ BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 4.0
 # Not worth starting an attempt with less time than this left in the budget.
 MIN_ATTEMPT_SECONDS = 0.05
+# A half-open probe's hold on the breaker outlives its call by this much at most.
+PROBE_LEASE_MARGIN_SECONDS = 5.0
 
 
 @dataclass
@@ -55,9 +73,65 @@ class CompletionRequest:
     messages: list[dict[str, Any]]  # OpenAI chat messages
     max_tokens: int
     temperature: float | None = None
-    providers: list[str] = field(default_factory=list)  # preference order for bare names
-    max_retries: int = 2  # attempts after the first, for retryable errors only
-    timeout_seconds: float = 60.0  # the whole call, retries and waits included
+    providers: list[str] = field(default_factory=list)  # preference + fallback order
+    max_retries: int = 2  # attempts after the first, per provider, retryable errors only
+    timeout_seconds: float = 60.0  # per provider: its attempts and waits included
+    fallback_models: dict[str, str] = field(default_factory=dict)  # provider -> model
+    stream: bool = False
+    sim_fault: str | None = None  # a sim behaviour forced on every sim model
+    total_timeout_seconds: float | None = None  # the whole call, every provider included
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One call to one provider (the n-th of the whole completion, counting from 1)."""
+
+    number: int
+    resolved: ResolvedModel
+    stream: bool = False
+    probe: bool = False  # the circuit breaker's half-open probe
+
+    @property
+    def provider(self) -> str:
+        return self.resolved.provider
+
+    @property
+    def model(self) -> str:
+        return self.resolved.qualified
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What an attempt costs: the provider's reported usage, or Baton's count of a stream
+    cut off before the usage arrived (``estimated``)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    estimated: bool = False
+
+
+class CallHooks:
+    """What the caller does around each attempt; every hook is a no-op here.
+
+    ``before_attempt`` may raise to stop the whole call (a budget refusal): no request is
+    sent and the exception propagates out of ``complete``.
+    """
+
+    def before_attempt(self, attempt: Attempt) -> None:
+        return None
+
+    def on_delta(self, attempt: Attempt, text: str) -> None:
+        return None
+
+    def after_attempt(
+        self, attempt: Attempt, record: dict[str, Any], charge: Charge | None
+    ) -> None:
+        return None
+
+    def on_skip(self, record: dict[str, Any]) -> None:
+        """A provider passed over without a call (breaker open, no key, no price)."""
+        return None
 
 
 @dataclass
@@ -68,9 +142,13 @@ class CompletionResult:
     prompt_tokens: int
     completion_tokens: int
     cost: Decimal
-    latency_ms: int  # the whole call, retries and waits included; per attempt in attempts
-    attempts: list[dict[str, Any]]
+    latency_ms: int  # the whole call, retries, waits and fallbacks included
+    attempts: list[dict[str, Any]]  # every call made, on every provider, in order
     finish_reason: str | None = None  # "stop", or "length" when max_tokens cut the answer
+    attempt_number: int = 1  # which attempt answered (its budget/ledger key)
+    usage_estimated: bool = False  # a stream that never reported usage: Baton counted
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # providers passed over
+    providers_tried: list[str] = field(default_factory=list)
 
 
 _registry: dict[str, ProviderSpec] = {}
@@ -84,77 +162,115 @@ def register_provider(spec: ProviderSpec) -> None:
 
 
 def provider_specs(extra: Mapping[str, ProviderSpec] | None = None) -> dict[str, ProviderSpec]:
-    """Built-in providers, then registered ones, then ``extra`` (later wins)."""
+    """Operator providers, then registered ones, then ``extra`` (later wins)."""
     with _registry_lock:
         return {**model_catalog.providers(), **_registry, **(extra or {})}
 
 
+@dataclass
+class _Call:
+    """State shared by every candidate of one completion."""
+
+    request: CompletionRequest
+    context: ProviderContext
+    breaker: breakers.Breaker
+    hooks: CallHooks
+    started: float
+    deadline: float
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)
+    numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.context.catalog
+
+    def skip(self, error: ProviderError) -> ProviderError:
+        record = {
+            "provider": error.provider,
+            "model": error.model,
+            "status": "skipped",
+            "error_code": error.code,
+            "message": error.message,
+        }
+        self.skipped.append(record)
+        self.hooks.on_skip(record)
+        return error
+
+
 def complete(
-    request: CompletionRequest, *, specs: Mapping[str, ProviderSpec] | None = None
+    request: CompletionRequest,
+    *,
+    specs: Mapping[str, ProviderSpec] | None = None,
+    context: ProviderContext | None = None,
+    breaker: breakers.Breaker | None = None,
+    hooks: CallHooks | None = None,
 ) -> CompletionResult:
-    """One chat completion, retried; raises ProviderError (with ``attempts``) on failure."""
+    """One chat completion, retried and falling back; raises ProviderError (with every
+    ``attempts`` record and ``providers_tried``) when no provider answered."""
     _validate(request)
-    all_specs = provider_specs(specs)
-    resolved = _resolve(request, all_specs)
-    spec = all_specs[resolved.provider]
-    where = {"provider": spec.name, "model": resolved.qualified}
-    try:
-        # Before any call: never spend money on an answer that cannot be priced.
-        model_catalog.price_for(resolved)
-    except DomainError as exc:
-        raise ProviderError("unpriced_model", _detail(exc), **where) from None
-    try:
-        client = get_client(spec)  # missing_api_key: nothing is sent without a key
-    except ProviderError as exc:
-        exc.model = resolved.qualified
-        raise
-    secrets = secrets_for(spec)
-    params = _params(request, resolved, spec)
-    attempts: list[dict[str, Any]] = []
+    if context is None or specs:
+        base = context.catalog.specs if context is not None else provider_specs()
+        merged = Catalog({**base, **(specs or {})})
+        context = (
+            ProviderContext(merged)
+            if context is None
+            else ProviderContext(
+                merged, context.keys, context.key_problems, context.org_scoped,
+                context.organization_id,
+            )
+        )  # fmt: skip
     started = time.monotonic()
-    deadline = started + request.timeout_seconds
-
-    def attempt() -> tuple[str, int, int, str | None]:
-        begun = time.monotonic()
-        timeout = min(deadline - begun, spec.timeout_seconds)
-        try:
-            response = client.chat.completions.create(**params, timeout=max(timeout, 0.001))
-            parsed = _parse(response, where)
-        except Exception as exc:
-            error = classify(exc, provider=spec.name, model=resolved.qualified, secrets=secrets)
-            if error is None:
-                raise  # not a provider failure: a bug, let it surface as one
-            attempts.append(_record(where, begun, error))
-            log.warning(
-                "provider attempt %d failed: %s %s (HTTP %s)",
-                len(attempts), resolved.qualified, error.code, error.http_status,
-            )  # fmt: skip
-            raise error from None
-        attempts.append(_record(where, begun))
-        return parsed
-
-    retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
-        wait=_wait(deadline),
-        stop=stop_any(stop_after_attempt(request.max_retries + 1), _stop_at(deadline)),
-        reraise=True,
+    total = request.total_timeout_seconds
+    call = _Call(
+        request=request,
+        context=context,
+        breaker=breaker or breakers.NoBreaker(),
+        hooks=hooks or CallHooks(),
+        started=started,
+        deadline=started + total if total else float("inf"),
     )
+    primary = _resolve(request, context.catalog)
     try:
-        text, prompt_tokens, completion_tokens, finish_reason = retrying(attempt)
-    except ProviderError as exc:
-        exc.attempts = attempts
-        raise
-    return CompletionResult(
-        text=text,
-        provider=spec.name,
-        model=resolved.qualified,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cost=model_catalog.cost_of(resolved, prompt_tokens, completion_tokens),
-        latency_ms=_ms_since(started),
-        attempts=attempts,
-        finish_reason=finish_reason,
-    )
+        chain = context.catalog.candidates(primary, request.providers, request.fallback_models)
+    except DomainError:  # a stale fallback_models entry must not stop the primary
+        chain = [primary]
+    errors: list[ProviderError] = []
+    for index, resolved in enumerate(chain):
+        call.tried.append(resolved.provider)
+        try:
+            return _call_provider(call, resolved)
+        except ProviderError as exc:
+            errors.append(exc)
+            if index == len(chain) - 1 or not exc.falls_back:
+                break
+            if time.monotonic() > call.deadline - MIN_ATTEMPT_SECONDS:
+                break
+            log.warning(
+                "provider %s failed (%s); falling back to %s",
+                resolved.qualified, exc.code, chain[index + 1].qualified,
+            )  # fmt: skip
+    raise _final_error(errors, call)
+
+
+def _final_error(errors: list[ProviderError], call: _Call) -> ProviderError:
+    last = errors[-1]
+    if len(errors) > 1:
+        tried = "; ".join(f"{e.model or e.provider}: {e.code}" for e in errors)
+        last = ProviderError(
+            last.code,
+            f"{last.message} (every provider failed: {tried})",
+            retryable=last.retryable,
+            provider=last.provider,
+            model=last.model,
+            http_status=last.http_status,
+            retry_after=last.retry_after,
+        )
+    last.attempts = call.attempts
+    last.skipped = call.skipped
+    last.providers_tried = list(call.tried)
+    return last
 
 
 def _validate(request: CompletionRequest) -> None:
@@ -169,19 +285,133 @@ def _validate(request: CompletionRequest) -> None:
         raise ProviderError("invalid_request", message, model=request.model)
 
 
-def _resolve(request: CompletionRequest, all_specs: Mapping[str, ProviderSpec]) -> ResolvedModel:
-    """The catalog resolves; only ``provider/model`` of a non-built-in provider is ours."""
-    name = request.model or model_catalog.default_model()
-    provider, slash, model = name.partition("/")
-    if slash and provider in all_specs and provider not in model_catalog.providers():
-        if model in all_specs[provider].models:
-            return ResolvedModel(provider, model)
-        message = f"provider '{provider}' has no model '{model}'"
-        raise ProviderError("unknown_model", message, provider=provider, model=name)
+def _resolve(request: CompletionRequest, catalog: Catalog) -> ResolvedModel:
+    name = request.model or catalog.default_model()
     try:
-        return model_catalog.resolve_model(name, request.providers)
+        return catalog.resolve(name, request.providers)
     except DomainError as exc:
         raise ProviderError("unknown_model", _detail(exc), model=name) from None
+
+
+def _identity(call: _Call, resolved: ResolvedModel) -> str:
+    behaviour = (call.request.sim_fault or resolved.model) if resolved.provider == "sim" else None
+    scope = call.context.breaker_scope(resolved.provider)
+    return breakers.identity(scope, resolved.provider, behaviour)
+
+
+def _call_provider(call: _Call, resolved: ResolvedModel) -> CompletionResult:
+    """Every attempt on one provider, retried; a ProviderError when it cannot answer."""
+    request, catalog = call.request, call.catalog
+    spec = catalog.specs[resolved.provider]
+    where = {"provider": spec.name, "model": resolved.qualified}
+    try:
+        # Before any call: never spend money on an answer that cannot be priced.
+        catalog.price_for(resolved)
+    except DomainError as exc:
+        raise call.skip(ProviderError("unpriced_model", _detail(exc), **where)) from None
+    try:
+        client = get_client(spec, call.context)  # missing_api_key: nothing sent without a key
+    except ProviderError as exc:
+        exc.model = resolved.qualified
+        raise call.skip(exc) from None
+    secrets = secrets_for(spec, call.context)
+    params = _params(request, resolved, spec)
+    identity = _identity(call, resolved)
+    begun_provider = time.monotonic()
+    deadline = min(begun_provider + request.timeout_seconds, call.deadline)
+
+    def attempt() -> tuple[_Answer, Attempt]:
+        timeout = max(min(deadline - time.monotonic(), spec.timeout_seconds), 0.001)
+        permit = call.breaker.allow(identity, timeout + PROBE_LEASE_MARGIN_SECONDS)
+        if not permit.allowed:
+            why = f"last failure: {permit.last_error}" if permit.last_error else "open"
+            message = f"{resolved.qualified}: the provider's circuit breaker is open ({why})"
+            raise call.skip(ProviderError("circuit_open", message, **where))
+        info = Attempt(
+            next(call.numbers), resolved, request.stream, permit.decision.value == "probe"
+        )
+        try:
+            call.hooks.before_attempt(info)
+        except BaseException:
+            call.breaker.release(permit)
+            raise
+        begun = time.monotonic()
+        progress = _StreamProgress()
+        try:
+            if request.stream:
+                answer = _streamed(client, params, timeout, deadline, info, call, progress, where)
+            else:
+                response = client.chat.completions.create(**params, timeout=timeout)
+                answer = _parse(response, where)
+        except Exception as exc:
+            error = classify(
+                exc, provider=spec.name, model=resolved.qualified, secrets=secrets,
+                mid_stream=progress.opened,
+            )  # fmt: skip
+            if error is None:
+                call.breaker.release(permit)
+                raise  # not a provider failure: a bug, let it surface as one
+            call.breaker.record(permit, failed=error.counts_against_provider, error_code=error.code)
+            charge = _partial_charge(catalog, resolved, request, progress)
+            record = _record(where, begun, info, error=error, charge=charge)
+            call.attempts.append(record)
+            log.warning(
+                "provider attempt %d failed: %s %s (HTTP %s)",
+                info.number, resolved.qualified, error.code, error.http_status,
+            )  # fmt: skip
+            call.hooks.after_attempt(info, record, charge)
+            raise error from None
+        call.breaker.record(permit, failed=False)
+        charge = Charge(
+            answer.prompt_tokens,
+            answer.completion_tokens,
+            catalog.cost_of(resolved, answer.prompt_tokens, answer.completion_tokens),
+            answer.estimated,
+        )
+        record = _record(where, begun, info, charge=charge)
+        call.attempts.append(record)
+        call.hooks.after_attempt(info, record, charge)
+        return answer, info
+
+    retrying = Retrying(
+        retry=retry_if_exception(
+            lambda e: isinstance(e, ProviderError) and e.retryable and e.code != "circuit_open"
+        ),
+        wait=_wait(deadline),
+        stop=stop_any(stop_after_attempt(request.max_retries + 1), _stop_at(deadline)),
+        reraise=True,
+    )
+    answer, info = retrying(attempt)
+    return CompletionResult(
+        text=answer.text,
+        provider=spec.name,
+        model=resolved.qualified,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        cost=catalog.cost_of(resolved, answer.prompt_tokens, answer.completion_tokens),
+        latency_ms=_ms_since(call.started),
+        attempts=call.attempts,
+        finish_reason=answer.finish_reason,
+        attempt_number=info.number,
+        usage_estimated=answer.estimated,
+        skipped=call.skipped,
+        providers_tried=list(call.tried),
+    )
+
+
+@dataclass
+class _Answer:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    estimated: bool = False
+
+
+@dataclass
+class _StreamProgress:
+    opened: bool = False  # the provider accepted the request and started answering
+    parts: list[str] = field(default_factory=list)
 
 
 def _params(request: CompletionRequest, resolved: ResolvedModel, spec: ProviderSpec) -> dict:
@@ -195,11 +425,78 @@ def _params(request: CompletionRequest, resolved: ResolvedModel, spec: ProviderS
     }
     if request.temperature is not None:
         params["temperature"] = request.temperature
+    if spec.name == "sim" and request.sim_fault:
+        params["extra_headers"] = {sim.FAULT_HEADER: request.sim_fault}
     return params
 
 
-def _parse(response: Any, where: dict[str, str]) -> tuple[str, int, int, str | None]:
-    """(text, prompt_tokens, completion_tokens, finish_reason); usage is required."""
+def _streamed(
+    client: Any,
+    params: dict[str, Any],
+    timeout: float,
+    deadline: float,
+    info: Attempt,
+    call: _Call,
+    progress: _StreamProgress,
+    where: dict[str, str],
+) -> _Answer:
+    stream = client.chat.completions.create(
+        **params, timeout=timeout, stream=True, stream_options={"include_usage": True}
+    )
+    progress.opened = True
+    usage = None
+    finish = None
+    try:
+        for chunk in stream:
+            if getattr(chunk, "usage", None) is not None:
+                usage = chunk.usage
+            for choice in getattr(chunk, "choices", None) or []:
+                delta = getattr(getattr(choice, "delta", None), "content", None)
+                if delta:
+                    progress.parts.append(delta)
+                    call.hooks.on_delta(info, delta)
+                finish = getattr(choice, "finish_reason", None) or finish
+            if time.monotonic() > deadline:
+                raise ProviderError(
+                    "timeout", f"{where['model']}: the stream did not finish in time",
+                    retryable=True, **where,
+                )  # fmt: skip
+    finally:
+        stream.close()
+    text = "".join(progress.parts)
+    if finish is None:
+        raise ProviderError(
+            "stream_cut", f"{where['model']}: the stream ended before the answer was complete",
+            retryable=True, **where,
+        )  # fmt: skip
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return _Answer(text, prompt, completion, finish)
+    # A server that ignores stream_options: count like a cut stream, and say so.
+    return _Answer(
+        text,
+        estimate.estimate_prompt_tokens(info.provider, params["messages"]),
+        estimate.estimate_completion_tokens(info.provider, text),
+        finish,
+        estimated=True,
+    )
+
+
+def _partial_charge(
+    catalog: Catalog, resolved: ResolvedModel, request: CompletionRequest, progress: _StreamProgress
+) -> Charge | None:
+    """A stream the provider started answering costs what it generated, never zero."""
+    if not progress.opened:
+        return None
+    text = "".join(progress.parts)
+    prompt = estimate.estimate_prompt_tokens(resolved.provider, request.messages)
+    completion = estimate.estimate_completion_tokens(resolved.provider, text)
+    return Charge(prompt, completion, catalog.cost_of(resolved, prompt, completion), True)
+
+
+def _parse(response: Any, where: dict[str, str]) -> _Answer:
+    """Text, usage and finish reason; usage is required."""
     choices = getattr(response, "choices", None)  # a non-JSON 200 parses to a plain str
     usage = getattr(response, "usage", None)
     prompt = getattr(usage, "prompt_tokens", None)
@@ -213,7 +510,7 @@ def _parse(response: Any, where: dict[str, str]) -> tuple[str, int, int, str | N
     choice = choices[0]
     message = getattr(choice, "message", None)
     text = getattr(message, "content", None) or ""
-    return text, prompt, completion, getattr(choice, "finish_reason", None)
+    return _Answer(text, prompt, completion, getattr(choice, "finish_reason", None))
 
 
 def _wait(deadline: float) -> Callable[[RetryCallState], float]:
@@ -239,8 +536,15 @@ def _stop_at(deadline: float) -> Callable[[RetryCallState], bool]:
 
 
 def _record(
-    where: dict[str, str], begun: float, error: ProviderError | None = None
+    where: dict[str, str],
+    begun: float,
+    info: Attempt,
+    *,
+    error: ProviderError | None = None,
+    charge: Charge | None = None,
 ) -> dict[str, Any]:
+    """One attempt as the job's history shows it: JSON, and nothing that could hold a key
+    (no request, no response body)."""
     record: dict[str, Any] = {**where, "status": "ok" if error is None else "error"}
     if error is not None:
         record["error_code"] = error.code
@@ -249,6 +553,18 @@ def _record(
         if error.retry_after is not None:
             record["retry_after"] = error.retry_after
     record["latency_ms"] = _ms_since(begun)
+    record["attempt"] = info.number
+    if info.stream:
+        record["stream"] = True
+    if info.probe:
+        record["probe"] = True
+    if charge is not None and (error is not None or charge.estimated):
+        record["charged"] = {
+            "prompt_tokens": charge.prompt_tokens,
+            "completion_tokens": charge.completion_tokens,
+            "cost": str(charge.cost),
+            "estimated": charge.estimated,
+        }
     return record
 
 

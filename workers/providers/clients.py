@@ -14,7 +14,7 @@ import httpx
 import openai
 
 from baton.settings import get_settings
-from orchestration.model_catalog import ProviderSpec
+from orchestration.model_catalog import ProviderContext, ProviderSpec
 from workers.providers.errors import ProviderError
 from workers.providers.sim import SimTransport
 
@@ -22,36 +22,46 @@ from workers.providers.sim import SimTransport
 # OPENAI_API_KEY itself and send the OpenAI key to whatever server this is.
 NO_KEY = "no-key-required"
 
+# Clients for organizations' own keys and servers accumulate; past this many the cache is
+# emptied (a client is cheap to build again; its pool is not worth keeping for long).
+MAX_CLIENTS = 256
+
 _clients: dict[tuple[str, str, str], openai.OpenAI] = {}
 _lock = threading.Lock()
 _pid = os.getpid()
 
 
-def api_key_for(spec: ProviderSpec) -> str:
+def api_key_for(spec: ProviderSpec, context: ProviderContext | None = None) -> str:
+    """The organization's own key (an integration) first, then the environment's."""
+    if context is not None:
+        if problem := context.key_problems.get(spec.name):
+            raise ProviderError("missing_api_key", problem, provider=spec.name)
+        if key := context.keys.get(spec.name):
+            return key
     if spec.key_env is None:
         return NO_KEY
-    key = str(getattr(get_settings(), spec.key_env, "") or "")
+    key = get_settings().provider_key(spec.key_env)
     if not key:
         raise ProviderError(
             "missing_api_key",
-            f"provider '{spec.name}' needs an API key: set {spec.key_env.upper()}",
+            f"provider '{spec.name}' needs an API key: set {spec.key_env.upper()} "
+            f"or add the organization's key as an integration",
             retryable=False,
             provider=spec.name,
         )
     return key
 
 
-def secrets_for(spec: ProviderSpec) -> tuple[str, ...]:
+def secrets_for(spec: ProviderSpec, context: ProviderContext | None = None) -> tuple[str, ...]:
     """Every key Baton knows of, for redaction (a server may echo any of them)."""
-    settings = get_settings()
-    keys = {settings.openai_api_key, settings.groq_api_key}
-    if spec.key_env:
-        keys.add(str(getattr(settings, spec.key_env, "") or ""))
+    keys = set(get_settings().provider_keys.values())
+    if context is not None:
+        keys.update(context.keys.values())
     return tuple(k for k in keys if k)
 
 
-def get_client(spec: ProviderSpec) -> openai.OpenAI:
-    key = api_key_for(spec)
+def get_client(spec: ProviderSpec, context: ProviderContext | None = None) -> openai.OpenAI:
+    key = api_key_for(spec, context)
     # The key's fingerprint is part of the cache key so a rotated key gets a new client;
     # the key itself never becomes a dict key that could end up in a repr.
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -64,6 +74,8 @@ def get_client(spec: ProviderSpec) -> openai.OpenAI:
             _pid = os.getpid()
         client = _clients.get(cache_key)
         if client is None:
+            if len(_clients) >= MAX_CLIENTS:
+                _clients.clear()  # dropped clients close their pools when collected
             client = _clients[cache_key] = _build(spec, key)
         return client
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import httpx
 import openai
 import pydantic
 
@@ -48,6 +49,22 @@ class ProviderError(Exception):
         self.http_status = http_status
         self.retry_after = retry_after
         self.attempts: list[dict[str, Any]] = attempts if attempts is not None else []
+        self.skipped: list[dict[str, Any]] = []  # providers passed over without a call
+        self.providers_tried: list[str] = []
+
+    @property
+    def counts_against_provider(self) -> bool:
+        """Does this failure say the provider is unhealthy (for its circuit breaker)?
+        The retryable ones do (5xx, 429, timeouts, connection errors, cut streams,
+        malformed answers); a 4xx of our own making, a missing key or a refusal does not."""
+        return self.retryable
+
+    @property
+    def falls_back(self) -> bool:
+        """Should the step move on to the next provider of the agent's list? Yes when this
+        provider cannot answer (retries spent, breaker open, no usable key, the model is
+        not there); no when the request itself is at fault (it would fail anywhere)."""
+        return self.retryable or self.code in FALLBACK_CODES
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception pickling replays ``args`` into __init__; ours are keyword attributes.
@@ -84,6 +101,10 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+FALLBACK_CODES = frozenset(
+    {"circuit_open", "missing_api_key", "auth_error", "not_found", "unpriced_model"}
+)
+
 # (code, retryable) by HTTP status; 408/409 are transient, as the SDK itself treats them.
 _STATUS_CODES: dict[int, tuple[str, bool]] = {
     400: ("bad_request", False),
@@ -99,9 +120,15 @@ _STATUS_CODES: dict[int, tuple[str, bool]] = {
 
 
 def classify(
-    exc: BaseException, *, provider: str, model: str, secrets: Iterable[str] = ()
+    exc: BaseException,
+    *,
+    provider: str,
+    model: str,
+    secrets: Iterable[str] = (),
+    mid_stream: bool = False,
 ) -> ProviderError | None:
     """Map an SDK (or body-parsing) exception to a ProviderError; None if it is not one.
+    ``mid_stream``: raised while reading a stream the provider had started answering.
 
     Unknown exceptions are left alone on purpose: a bug in Baton should surface as a bug,
     not as a retried "provider error".
@@ -117,6 +144,8 @@ def classify(
         return exc
     if isinstance(exc, openai.APITimeoutError):
         return error("timeout", "the provider did not answer in time", True)
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError) and mid_stream:
+        return error("stream_cut", "the connection closed before the answer was complete", True)
     if isinstance(exc, openai.APIConnectionError):
         return error("connection_error", "could not reach the provider", True)
     if isinstance(exc, openai.APIResponseValidationError):
@@ -135,6 +164,14 @@ def classify(
             http_status=status,
             retry_after=parse_retry_after(exc.response.headers),
         )
+    if isinstance(exc, openai.APIError):
+        # An error event in the middle of a stream (the SDK raises it while iterating).
+        return error("stream_error", "the provider reported an error mid-stream", True)
+    if isinstance(exc, httpx.TimeoutException):
+        # Raised by the SDK's stream iterator, which does not wrap transport errors.
+        return error("timeout", "the provider stopped sending in time", True)
+    if isinstance(exc, httpx.TransportError):
+        return error("connection_error", "the connection to the provider failed", True)
     if isinstance(exc, json.JSONDecodeError | pydantic.ValidationError):
         # A 200 whose body is not the JSON it claims to be: worth another attempt.
         return error("malformed_response", f"unreadable answer ({type(exc).__name__})", True)

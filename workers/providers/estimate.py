@@ -1,4 +1,5 @@
-"""Worst-case cost of a call before it is made: what the budget reservation holds."""
+"""Token counts Baton makes itself: the worst case the budget reserves before a call, and
+the charge of a stream cut off before the provider reported its usage."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from orchestration import model_catalog
+from orchestration.model_catalog import Catalog, ResolvedModel
 from workers.providers import sim
 
 # Real tokenizers average about four characters a token on English, fewer on code and
@@ -26,10 +28,23 @@ def estimate_prompt_tokens(provider: str, messages: list[dict[str, Any]]) -> int
     )
 
 
+def estimate_completion_tokens(provider: str, text: str) -> int:
+    """Tokens of (partial) output text, counted like the prompt: exact for ``sim``."""
+    if provider == "sim":
+        return sim.count_tokens(text)
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
 def worst_case_cost(
-    *, model: str, providers: list[str], messages: list[dict[str, Any]], max_tokens: int
+    *,
+    model: str | ResolvedModel,
+    providers: list[str],
+    messages: list[dict[str, Any]],
+    max_tokens: int,
+    catalog: Catalog | None = None,
 ) -> Decimal:
     """Prompt tokens counted plus ``max_tokens`` of output, at the model's price."""
-    resolved = model_catalog.resolve_model(model, providers)
+    catalog = catalog or model_catalog.operator_catalog()
+    resolved = model if isinstance(model, ResolvedModel) else catalog.resolve(model, providers)
     prompt = estimate_prompt_tokens(resolved.provider, messages)
-    return model_catalog.cost_of(resolved, prompt, max_tokens)
+    return catalog.cost_of(resolved, prompt, max_tokens)

@@ -4,8 +4,12 @@ path as a real provider's).
 
 The model name chooses the behaviour: ``echo`` (instant), ``slow`` (~1 s), ``flaky`` (429
 with ``Retry-After: 0`` twice per prompt, then success), ``error`` (500), ``timeout``
-(never answers in time), ``malformed`` (a 200 with a broken JSON body). Answers quote the
-prompt, end with a ``Score: X.Y/10`` line and carry token usage like a real server.
+(never answers in time), ``malformed`` (a 200 with a broken JSON body), ``slow-stream``
+(streams its chunks ~0.1 s apart; unstreamed, answers after the same total time) and
+``cut-stream`` (the connection drops after half of the chunks; unstreamed, after half the
+body). The ``X-Baton-Sim-Fault`` request header, set from a job's ``sim_fault`` setting,
+picks the behaviour for any sim model. Answers quote the prompt, end with a
+``Score: X.Y/10`` line and carry token usage like a real server.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,6 +32,8 @@ TIMEOUT_SECONDS = 0.2  # how long sim/timeout stalls before failing; never longe
 FLAKY_FAILURES = 2
 CREATED = 1_700_000_000  # a fixed timestamp keeps the whole body deterministic
 STREAM_CHUNK_CHARS = 32
+SLOW_STREAM_CHUNK_SECONDS = 0.1
+FAULT_HEADER = "X-Baton-Sim-Fault"
 
 
 def count_tokens(text: str) -> int:
@@ -96,16 +103,24 @@ class SimTransport(httpx.BaseTransport):
         model = str(body.get("model", "")).removeprefix("sim/")
         if model not in SIM_MODELS:
             return _error(404, f"the model 'sim/{model}' does not exist", "invalid_request_error")
+        behaviour = request.headers.get(FAULT_HEADER) or model
+        if behaviour not in SIM_MODELS:
+            return _error(400, f"unknown sim fault '{behaviour}'", "invalid_request_error")
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             return _error(400, "max_tokens must be a positive integer", "invalid_request_error")
 
-        if fault := self._fault(model, messages, request):
+        if fault := self._fault(behaviour, messages, request):
             return fault
         completion = _completion(model, messages, limit)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return _stream(completion, include_usage)
+            return _stream(completion, include_usage, behaviour, request)
+        if behaviour in ("slow-stream", "cut-stream"):
+            data = json.dumps(completion).encode()
+            chunks = [data[i : i + 64] for i in range(0, len(data), 64)]
+            stream = _ByteStream(chunks, behaviour, request)
+            return httpx.Response(200, stream=stream, headers={"content-type": "application/json"})
         return httpx.Response(200, json=completion)
 
     def _fault(
@@ -169,7 +184,36 @@ def _completion(model: str, messages: list[dict[str, Any]], limit: int | None) -
     }
 
 
-def _stream(completion: dict[str, Any], include_usage: bool) -> httpx.Response:
+class _ByteStream(httpx.SyncByteStream):
+    """A body sent piece by piece: slowly (``slow-stream``), or cut off half-way
+    (``cut-stream``: the peer closes the connection, as a crashed server would)."""
+
+    def __init__(self, chunks: list[bytes], behaviour: str, request: httpx.Request) -> None:
+        self.chunks, self.behaviour, self.request = chunks, behaviour, request
+
+    def __iter__(self) -> Iterator[bytes]:
+        cut_at = max(1, len(self.chunks) // 2) if self.behaviour == "cut-stream" else None
+        pause = SLOW_STREAM_CHUNK_SECONDS if self.behaviour == "slow-stream" else 0.0
+        read_timeout = _read_timeout(self.request)
+        for index, chunk in enumerate(self.chunks):
+            if index == cut_at:
+                raise httpx.RemoteProtocolError(
+                    "sim: peer closed connection without sending complete message body",
+                    request=self.request,
+                )
+            if pause and index:
+                if read_timeout is not None and read_timeout < pause:
+                    time.sleep(read_timeout)
+                    raise httpx.ReadTimeout(
+                        "sim: no chunk within the read timeout", request=self.request
+                    )
+                time.sleep(pause)
+            yield chunk
+
+
+def _stream(
+    completion: dict[str, Any], include_usage: bool, behaviour: str, request: httpx.Request
+) -> httpx.Response:
     """The same answer as server-sent ``chat.completion.chunk`` events."""
     choice = completion["choices"][0]
     text = choice["message"]["content"]
@@ -189,7 +233,9 @@ def _stream(completion: dict[str, Any], include_usage: bool) -> httpx.Response:
     chunks.append(chunk({}, choice["finish_reason"]))
     if include_usage:
         chunks.append(base | {"choices": [], "usage": completion["usage"]})
-    events = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
     return httpx.Response(
-        200, content=events.encode(), headers={"content-type": "text/event-stream"}
+        200,
+        stream=_ByteStream(events, behaviour, request),
+        headers={"content-type": "text/event-stream"},
     )

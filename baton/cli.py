@@ -73,8 +73,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 class Stack:
-    """The API and one worker as child processes, stopped together."""
+    """The API and one worker (with beat) as child processes, stopped together."""
 
     def __init__(self, host: str, port: int, quiet: bool = False) -> None:
         self.host, self.port, self.quiet = host, port, quiet
@@ -87,6 +91,9 @@ class Stack:
     def start(self) -> None:
         from models.migrate import upgrade
 
+        # A service manager stops us with SIGTERM: take the children down with us, as
+        # Ctrl-C does, instead of leaving them orphaned.
+        signal.signal(signal.SIGTERM, _interrupt)
         settings = get_settings()
         settings.home.mkdir(parents=True, exist_ok=True)
         upgrade()
@@ -94,7 +101,12 @@ class Stack:
         if self.quiet:
             log = open(settings.home / "worker.log", "ab")  # noqa: SIM115 (lives as long as the child)
             out = log
-        self.procs.append(subprocess.Popen(worker_command(), stdout=out, stderr=subprocess.STDOUT))
+        # The worker runs beat too (-B): the stale-job reaper and the budget-hold sweep are
+        # part of "nothing lost", and one command is the whole embedded stack.
+        beat = ["-B", "-s", str(settings.home / "celerybeat-schedule")]
+        self.procs.append(
+            subprocess.Popen(worker_command(beat), stdout=out, stderr=subprocess.STDOUT)
+        )
         api = subprocess.Popen(
             api_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT
         )
@@ -102,6 +114,7 @@ class Stack:
         _wait_http(self.url, proc=api)
 
     def stop(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -112,14 +125,10 @@ class Stack:
                 proc.kill()
 
     def wait(self) -> int:
-        try:
-            while all(p.poll() is None for p in self.procs):
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
-        return 0
+        """Until a child exits (the caller stops the rest) or Ctrl-C/SIGTERM arrives."""
+        while all(p.poll() is None for p in self.procs):
+            time.sleep(0.5)
+        return 1
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -130,9 +139,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         if settings.is_embedded
         else settings.database_url.split("@")[-1]
     )
-    stack.start()
-    print(f"Baton is up at {stack.url} — {mode}. Ctrl-C stops it.", flush=True)
-    return stack.wait()
+    try:
+        stack.start()
+        print(f"Baton is up at {stack.url} — {mode}. Ctrl-C stops it.", flush=True)
+        return stack.wait()
+    finally:
+        stack.stop()
 
 
 def _demo(url: str, topic: str, model: str | None, timeout: float) -> int:
@@ -272,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         auth = get_settings().flower_basic_auth
         extra = ([f"--basic-auth={auth}"] if auth else []) + ["--max_tasks=10000", *args.extra]
         return _exec(_celery("flower", *extra))
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the stack stopped its children already
+        return 130
 
 
 if __name__ == "__main__":

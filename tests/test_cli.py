@@ -1,0 +1,71 @@
+"""The ``baton`` console script's own process handling, on the test run's PostgreSQL and
+Redis (the same commands as the embedded mode, other URLs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [int(p) for p in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (its parent reaps it).
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.mark.usefixtures("database_url")
+def test_baton_up_stops_its_api_and_worker_on_sigterm(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "BATON_HOME": str(tmp_path)}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "baton.cli", "up", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health/live").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("baton up did not come up")
+        children = _children(up.pid)
+        assert len(children) == 2  # the API (gunicorn) and the worker (with beat)
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=40) == 130
+        deadline = time.monotonic() + 10
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [c for c in children if _alive(c)]
+    finally:
+        if up.poll() is None:
+            up.kill()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from models.db import session_factory, transaction
 from tests import factories
+from workers.providers import CompletionRequest
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -51,3 +53,14 @@ def live_tenant(app: Any, database_url: str, role: str = "admin") -> dict[str, A
         ids = {"org_id": org.id, "user_id": user.id, "project_id": project.id, "agent_id": agent.id}
         headers = factories.auth_headers(app, user)
     return {**ids, "headers": headers}
+
+
+def ask(model: str, prompt: str | None = None, **kwargs: Any) -> CompletionRequest:
+    # A fresh prompt per call unless given: sim/flaky counts failures per prompt.
+    prompt = prompt or f"Review the change {uuid.uuid4().hex}, please."
+    kwargs.setdefault("max_tokens", 256)
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": prompt},
+    ]
+    return CompletionRequest(model=model, messages=messages, **kwargs)

@@ -23,11 +23,11 @@ from orchestration.model_catalog import (
     cost_of,
 )
 from tests.fake_openai import SERVER_ERROR, USAGE, Stream, completion_body
+from tests.helpers import ask
 from workers.providers import (
     Attempt,
     CallHooks,
     Charge,
-    CompletionRequest,
     ProviderError,
     complete,
 )
@@ -35,16 +35,6 @@ from workers.providers import sim as sim_provider
 from workers.providers.estimate import estimate_prompt_tokens
 
 KEY = "sk-org-" + "a1b2c3d4" * 4
-
-
-def ask(model: str, prompt: str | None = None, **kwargs: Any) -> CompletionRequest:
-    prompt = prompt or f"Review the change {uuid.uuid4().hex}, please."
-    kwargs.setdefault("max_tokens", 256)
-    messages = [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": prompt},
-    ]
-    return CompletionRequest(model=model, messages=messages, **kwargs)
 
 
 def org_context(*specs: ProviderSpec, keys: dict[str, str] | None = None) -> ProviderContext:

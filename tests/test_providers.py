@@ -24,6 +24,7 @@ import workers.providers as providers
 from baton.settings import reset_settings_cache
 from orchestration.model_catalog import BUILTIN_PROVIDERS, ProviderSpec, ResolvedModel, cost_of
 from tests.fake_openai import RATE_LIMITED, completion_body
+from tests.helpers import ask
 from workers.providers import (
     CompletionRequest,
     ProviderError,
@@ -34,17 +35,6 @@ from workers.providers.clients import get_client
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORE = re.compile(r"^Score: (\d+\.\d)/10$", re.MULTILINE)
-
-
-def ask(model: str, prompt: str | None = None, **kwargs: Any) -> CompletionRequest:
-    # A fresh prompt per call unless given: sim/flaky counts failures per prompt.
-    prompt = prompt or f"Review the change {uuid.uuid4().hex}, please."
-    kwargs.setdefault("max_tokens", 256)
-    messages = [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": prompt},
-    ]
-    return CompletionRequest(model=model, messages=messages, **kwargs)
 
 
 @pytest.fixture

@@ -40,16 +40,23 @@ def all_queues() -> list[str]:
 
 
 def _sig(
-    name: TaskName, *args: str, job: Job, task_id: str | None = None, label: str = ""
+    name: TaskName,
+    *args: str,
+    job: Job,
+    task_id: str | None = None,
+    phase: str | None = None,
+    step: str | None = None,
 ) -> Signature:
     # Flower and the worker log show ``shadow`` as the task's name and ``argsrepr`` as its
     # arguments: the job's kind, id, phase and step instead of two bare UUIDs.
-    where = f"{job.kind}/{label}" if label else job.kind
+    where = "/".join(part for part in (job.kind, phase, step) if part)
+    named = [f"job={job.id}", f"kind={job.kind}"]
+    named += [f"{key}={value!r}" for key, value in (("phase", phase), ("step", step)) if value]
     options: dict[str, object] = {
         "queue": job.queue or queue_for(job.priority),
         "priority": BROKER_PRIORITY[Priority(job.priority)],
         "shadow": f"{name}[{where}]",
-        "argsrepr": f"(job={job.kind}:{job.id}{', ' + label if label else ''})",
+        "argsrepr": f"({', '.join(named)})",
     }
     if task_id:
         options["task_id"] = task_id
@@ -69,17 +76,15 @@ def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Sign
                 str(s.id),
                 job=job,
                 task_id=s.celery_task_id,
-                label=f"phase={phase.name}, step={s.name}",
-            )  # fmt: skip
+                phase=phase.name,
+                step=s.name,
+            )
             for s in by_phase[phase.id]
         ]
         if len(step_sigs) == 1:
             parts.append(step_sigs[0])
         else:
-            join = _sig(
-                TaskName.JOIN_PHASE, str(job.id), str(phase.id), job=job,
-                label=f"phase={phase.name}",
-            )  # fmt: skip
+            join = _sig(TaskName.JOIN_PHASE, str(job.id), str(phase.id), job=job, phase=phase.name)
             parts.append(chord(step_sigs, join))
     parts.append(_sig(TaskName.FINISH_JOB, str(job.id), job=job))
     return chain(*parts)

@@ -153,3 +153,92 @@ def test_cancel_ends_the_phase_in_flight_and_records_the_late_answer(
     celery_events.wait_for(first.celery_task_id, "task-revoked")
     assert "task-succeeded" not in celery_events.types(first.celery_task_id)
     assert app.AsyncResult(first.celery_task_id).state == "REVOKED"
+
+
+def test_a_cancelled_chord_phase_leaves_no_chord_unlock_retrying_in_embedded_mode(tmp_path):
+    """``baton up`` with no services: SQLite results, so a chord waits through Celery's
+    ``chord_unlock`` polling. Its steps stopped by a cancel are stored REVOKED, so the
+    poll ends instead of retrying every second for ever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.faults import free_port, wait_until
+
+    port = free_port()
+    env = {**os.environ, "BATON_HOME": str(tmp_path)}
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REDIS_URL"):
+        env.pop(name)
+    log = tmp_path / "up.log"
+    up = subprocess.Popen(
+        [str(os.path.join(os.path.dirname(sys.executable), "baton")), "up", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api/v1"
+    try:
+
+        def live() -> bool:
+            try:
+                return httpx.get(f"{url}/health/live", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(live, 90, "baton up", interval=0.3)
+        wait_until(lambda: " ready." in log.read_text(errors="replace"), 60, "the worker")
+        http = httpx.Client(base_url=url, timeout=30)
+        token = http.post(
+            "/auth/register",
+            json={
+                "email": f"u{uuid.uuid4().hex[:8]}@example.com",
+                "password": uuid.uuid4().hex,
+                "full_name": "Embedded",
+                "organization_name": "Embedded",
+            },
+        ).json()["access_token"]
+        h = {"Authorization": f"Bearer {token}"}
+        accepted = http.post(
+            "/analyses",
+            json={
+                "project_name": "shop",
+                "analysis_types": ["quality", "security", "types"],
+                "settings": {"ai_model": "sim/slow"},
+            },
+            headers=h,
+        ).json()
+        job_url = f"/jobs/{accepted['id']}"
+        wait_until(
+            lambda: any(
+                e["type"] == "step.started" for e in http.get(job_url, headers=h).json()["history"]
+            ),
+            60,
+            "a step in flight",
+        )
+        assert http.post(f"{job_url}/cancel", headers=h).status_code == 200
+
+        def unlock_lines() -> int:
+            return log.read_text(errors="replace").count("celery.chord_unlock")
+
+        # The chord's poll ran while the steps were in flight; it must end: no new line
+        # for a few seconds, well within a minute.
+        wait_until(lambda: unlock_lines() > 0, 30, "chord_unlock to poll")
+        seen = [unlock_lines()]
+
+        def settled() -> bool:
+            time.sleep(4)
+            seen.append(unlock_lines())
+            return seen[-1] == seen[-2]
+
+        wait_until(settled, 60, "chord_unlock to stop retrying", interval=0)
+        assert http.get(job_url, headers=h).json()["status"] == "cancelled"
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGTERM)
+        try:
+            up.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(timeout=10)

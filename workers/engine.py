@@ -497,12 +497,12 @@ def _claim(
         # A redelivery alone does not take a running step over: the first delivery may be
         # alive (a reaper re-send, a broker restore). Its claimer must be gone, its lease
         # over, or it is this very delivery, retried after a database outage.
-        take_over = _claimer_is_dead(step.claimed_by) or (
-            take_over_from is not None and step.claimed_by == take_over_from
-        )
+        own_retry = take_over_from is not None and step.claimed_by == take_over_from
+        take_over = own_retry or _claimer_is_dead(step.claimed_by)
         if (
             step.status == StepStatus.RUNNING.value
             and step.attempts >= settings.step_max_deliveries
+            and not own_retry  # an outage retried it: its worker did not die
             and (take_over or (step.lease_expires_at is not None and step.lease_expires_at < now))
         ):
             _fail_in(

@@ -22,7 +22,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -331,7 +331,8 @@ class StepCalls(CallHooks):
 
     @contextmanager
     def keeping_progress(self) -> Iterator[None]:
-        """Streamed text written in a transaction that then failed is written again."""
+        """Around a whole transaction (its commit included): streamed text written in a
+        transaction that then failed is written again by the next one."""
         progress = self.progress
         pending, written = list(progress.pending), progress.written_chars
         try:
@@ -383,11 +384,10 @@ class StepCalls(CallHooks):
     def _record_failed_attempt(
         self, attempt: Attempt, record: dict[str, Any], charge: Charge | None, key: str
     ) -> None:
-        with transaction(self.sessions) as session:
+        with self.keeping_progress(), transaction(self.sessions) as session:
             if session.scalar(sa.select(UsageRecord.id).where(UsageRecord.call_key == key)):
                 return  # written by a run whose commit answer the outage cut
-            with self.keeping_progress():
-                self.write_progress(session)
+            self.write_progress(session)
             append_event(
                 session,
                 job_id=self.ctx.job.id,
@@ -650,7 +650,8 @@ def _complete(
     earlier_prompt, earlier_completion, earlier_cost = (
         calls.charged_totals() if calls else (0, 0, Decimal(0))
     )
-    with transaction(sessions) as session:
+    kept = calls.keeping_progress() if calls is not None else nullcontext()
+    with kept, transaction(sessions) as session:
         written = _already_written(session, step.id, call_key)
         if written is not None:
             return written
@@ -662,8 +663,7 @@ def _complete(
                 completion_tokens=result.completion_tokens, cost=result.cost,
             )  # fmt: skip
         if calls is not None:
-            with calls.keeping_progress():
-                calls.write_progress(session)
+            calls.write_progress(session)
             if calls.answered is not None:
                 append_event(
                     session, job_id=job.id, type="provider.attempt",
@@ -814,12 +814,12 @@ def _fail(
     reached_limit_id: str | None = None,
 ) -> Outcome:
     def write() -> None:
-        with transaction(sessions) as session:
+        kept = calls.keeping_progress() if calls is not None else nullcontext()
+        with kept, transaction(sessions) as session:
             if calls is not None:
                 if calls.held:  # an attempt that raised something other than a provider error
                     budget.release(session, call_key=calls.held)
-                with calls.keeping_progress():
-                    calls.write_progress(session)
+                calls.write_progress(session)
             _fail_in(
                 session, ctx, error, calls=calls, error_detail=error_detail,
                 reached_limit_id=reached_limit_id,

@@ -234,6 +234,7 @@ def test_a_cancelled_chord_phase_leaves_no_chord_unlock_retrying_in_embedded_mod
 
         wait_until(settled, 60, "chord_unlock to stop retrying", interval=0)
         assert http.get(job_url, headers=h).json()["status"] == "cancelled"
+        assert "raised unexpected" not in log.read_text(errors="replace")  # all ended cleanly
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGTERM)

@@ -208,8 +208,8 @@ def get_settings() -> Settings:
         api_rate_limit=env.get("BATON_API_RATE_LIMIT", "600 per minute"),
         max_body_bytes=int(env.get("BATON_MAX_BODY_BYTES", str(1024 * 1024))),
         task_queue_prefix=env.get("BATON_QUEUE_PREFIX", "baton"),
-        # The soft limit leaves the step time to write its answer: 30 s, or a fifth of a
-        # short limit.
+        # The soft limit leaves the step time to write its answer: a fifth of the hard
+        # limit, at most 30 s (issue 8: the default hard limit is 120 s).
         step_soft_time_limit=max(step_time_limit - min(30, step_time_limit // 5), 1),
         step_time_limit=step_time_limit,
         # Clock order (DESIGN.md): hard time limit < visibility timeout < sweeper age.

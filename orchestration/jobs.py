@@ -271,7 +271,10 @@ def _create_job(
     plans = plan_for(submission.kind, submission.input, phase_names)
     _validate_models(session, plans, submission, agent, org)
     # A job that names only its agent belongs to the agent's project: that project's
-    # budget limits apply to it and its ledger rows count there (issue 8).
+    # budget limits apply to it and its ledger rows count there (issue 8). Naming another
+    # project would dodge the agent's project's limits: refused.
+    if project and agent and agent.project_id and agent.project_id != project.id:
+        raise field_error("agent_id", "the agent belongs to another project")
     project_id = project.id if project else (agent.project_id if agent else None)
     scope = budget.CallScope(
         principal.organization_id, project_id, agent.id if agent else None, principal.user_id

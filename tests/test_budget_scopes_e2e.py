@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from models import Agent, Job, JobStep, UsageRecord
+from models import Agent, Job, JobStep, Organization, UsageRecord
 from models.db import session_factory, transaction
 from tests.helpers import live_tenant, wait_terminal
 from tests.test_budget_e2e import TASK, add_limit, ledger_total, window_of
@@ -138,3 +138,20 @@ def test_a_window_created_while_calls_are_in_flight_counts_them(live_client, dat
     window = window_of(database_url, limit_id)
     assert window.reserved == 0
     assert window.spent == ledger_total(database_url, organization_id=tenant["org_id"]) > 0
+
+
+def test_a_job_cannot_name_another_project_than_its_agents(live_client, database_url):
+    from tests import factories
+
+    tenant = live_tenant(live_client.application, database_url)
+    with transaction(session_factory(database_url)) as s:
+        agent = s.get(Agent, tenant["agent_id"])
+        agent.project_id = tenant["project_id"]
+        other_id = factories.project(s, s.get(Organization, tenant["org_id"]), name="Other").id
+    response = live_client.post(
+        "/api/v1/tasks",
+        json={**TASK, "agent_id": str(tenant["agent_id"]), "project_id": str(other_id)},
+        headers=tenant["headers"],
+    )
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["error"]["details"][0]["field"] == "agent_id"

@@ -157,7 +157,6 @@ def run_step(
     *,
     job_id: uuid.UUID,
     step_id: uuid.UUID,
-    redelivered: bool = False,
     take_over_from: str | None = None,
 ) -> Outcome:
     """``take_over_from``: the worker id whose delivery of this step was cut by a database

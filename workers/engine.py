@@ -111,16 +111,18 @@ DB_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)
 T = TypeVar("T")
 
 
-def through_outage(what: str, write: Callable[[], T], *, deadline: float) -> T:
-    """Run ``write`` (one whole transaction) again until it commits or ``deadline``
+def through_outage(what: str, write: Callable[[bool], T], *, deadline: float) -> T:
+    """Run ``write(again)`` (one whole transaction) again until it commits or ``deadline``
     (``time.monotonic()``) would pass: a short database outage delays a write, never
-    loses it. Each transaction is idempotent (compare-and-set), so a commit whose answer
-    the outage cut is found done on the next run."""
+    loses it. ``again`` is True on a re-run: a commit whose answer the outage cut may have
+    landed, and the write must find its own work done (the first run skips that check)."""
     delay = 0.2
+    again = False
     while True:
         try:
-            return write()
+            return write(again)
         except DB_UNAVAILABLE as exc:
+            again = True
             if time.monotonic() + delay >= deadline:
                 raise
             log.warning("database unavailable while %s; again in %.1f s: %s", what, delay, exc)
@@ -166,7 +168,7 @@ def run_step(
     deadline = started + max(settings.step_soft_time_limit - 1, 1)
     claimed = through_outage(
         "claiming a step",
-        lambda: _claim(sessions, job_id=job_id, step_id=step_id, take_over_from=take_over_from),
+        lambda _: _claim(sessions, job_id=job_id, step_id=step_id, take_over_from=take_over_from),
         deadline=min(deadline, started + settings.db_retry_seconds),
     )
     if not isinstance(claimed, StepContext):
@@ -194,7 +196,7 @@ def run_step(
         refusal = exc  # ``exc`` is unbound once the handler ends
         through_outage(
             "pausing a job",
-            lambda: _pause_for_budget(sessions, claimed, refusal),
+            lambda _: _pause_for_budget(sessions, claimed, refusal),
             deadline=deadline,
         )
         return Outcome.STOP
@@ -210,9 +212,15 @@ def run_step(
     # within the step's time limit (never thrown away and bought again).
     return through_outage(
         "writing a step's answer",
-        lambda: _complete(
-            sessions, claimed, output=output, result=result, elapsed_ms=elapsed_ms, calls=calls
-        ),
+        lambda again: _complete(
+            sessions,
+            claimed,
+            output=output,
+            result=result,
+            elapsed_ms=elapsed_ms,
+            calls=calls,
+            again=again,
+        ),  # fmt: skip
         deadline=deadline,
     )
 
@@ -265,7 +273,7 @@ class StepCalls(CallHooks):
         key = ctx.call_key(attempt.number)
         stopped = through_outage(
             "reserving budget",
-            lambda: self._reserve_or_stop(key, amount),
+            lambda again: self._reserve_or_stop(key, amount, again),
             deadline=ctx.deadline or time.monotonic() + self.settings.db_retry_seconds,
         )
         if stopped:
@@ -273,7 +281,7 @@ class StepCalls(CallHooks):
         self.held = key
         self.progress = _Progress(attempt=attempt)  # a new attempt streams from offset 0
 
-    def _reserve_or_stop(self, key: str, amount: Decimal) -> bool:
+    def _reserve_or_stop(self, key: str, amount: Decimal, again: bool) -> bool:
         ctx = self.ctx
         with transaction(self.sessions) as session:
             paused_at = session.scalar(
@@ -290,7 +298,8 @@ class StepCalls(CallHooks):
                         session, job_id=ctx.job.id, to=JobStatus.PAUSED, paused_reason="emergency",
                         event_data={"reason": "emergency"},
                     )  # fmt: skip
-            elif not budget.holds_of(session, call_key=key):  # not reserved by a cut commit
+            # On a re-run, a commit the outage cut may have made the holds already.
+            elif not (again and budget.holds_of(session, call_key=key)):
                 budget.reserve(
                     session,
                     scope=budget.CallScope.of(ctx.job),
@@ -373,7 +382,7 @@ class StepCalls(CallHooks):
         key = self.ctx.call_key(attempt.number)
         through_outage(
             "recording a failed attempt",
-            lambda: self._record_failed_attempt(attempt, record, charge, key),
+            lambda again: self._record_failed_attempt(attempt, record, charge, key, again),
             deadline=self.ctx.deadline or time.monotonic() + self.settings.db_retry_seconds,
         )
         self.held = None
@@ -381,10 +390,17 @@ class StepCalls(CallHooks):
             self.charged.append(charge)
 
     def _record_failed_attempt(
-        self, attempt: Attempt, record: dict[str, Any], charge: Charge | None, key: str
+        self,
+        attempt: Attempt,
+        record: dict[str, Any],
+        charge: Charge | None,
+        key: str,
+        again: bool,
     ) -> None:
         with self.keeping_progress(), transaction(self.sessions) as session:
-            if session.scalar(sa.select(UsageRecord.id).where(UsageRecord.call_key == key)):
+            if again and session.scalar(
+                sa.select(UsageRecord.id).where(UsageRecord.call_key == key)
+            ):
                 return  # written by a run whose commit answer the outage cut
             self.write_progress(session)
             append_event(
@@ -641,6 +657,7 @@ def _complete(
     result: CompletionResult | None,
     elapsed_ms: int,
     calls: StepCalls | None = None,
+    again: bool = False,
 ) -> Outcome:
     step, job = ctx.step, ctx.job
     now = utcnow()
@@ -651,7 +668,7 @@ def _complete(
     )
     kept = calls.keeping_progress() if calls is not None else nullcontext()
     with kept, transaction(sessions) as session:
-        written = _already_written(session, step.id, call_key)
+        written = _already_written(session, step.id, call_key) if again else None
         if written is not None:
             return written
         if result is not None:
@@ -812,7 +829,7 @@ def _fail(
     error_detail: ProviderError | None = None,
     reached_limit_id: str | None = None,
 ) -> Outcome:
-    def write() -> None:
+    def write(_: bool) -> None:
         kept = calls.keeping_progress() if calls is not None else nullcontext()
         with kept, transaction(sessions) as session:
             if calls is not None:

@@ -5,6 +5,7 @@ Loaded by ``app.config_from_object("celeryconfig")``; every value here follows t
 """
 
 from baton.settings import get_settings
+from orchestration.canvas import maintenance_queue
 from orchestration.task_names import TaskName
 
 _s = get_settings()
@@ -35,9 +36,25 @@ worker_hijack_root_logger = False
 worker_send_task_events = True
 task_send_sent_event = True
 
+# Beat's tasks go to the maintenance queue, which every Baton worker consumes (never
+# Celery's default ``celery`` queue, which none does). They expire after one period: a
+# backlog of reaper runs is worth one run.
+_maintenance = {"queue": maintenance_queue(), "expires": _s.reaper_interval_seconds}
+task_routes = {
+    str(TaskName.REAP_STALE_JOBS): {"queue": maintenance_queue()},
+    str(TaskName.SWEEP_RESERVATIONS): {"queue": maintenance_queue()},
+}
 beat_schedule = {
-    "reap-stale-jobs": {"task": str(TaskName.REAP_STALE_JOBS), "schedule": 60.0},
-    "sweep-budget-reservations": {"task": str(TaskName.SWEEP_RESERVATIONS), "schedule": 60.0},
+    "reap-stale-jobs": {
+        "task": str(TaskName.REAP_STALE_JOBS),
+        "schedule": _s.reaper_interval_seconds,
+        "options": _maintenance,
+    },
+    "sweep-budget-reservations": {
+        "task": str(TaskName.SWEEP_RESERVATIONS),
+        "schedule": _s.reaper_interval_seconds,
+        "options": _maintenance,
+    },
 }
 
 if _s.broker_is_filesystem:

@@ -66,7 +66,6 @@ class Settings:
     step_soft_time_limit: int
     step_time_limit: int
     visibility_timeout: int
-    stale_queued_seconds: int
     price_table: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     default_price: dict[str, Decimal] | None = None
     flower_basic_auth: str = field(default="", repr=False)
@@ -82,6 +81,17 @@ class Settings:
     stream_event_chars: int = 200
     stream_event_seconds: float = 0.25
     worker_heartbeat_seconds: float = 10.0
+    # Issue 8 (recovery): a queued or running job with no event for this long is re-sent
+    # by beat's reaper, which runs every reaper_interval_seconds (well below it). Clock
+    # order: step hard time limit < visibility timeout < stall_seconds.
+    stall_seconds: int = 180
+    reaper_interval_seconds: float = 30.0
+    # A step delivered this many times without finishing fails its job (a step that kills
+    # its worker every time must not be re-sent for ever).
+    step_max_deliveries: int = 3
+    # How long a task retries a transaction through a database outage (capped by the
+    # step's soft time limit for a step holding a paid answer).
+    db_retry_seconds: float = 60.0
 
     @property
     def is_embedded(self) -> bool:
@@ -172,7 +182,7 @@ def get_settings() -> Settings:
     env = os.environ
     home = _home()
     default_price = env.get("BATON_DEFAULT_PRICE", "")
-    step_time_limit = int(env.get("BATON_STEP_TIME_LIMIT", "600"))
+    step_time_limit = int(env.get("BATON_STEP_TIME_LIMIT", "120"))
     configured = _configured_providers(env.get("BATON_PROVIDERS", ""))
     key_names = {"OPENAI_API_KEY", "GROQ_API_KEY"} | {
         p.api_key_env for p in configured if p.api_key_env
@@ -198,11 +208,12 @@ def get_settings() -> Settings:
         api_rate_limit=env.get("BATON_API_RATE_LIMIT", "600 per minute"),
         max_body_bytes=int(env.get("BATON_MAX_BODY_BYTES", str(1024 * 1024))),
         task_queue_prefix=env.get("BATON_QUEUE_PREFIX", "baton"),
-        step_soft_time_limit=max(step_time_limit - 30, 1),
+        # The soft limit leaves the step time to write its answer: a fifth of the hard
+        # limit, at most 30 s (issue 8: the default hard limit is 120 s).
+        step_soft_time_limit=max(step_time_limit - min(30, step_time_limit // 5), 1),
         step_time_limit=step_time_limit,
         # Clock order (DESIGN.md): hard time limit < visibility timeout < sweeper age.
-        visibility_timeout=int(env.get("BATON_VISIBILITY_TIMEOUT", str(step_time_limit * 2))),
-        stale_queued_seconds=int(env.get("BATON_STALE_QUEUED_SECONDS", "1800")),
+        visibility_timeout=int(env.get("BATON_VISIBILITY_TIMEOUT", str(step_time_limit + 30))),
         price_table=_prices(env.get("BATON_PRICE_TABLE", "")),
         default_price=(
             {k: Decimal(str(v)) for k, v in json.loads(default_price).items()}
@@ -219,6 +230,11 @@ def get_settings() -> Settings:
         stream_event_chars=int(env.get("BATON_STREAM_EVENT_CHARS", "200")),
         stream_event_seconds=float(env.get("BATON_STREAM_EVENT_SECONDS", "0.25")),
         worker_heartbeat_seconds=float(env.get("BATON_WORKER_HEARTBEAT_SECONDS", "10")),
+        # Issue 8
+        stall_seconds=int(env.get("BATON_STALL_SECONDS", "180")),
+        reaper_interval_seconds=float(env.get("BATON_REAPER_INTERVAL_SECONDS", "30")),
+        step_max_deliveries=max(1, int(env.get("BATON_STEP_MAX_DELIVERIES", "3"))),
+        db_retry_seconds=float(env.get("BATON_DB_RETRY_SECONDS", "60")),
     )
 
 

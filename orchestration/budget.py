@@ -100,15 +100,44 @@ def _scope_filter(limit: BudgetLimit) -> list[Any]:
     return conditions
 
 
-def ledger_spend(
-    session: Session, limit: BudgetLimit, start: datetime, end: datetime | None
-) -> Decimal:
+def _ledger_spend_query(limit: BudgetLimit, start: datetime, end: datetime | None) -> sa.Select:
     stmt = sa.select(sa.func.coalesce(sa.func.sum(UsageRecord.cost), 0)).where(
         *_scope_filter(limit), UsageRecord.created_at >= start
     )
     if end is not None:
         stmt = stmt.where(UsageRecord.created_at < end)
-    return Decimal(session.scalar(stmt) or 0)
+    return stmt
+
+
+def ledger_spend(
+    session: Session, limit: BudgetLimit, start: datetime, end: datetime | None
+) -> Decimal:
+    return Decimal(session.scalar(_ledger_spend_query(limit, start, end)) or 0)
+
+
+def _create_window(
+    session: Session, limit: BudgetLimit, start: datetime, end: datetime | None
+) -> bool:
+    """INSERT the window with ``spent`` summed from the ledger in the same statement, or
+    nothing if it exists (ON CONFLICT). True when this transaction created it.
+
+    One statement matters: a call settling concurrently either committed its usage row
+    before it (and is in the sum), or finds the window when it settles (its own
+    ``_create_window`` waits on this row's unique key until this commits) and adds
+    its cost there (``settle``): never counted twice, never missed.
+    """
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    return bool(
+        session.execute(
+            insert(BudgetWindow)
+            .values(
+                id=uuid.uuid4(), limit_id=limit.id, window_start=start, window_end=end,
+                spent=_ledger_spend_query(limit, start, end).scalar_subquery(),
+                reserved=Decimal(0),
+            )
+            .on_conflict_do_nothing(index_elements=["limit_id", "window_start"])
+        ).rowcount
+    )  # fmt: skip
 
 
 def applicable_limits(session: Session, scope: CallScope) -> list[BudgetLimit]:
@@ -152,15 +181,7 @@ def current_window(
     )
     if window is not None:
         return window
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    session.execute(
-        insert(BudgetWindow)
-        .values(
-            id=uuid.uuid4(), limit_id=limit.id, window_start=start, window_end=end,
-            spent=ledger_spend(session, limit, start, end), reserved=Decimal(0),
-        )
-        .on_conflict_do_nothing(index_elements=["limit_id", "window_start"])
-    )  # fmt: skip
+    _create_window(session, limit, start, end)
     return session.scalar(
         sa.select(BudgetWindow)
         .where(BudgetWindow.limit_id == limit.id, BudgetWindow.window_start == start)
@@ -290,8 +311,15 @@ def reserve(
     return holds
 
 
-def settle(session: Session, *, call_key: str, actual: Decimal) -> list[BudgetWindow]:
+def settle(
+    session: Session, *, call_key: str, actual: Decimal, scope: CallScope | None = None
+) -> list[BudgetWindow]:
     """Charge ``actual`` to each window the call reserved on and release the hold.
+
+    With ``scope``, also to the current window of every applicable limit the call holds
+    nothing on (a limit created, switched on, or a period begun while the call was in
+    flight), so window totals match the ledger exactly. The call's usage row must be
+    written before, in the same transaction.
 
     Call it last in the transaction: the window rows it updates are shared by every
     concurrent call on the same limit.
@@ -307,8 +335,48 @@ def settle(session: Session, *, call_key: str, actual: Decimal) -> list[BudgetWi
             .values(reserved=BudgetWindow.reserved - hold.amount, spent=BudgetWindow.spent + actual)
             .execution_options(synchronize_session=False)
         )
-    windows = [session.get(BudgetWindow, h.window_id, populate_existing=True) for h in holds]
+    window_ids = [h.window_id for h in holds]
+    if scope is not None and actual:
+        window_ids += _charge_unheld_windows(session, scope, set(window_ids), actual)
+    windows = [session.get(BudgetWindow, w, populate_existing=True) for w in window_ids]
     return [w for w in windows if w is not None]
+
+
+def _charge_unheld_windows(
+    session: Session, scope: CallScope, held: set[uuid.UUID], actual: Decimal
+) -> list[uuid.UUID]:
+    now = utcnow()
+    charged = []
+    for limit in applicable_limits(session, scope):
+        start, end = window_bounds(limit.period, now)
+        window_id = session.scalar(
+            sa.select(BudgetWindow.id).where(
+                BudgetWindow.limit_id == limit.id, BudgetWindow.window_start == start
+            )
+        )
+        if window_id in held:
+            continue
+        # Created here, its ledger sum already counts this call's (uncommitted) usage row;
+        # created by another transaction, that sum could not see it: add it.
+        if _create_window(session, limit, start, end):
+            continue
+        window_id = session.execute(
+            sa.update(BudgetWindow)
+            .where(BudgetWindow.limit_id == limit.id, BudgetWindow.window_start == start)
+            .values(spent=BudgetWindow.spent + actual)
+            .returning(BudgetWindow.id)
+            .execution_options(synchronize_session=False)
+        ).scalar_one()
+        if window_id not in held:
+            charged.append(window_id)
+    return charged
+
+
+def holds_of(session: Session, *, call_key: str) -> list[BudgetReservation]:
+    """Every hold a call made (any status): a retried reservation finds its own."""
+    return list(
+        session.scalars(sa.select(BudgetReservation).where(BudgetReservation.call_key == call_key))
+    )
 
 
 def release(session: Session, *, call_key: str) -> None:

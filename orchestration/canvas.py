@@ -25,15 +25,38 @@ def queue_for(priority: str) -> str:
     return f"{get_settings().task_queue_prefix}.{Priority(priority).value}"
 
 
+def maintenance_queue() -> str:
+    """Beat's periodic tasks (reaper, hold sweep): every worker consumes it (all_queues)."""
+    return f"{get_settings().task_queue_prefix}.maintenance"
+
+
 def all_queues() -> list[str]:
-    """Most urgent first: the order a worker started with ``-Q`` lists them."""
-    return [queue_for(p) for p in (Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW)]
+    """Most urgent first: the order a worker started with ``-Q`` lists them. Maintenance
+    last: every worker started by ``baton worker``/``baton up`` runs beat's tasks."""
+    return [
+        *(queue_for(p) for p in (Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW)),
+        maintenance_queue(),
+    ]
 
 
-def _sig(name: TaskName, *args: str, job: Job, task_id: str | None = None) -> Signature:
+def _sig(
+    name: TaskName,
+    *args: str,
+    job: Job,
+    task_id: str | None = None,
+    phase: str | None = None,
+    step: str | None = None,
+) -> Signature:
+    # Flower and the worker log show ``shadow`` as the task's name and ``argsrepr`` as its
+    # arguments: the job's kind, id, phase and step instead of two bare UUIDs.
+    where = "/".join(part for part in (job.kind, phase, step) if part)
+    named = [f"job={job.id}", f"kind={job.kind}"]
+    named += [f"{key}={value!r}" for key, value in (("phase", phase), ("step", step)) if value]
     options: dict[str, object] = {
         "queue": job.queue or queue_for(job.priority),
         "priority": BROKER_PRIORITY[Priority(job.priority)],
+        "shadow": f"{name}[{where}]",
+        "argsrepr": f"({', '.join(named)})",
     }
     if task_id:
         options["task_id"] = task_id
@@ -47,24 +70,34 @@ def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Sign
     parts: list[Signature] = []
     for phase in sorted(phases, key=lambda p: p.position):
         step_sigs = [
-            _sig(TaskName.RUN_STEP, str(job.id), str(s.id), job=job, task_id=s.celery_task_id)
+            _sig(
+                TaskName.RUN_STEP,
+                str(job.id),
+                str(s.id),
+                job=job,
+                task_id=s.celery_task_id,
+                phase=phase.name,
+                step=s.name,
+            )
             for s in by_phase[phase.id]
         ]
         if len(step_sigs) == 1:
             parts.append(step_sigs[0])
         else:
-            parts.append(
-                chord(step_sigs, _sig(TaskName.JOIN_PHASE, str(job.id), str(phase.id), job=job))
-            )
+            join = _sig(TaskName.JOIN_PHASE, str(job.id), str(phase.id), job=job, phase=phase.name)
+            parts.append(chord(step_sigs, join))
     parts.append(_sig(TaskName.FINISH_JOB, str(job.id), job=job))
     return chain(*parts)
 
 
 def enqueue(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> None:
-    """Send the whole job once (one message for the first task; the rest ride along)."""
-    build_canvas(job, phases, steps).apply_async(
-        link_error=_sig(TaskName.FAIL_JOB, str(job.id), job=job)
-    )
+    """Send the whole job once (one message for the first task; the rest ride along).
+
+    No ``link_error``: only a step's own error fails a job, and the step records it
+    itself. A message that cannot be published or is lost (a join, a finish) leaves the
+    job running with no progress, and beat's reaper re-sends it (orchestration/recovery).
+    """
+    build_canvas(job, phases, steps).apply_async()
 
 
 def revoke(task_ids: list[str]) -> None:

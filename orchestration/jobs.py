@@ -270,11 +270,14 @@ def _create_job(
         template.usage_count = (template.usage_count or 0) + 1
     plans = plan_for(submission.kind, submission.input, phase_names)
     _validate_models(session, plans, submission, agent, org)
+    # A job that names only its agent belongs to the agent's project: that project's
+    # budget limits apply to it and its ledger rows count there (issue 8). Naming another
+    # project would dodge the agent's project's limits: refused.
+    if project and agent and agent.project_id and agent.project_id != project.id:
+        raise field_error("agent_id", "the agent belongs to another project")
+    project_id = project.id if project else (agent.project_id if agent else None)
     scope = budget.CallScope(
-        principal.organization_id,
-        project.id if project else None,
-        agent.id if agent else None,
-        principal.user_id,
+        principal.organization_id, project_id, agent.id if agent else None, principal.user_id
     )
     if spent := budget.blocking_limit_spent(session, scope):
         raise BudgetExceeded(
@@ -285,7 +288,7 @@ def _create_job(
         id=uuid.uuid4(),
         organization_id=principal.organization_id,
         created_by_id=principal.user_id,
-        project_id=project.id if project else None,
+        project_id=project_id,
         agent_id=agent.id if agent else None,
         template_id=template.id if template else None,
         kind=submission.kind.value,

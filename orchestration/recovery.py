@@ -1,10 +1,16 @@
-"""The stale-job sweeper (Celery beat): nothing is lost when a worker or a message is.
+"""The stale-job reaper (Celery beat): nothing is lost when a worker or a message is.
 
-A running job whose running step's lease has expired (its worker was killed past the
-broker's redelivery), or a queued job that no worker has touched for ``queued_age``, is
-sent again from its first unfinished phase. Re-sending is safe: a step that is already
-done returns at once, and a claimed step is claimed by compare-and-set.
-Clock order (DESIGN.md): step time limit < visibility timeout < sweeper age.
+Postgres holds the truth; any message can be lost (the broker restarted empty, a publish
+failed after the commit, a worker was killed, a join's or finish's message never came).
+So the reaper does not guess which: a ``queued`` or ``running`` job with no event for
+``stall_seconds`` and no step whose lease is still running is sent again from its first
+unfinished phase. Re-sending is safe: a finished step returns at once, a claim is a
+compare-and-set, and a step's lease is its hard time limit, so a live step is never
+taken over.
+
+Clock order (DESIGN.md): step hard time limit (the lease) < Redis visibility timeout <
+``stall_seconds``; the reaper runs every ``reaper_interval_seconds``, well below it. The
+longest a job goes without progress is ``stall_seconds`` plus one reaper interval.
 """
 
 from __future__ import annotations
@@ -25,23 +31,26 @@ log = logging.getLogger(__name__)
 
 
 def stale_job_ids(
-    session: Session, *, lease_grace: timedelta, queued_age: timedelta
+    session: Session, *, stall_seconds: float, only: uuid.UUID | None = None
 ) -> list[uuid.UUID]:
     now = utcnow()
-    expired_step = (
-        sa.select(JobStep.job_id)
+    live_step = (
+        sa.select(JobStep.id)
         .where(
-            JobStep.status == StepStatus.RUNNING.value, JobStep.lease_expires_at < now - lease_grace
+            JobStep.job_id == Job.id,
+            JobStep.status == StepStatus.RUNNING.value,
+            JobStep.lease_expires_at > now,
         )
-        .scalar_subquery()
+        .exists()
     )
-    stuck_running = sa.select(Job.id).where(
-        Job.status == JobStatus.RUNNING.value, Job.id.in_(expired_step)
+    stmt = sa.select(Job.id).where(
+        Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+        Job.updated_at < now - timedelta(seconds=stall_seconds),
+        ~live_step,
     )
-    forgotten_queued = sa.select(Job.id).where(
-        Job.status == JobStatus.QUEUED.value, Job.updated_at < now - queued_age
-    )
-    return list(session.scalars(stuck_running.union(forgotten_queued)))
+    if only is not None:
+        stmt = stmt.where(Job.id == only)
+    return list(session.scalars(stmt))
 
 
 def unfinished_plan(session: Session, job_id: uuid.UUID) -> tuple[list[JobPhase], list[JobStep]]:
@@ -60,27 +69,31 @@ def unfinished_plan(session: Session, job_id: uuid.UUID) -> tuple[list[JobPhase]
     return phases, steps
 
 
-def requeue_stale_jobs(
-    sessions: sessionmaker[Session], *, lease_grace: timedelta, queued_age: timedelta
-) -> int:
+def requeue_stale_jobs(sessions: sessionmaker[Session], *, stall_seconds: float) -> int:
     with transaction(sessions) as session:
-        job_ids = stale_job_ids(session, lease_grace=lease_grace, queued_age=queued_age)
+        job_ids = stale_job_ids(session, stall_seconds=stall_seconds)
     for job_id in job_ids:
         with transaction(sessions) as session:
-            job = session.get(Job, job_id)
+            # Locked and checked again: a worker may have moved it on meanwhile.
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None or not stale_job_ids(session, stall_seconds=stall_seconds, only=job_id):
+                continue
             phases, steps = unfinished_plan(session, job_id)
-            # Touch the job so the next sweep waits a full period before trying again.
-            job.updated_at = utcnow()
+            # The event touches the job: the next sweep waits a full period before
+            # trying again.
             append_event(
                 session,
                 job_id=job_id,
                 type="job.requeued",
-                data={"phases": [p.name for p in phases]},
+                data={"phases": [p.name for p in phases], "stalled_seconds": stall_seconds},
             )
         log.warning(
-            "re-enqueueing stale job %s from phase %s", job_id, phases[0].name if phases else "-"
+            "re-sending stalled job %s from phase %s", job_id, phases[0].name if phases else "-"
         )
-        canvas.enqueue(job, phases, steps)
+        try:
+            canvas.enqueue(job, phases, steps)
+        except Exception:  # the broker is down: the next sweep tries again
+            log.exception("could not re-send stalled job %s", job_id)
     return len(job_ids)
 
 

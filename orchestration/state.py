@@ -144,8 +144,10 @@ def set_phase_status(
 
 
 def cancel_open_steps(session: Session, *, job_id: uuid.UUID, reason: str) -> None:
-    """Steps and phases that never ran are marked so; a running step stops before commit."""
-    open_states = [StepStatus.PENDING.value]
+    """Every open step and phase ends ``cancelled``, the ones in flight too: a call that
+    returns after the cancel keeps its answer and cost on the cancelled step, and the
+    history says it came back after the stop (workers/engine.py)."""
+    open_states = [StepStatus.PENDING.value, StepStatus.RUNNING.value]
     session.execute(
         sa.update(JobStep)
         .where(JobStep.job_id == job_id, JobStep.status.in_(open_states))

@@ -21,10 +21,12 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,6 +41,7 @@ from models import (
     JobStep,
     Organization,
     StepStatus,
+    UsageRecord,
     utcnow,
 )
 from models.db import transaction
@@ -75,7 +78,7 @@ DEFAULT_SYSTEM_PROMPTS = {
 WORKER_ID_HOST = socket.gethostname()
 
 
-def _worker_id() -> str:
+def worker_id() -> str:
     return f"{WORKER_ID_HOST}:{os.getpid()}"
 
 
@@ -99,6 +102,32 @@ def _claimer_is_dead(claimed_by: str | None) -> bool:
 class Outcome(enum.Enum):
     CONTINUE = "continue"  # the canvas goes on to the next task
     STOP = "stop"  # the job is not running (cancelled, failed, paused): the chain ends here
+    FAILED = "failed"  # this step's own error failed the job: the chain ends here
+
+
+# The database cannot be reached (or dropped the connection, or a deadlock rolled the
+# transaction back): the transaction is re-run, never the provider call before it.
+DB_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)
+T = TypeVar("T")
+
+
+def through_outage(what: str, write: Callable[[bool], T], *, deadline: float) -> T:
+    """Run ``write(again)`` (one whole transaction) again until it commits or ``deadline``
+    (``time.monotonic()``) would pass: a short database outage delays a write, never
+    loses it. ``again`` is True on a re-run: a commit whose answer the outage cut may have
+    landed, and the write must find its own work done (the first run skips that check)."""
+    delay = 0.2
+    again = False
+    while True:
+        try:
+            return write(again)
+        except DB_UNAVAILABLE as exc:
+            again = True
+            if time.monotonic() + delay >= deadline:
+                raise
+            log.warning("database unavailable while %s; again in %.1f s: %s", what, delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 @dataclass
@@ -112,6 +141,8 @@ class StepContext:
     previous: list[tuple[str, str]]  # (phase name, output) of earlier phases
     siblings: list[JobStep]
     providers: ProviderContext | None = None
+    # time.monotonic() by which the step's writes must be done (before its soft limit)
+    deadline: float = 0.0
 
     def call_key(self, number: int) -> str:
         """The ledger's and the reservation's key of the ``number``-th provider call of
@@ -128,12 +159,21 @@ def run_step(
     *,
     job_id: uuid.UUID,
     step_id: uuid.UUID,
-    redelivered: bool = False,
+    take_over_from: str | None = None,
 ) -> Outcome:
-    claimed = _claim(sessions, job_id=job_id, step_id=step_id, redelivered=redelivered)
+    """``take_over_from``: the worker id whose delivery of this step was cut by a database
+    outage (the task retries): its claim may be taken over at once."""
+    started = time.monotonic()
+    settings = get_settings()
+    deadline = started + max(settings.step_soft_time_limit - 1, 1)
+    claimed = through_outage(
+        "claiming a step",
+        lambda _: _claim(sessions, job_id=job_id, step_id=step_id, take_over_from=take_over_from),
+        deadline=min(deadline, started + settings.db_retry_seconds),
+    )
     if not isinstance(claimed, StepContext):
         return claimed
-    started = time.monotonic()
+    claimed.deadline = deadline
     calls: StepCalls | None = None
     try:
         if claimed.step.spec.get("kind") == "score":
@@ -148,24 +188,40 @@ def run_step(
     except StepStopped:
         return Outcome.STOP
     except BudgetExceeded as exc:
-        _fail(
+        return _fail(
             sessions, claimed, f"BUDGET_EXCEEDED: {exc.message}", calls=calls,
             reached_limit_id=exc.details[0]["limit_id"],
         )  # fmt: skip
-        return Outcome.STOP
     except budget.BudgetPaused as exc:
-        _pause_for_budget(sessions, claimed, exc)
+        refusal = exc  # ``exc`` is unbound once the handler ends
+        through_outage(
+            "pausing a job",
+            lambda _: _pause_for_budget(sessions, claimed, refusal),
+            deadline=deadline,
+        )
         return Outcome.STOP
     except ProviderError as exc:
-        _fail(sessions, claimed, f"{exc.code}: {exc.message}", calls=calls, error_detail=exc)
-        return Outcome.STOP
+        return _fail(sessions, claimed, f"{exc.code}: {exc.message}", calls=calls, error_detail=exc)
+    except DB_UNAVAILABLE:
+        raise  # past its deadline: the task retries the step, taking over its own claim
     except Exception as exc:  # a step that raises fails its job; the worker keeps running
         log.exception("step %s of job %s raised", step_id, job_id)
-        _fail(sessions, claimed, f"{type(exc).__name__}: {exc}", calls=calls)
-        return Outcome.STOP
+        return _fail(sessions, claimed, f"{type(exc).__name__}: {exc}", calls=calls)
     elapsed_ms = int((time.monotonic() - started) * 1000)
-    return _complete(
-        sessions, claimed, output=output, result=result, elapsed_ms=elapsed_ms, calls=calls
+    # The answer is paid for: written once the database answers, however long that takes
+    # within the step's time limit (never thrown away and bought again).
+    return through_outage(
+        "writing a step's answer",
+        lambda again: _complete(
+            sessions,
+            claimed,
+            output=output,
+            result=result,
+            elapsed_ms=elapsed_ms,
+            calls=calls,
+            again=again,
+        ),  # fmt: skip
+        deadline=deadline,
     )
 
 
@@ -215,6 +271,18 @@ class StepCalls(CallHooks):
             max_tokens=request.max_tokens, catalog=self.catalog,
         )  # fmt: skip
         key = ctx.call_key(attempt.number)
+        stopped = through_outage(
+            "reserving budget",
+            lambda again: self._reserve_or_stop(key, amount, again),
+            deadline=ctx.deadline or time.monotonic() + self.settings.db_retry_seconds,
+        )
+        if stopped:
+            raise StepStopped()
+        self.held = key
+        self.progress = _Progress(attempt=attempt)  # a new attempt streams from offset 0
+
+    def _reserve_or_stop(self, key: str, amount: Decimal, again: bool) -> bool:
+        ctx = self.ctx
         with transaction(self.sessions) as session:
             paused_at = session.scalar(
                 sa.select(Organization.emergency_paused_at).where(
@@ -230,7 +298,8 @@ class StepCalls(CallHooks):
                         session, job_id=ctx.job.id, to=JobStatus.PAUSED, paused_reason="emergency",
                         event_data={"reason": "emergency"},
                     )  # fmt: skip
-            else:
+            # On a re-run, a commit the outage cut may have made the holds already.
+            elif not (again and budget.holds_of(session, call_key=key)):
                 budget.reserve(
                     session,
                     scope=budget.CallScope.of(ctx.job),
@@ -239,10 +308,7 @@ class StepCalls(CallHooks):
                     job_id=ctx.job.id,
                     hold_seconds=self.settings.step_time_limit + 60,
                 )
-        if stopped:
-            raise StepStopped()
-        self.held = key
-        self.progress = _Progress(attempt=attempt)  # a new attempt streams from offset 0
+        return stopped
 
     # -- streaming ---------------------------------------------------------------------
 
@@ -263,8 +329,25 @@ class StepCalls(CallHooks):
             progress.pending_chars >= self.settings.stream_event_chars
             or time.monotonic() - progress.flushed_at >= self.settings.stream_event_seconds
         ):
-            with transaction(self.sessions) as session:
-                self.write_progress(session)
+            try:
+                with transaction(self.sessions) as session:
+                    self.write_progress(session)
+            except DB_UNAVAILABLE:
+                # Kept pending: the next write (or the step's answer) carries it.
+                log.warning("database unavailable; stream progress kept for the next write")
+                progress.flushed_at = time.monotonic()
+
+    @contextmanager
+    def keeping_progress(self) -> Iterator[None]:
+        """Around a whole transaction (its commit included): streamed text written in a
+        transaction that then failed is written again by the next one."""
+        progress = self.progress
+        pending, written = list(progress.pending), progress.written_chars
+        try:
+            yield
+        except BaseException:
+            progress.pending, progress.written_chars = pending, written
+            raise
 
     def write_progress(self, session: Session) -> None:
         """The streamed text not yet in the history, as one ``step.progress`` event."""
@@ -297,7 +380,28 @@ class StepCalls(CallHooks):
             self.answered = (attempt, record)
             return
         key = self.ctx.call_key(attempt.number)
-        with transaction(self.sessions) as session:
+        through_outage(
+            "recording a failed attempt",
+            lambda again: self._record_failed_attempt(attempt, record, charge, key, again),
+            deadline=self.ctx.deadline or time.monotonic() + self.settings.db_retry_seconds,
+        )
+        self.held = None
+        if charge is not None:
+            self.charged.append(charge)
+
+    def _record_failed_attempt(
+        self,
+        attempt: Attempt,
+        record: dict[str, Any],
+        charge: Charge | None,
+        key: str,
+        again: bool,
+    ) -> None:
+        with self.keeping_progress(), transaction(self.sessions) as session:
+            if again and session.scalar(
+                sa.select(UsageRecord.id).where(UsageRecord.call_key == key)
+            ):
+                return  # written by a run whose commit answer the outage cut
             self.write_progress(session)
             append_event(
                 session,
@@ -316,9 +420,6 @@ class StepCalls(CallHooks):
                     completion_tokens=charge.completion_tokens, cost=charge.cost,
                 )  # fmt: skip
                 _settle(session, self.ctx, key, charge.cost)
-        self.held = None
-        if charge is not None:
-            self.charged.append(charge)
 
     def on_skip(self, record: dict[str, Any]) -> None:
         with transaction(self.sessions) as session:
@@ -384,7 +485,11 @@ def _limit_reached(session: Session, ctx: StepContext, limit_id: str) -> None:
 
 
 def _claim(
-    sessions: sessionmaker[Session], *, job_id: uuid.UUID, step_id: uuid.UUID, redelivered: bool
+    sessions: sessionmaker[Session],
+    *,
+    job_id: uuid.UUID,
+    step_id: uuid.UUID,
+    take_over_from: str | None = None,
 ) -> StepContext | Outcome:
     with transaction(sessions) as session:
         step = session.get(JobStep, step_id)
@@ -402,8 +507,28 @@ def _claim(
         if job.status != JobStatus.RUNNING.value:
             return Outcome.STOP
         now = utcnow()
-        lease = now + timedelta(seconds=get_settings().step_time_limit)
-        take_over = redelivered or _claimer_is_dead(step.claimed_by)
+        settings = get_settings()
+        lease = now + timedelta(seconds=settings.step_time_limit)
+        # A redelivery alone does not take a running step over: the first delivery may be
+        # alive (a reaper re-send, a broker restore). Its claimer must be gone, its lease
+        # over, or it is this very delivery, retried after a database outage.
+        own_retry = take_over_from is not None and step.claimed_by == take_over_from
+        take_over = own_retry or _claimer_is_dead(step.claimed_by)
+        if (
+            step.status == StepStatus.RUNNING.value
+            and step.attempts >= settings.step_max_deliveries
+            and not own_retry  # an outage retried it: its worker did not die
+            and (take_over or (step.lease_expires_at is not None and step.lease_expires_at < now))
+        ):
+            _fail_in(
+                session,
+                StepContext(job=job, step=step, phase=session.get(JobPhase, step.phase_id),
+                            attempt=step.attempts, agent=None, organization=None, previous=[],
+                            siblings=[]),
+                f"STEP_ABANDONED: started {step.attempts} times without finishing "
+                "(its worker died or hit the step's hard time limit each time)",
+            )  # fmt: skip
+            return Outcome.FAILED
         may_take_over = sa.or_(
             JobStep.status == StepStatus.PENDING.value,
             sa.and_(
@@ -419,7 +544,7 @@ def _claim(
                 attempts=JobStep.attempts + 1,
                 started_at=now,
                 lease_expires_at=lease,
-                claimed_by=_worker_id(),
+                claimed_by=worker_id(),
             )
             .execution_options(synchronize_session=False)
         ).rowcount
@@ -532,6 +657,7 @@ def _complete(
     result: CompletionResult | None,
     elapsed_ms: int,
     calls: StepCalls | None = None,
+    again: bool = False,
 ) -> Outcome:
     step, job = ctx.step, ctx.job
     now = utcnow()
@@ -540,7 +666,11 @@ def _complete(
     earlier_prompt, earlier_completion, earlier_cost = (
         calls.charged_totals() if calls else (0, 0, Decimal(0))
     )
-    with transaction(sessions) as session:
+    kept = calls.keeping_progress() if calls is not None else nullcontext()
+    with kept, transaction(sessions) as session:
+        written = _already_written(session, step.id, call_key) if again else None
+        if written is not None:
+            return written
         if result is not None:
             # Money spent is in the ledger even if the job was cancelled meanwhile.
             ledger.record_usage(
@@ -585,9 +715,23 @@ def _complete(
             .execution_options(synchronize_session=False)
         ).rowcount
         if not done:
+            # The job was cancelled (or failed) while the call was in flight: the answer
+            # is kept on the cancelled step, its cost is in the ledger, and the history
+            # says it came back after the stop.
             set_step_status(
-                session, step_id=step.id, to=StepStatus.CANCELLED, from_=[StepStatus.RUNNING],
+                session, step_id=step.id, to=StepStatus.CANCELLED,
+                from_=[StepStatus.RUNNING, StepStatus.CANCELLED],
                 output=output, completed_at=now, execution_time_ms=elapsed_ms, **usage,
+            )  # fmt: skip
+            job_status = session.scalar(sa.select(Job.status).where(Job.id == job.id))
+            append_event(
+                session, job_id=job.id, type="step.returned_after_stop",
+                data={
+                    "phase": ctx.phase.name, "step": step.name, "job_status": job_status,
+                    "provider": usage["provider"], "model": usage["model"],
+                    "cost": str(usage["cost"]), "call_key": call_key,
+                    "recorded_in_ledger": result is not None,
+                },
             )  # fmt: skip
             if result is not None:
                 _settle(session, ctx, call_key, result.cost)
@@ -654,9 +798,24 @@ def _complete(
     return Outcome.CONTINUE if status == JobStatus.RUNNING.value else Outcome.STOP
 
 
+def _already_written(session: Session, step_id: uuid.UUID, call_key: str | None) -> Outcome | None:
+    """A retried write finds the work of a run whose commit landed but whose answer a
+    database outage cut: nothing is written twice."""
+    status = session.scalar(sa.select(JobStep.status).where(JobStep.id == step_id))
+    if status == StepStatus.COMPLETED.value:
+        return Outcome.CONTINUE
+    if call_key is not None and session.scalar(
+        sa.select(UsageRecord.id).where(UsageRecord.call_key == call_key)
+    ):
+        return Outcome.STOP
+    return None
+
+
 def _settle(session: Session, ctx: StepContext, call_key: str, cost: Decimal) -> None:
     """Last in the step's transaction: the budget window rows are shared and hot."""
-    windows = budget.settle(session, call_key=call_key, actual=cost)
+    windows = budget.settle(
+        session, call_key=call_key, actual=cost, scope=budget.CallScope.of(ctx.job)
+    )
     for alert in budget.raise_alerts(session, windows):
         append_event(session, job_id=ctx.job.id, type="budget_alert", data=alert.data)
 
@@ -669,65 +828,91 @@ def _fail(
     calls: StepCalls | None = None,
     error_detail: ProviderError | None = None,
     reached_limit_id: str | None = None,
+) -> Outcome:
+    def write(_: bool) -> None:
+        kept = calls.keeping_progress() if calls is not None else nullcontext()
+        with kept, transaction(sessions) as session:
+            if calls is not None:
+                if calls.held:  # an attempt that raised something other than a provider error
+                    budget.release(session, call_key=calls.held)
+                calls.write_progress(session)
+            _fail_in(
+                session, ctx, error, calls=calls, error_detail=error_detail,
+                reached_limit_id=reached_limit_id,
+            )  # fmt: skip
+
+    through_outage(
+        "recording a step's failure",
+        write,
+        deadline=ctx.deadline or time.monotonic() + get_settings().db_retry_seconds,
+    )
+    return Outcome.FAILED
+
+
+def _fail_in(
+    session: Session,
+    ctx: StepContext,
+    error: str,
+    *,
+    calls: StepCalls | None = None,
+    error_detail: ProviderError | None = None,
+    reached_limit_id: str | None = None,
 ) -> None:
+    """The step, its phase and its job fail, in the caller's transaction."""
     now = utcnow()
     prompt, completion, cost = calls.charged_totals() if calls else (0, 0, Decimal(0))
-    with transaction(sessions) as session:
-        if calls is not None:
-            if calls.held:  # an attempt that raised something other than a provider error
-                budget.release(session, call_key=calls.held)
-            calls.write_progress(session)
-        set_step_status(
-            session,
-            step_id=ctx.step.id,
-            to=StepStatus.FAILED,
-            from_=[StepStatus.RUNNING],
-            error=error,
-            completed_at=now,
-            # What failed attempts still cost (cut streams) stays on the step's record.
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost=cost,
-        )
-        if cost:
-            session.execute(
-                sa.update(JobPhase)
-                .where(JobPhase.id == ctx.phase.id)
-                .values(
-                    prompt_tokens=JobPhase.prompt_tokens + prompt,
-                    completion_tokens=JobPhase.completion_tokens + completion,
-                    cost=JobPhase.cost + cost,
-                )
-                .execution_options(synchronize_session=False)
+    if not set_step_status(
+        session,
+        step_id=ctx.step.id,
+        to=StepStatus.FAILED,
+        from_=[StepStatus.RUNNING],
+        error=error,
+        completed_at=now,
+        # What failed attempts still cost (cut streams) stays on the step's record.
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=cost,
+    ):
+        return  # cancelled meanwhile, or failed by a run whose commit answer was cut
+    if cost:
+        session.execute(
+            sa.update(JobPhase)
+            .where(JobPhase.id == ctx.phase.id)
+            .values(
+                prompt_tokens=JobPhase.prompt_tokens + prompt,
+                completion_tokens=JobPhase.completion_tokens + completion,
+                cost=JobPhase.cost + cost,
             )
-        set_phase_status(
-            session,
-            phase_id=ctx.phase.id,
-            to=StepStatus.FAILED,
-            from_=[StepStatus.PENDING, StepStatus.RUNNING],
-            completed_at=now,
+            .execution_options(synchronize_session=False)
         )
-        append_event(
-            session,
-            job_id=ctx.job.id,
-            type="step.failed",
-            data={
-                "phase": ctx.phase.name,
-                "step": ctx.step.name,
-                "error": error,
-                "attempts": error_detail.attempts if error_detail else [],
-                "providers_tried": error_detail.providers_tried if error_detail else [],
-            },
-        )
-        transition_job(
-            session,
-            job_id=ctx.job.id,
-            to=JobStatus.FAILED,
-            error=f"Step '{ctx.step.name}' of phase '{ctx.phase.name}' failed: {error}",
-            event_data={"error": error, "phase": ctx.phase.name, "step": ctx.step.name},
-        )
-        if reached_limit_id:  # last: it may update the limit's hot window row
-            _limit_reached(session, ctx, reached_limit_id)
+    set_phase_status(
+        session,
+        phase_id=ctx.phase.id,
+        to=StepStatus.FAILED,
+        from_=[StepStatus.PENDING, StepStatus.RUNNING],
+        completed_at=now,
+    )
+    append_event(
+        session,
+        job_id=ctx.job.id,
+        type="step.failed",
+        data={
+            "phase": ctx.phase.name,
+            "step": ctx.step.name,
+            "error": error,
+            "attempts": error_detail.attempts if error_detail else [],
+            "providers_tried": error_detail.providers_tried if error_detail else [],
+        },
+    )
+    transition_job(
+        session,
+        job_id=ctx.job.id,
+        to=JobStatus.FAILED,
+        error=f"Step '{ctx.step.name}' of phase '{ctx.phase.name}' failed: {error}",
+        event_data={"error": error, "phase": ctx.phase.name, "step": ctx.step.name},
+    )
+    if reached_limit_id:  # last: it may update the limit's hot window row
+        _limit_reached(session, ctx, reached_limit_id)
 
 
 def _complete_phase(session: Session, *, job_id: uuid.UUID, phase_id: uuid.UUID) -> bool:

@@ -1,9 +1,15 @@
-"""Thin, named Celery tasks: ids in, engine call, done. Names come from TaskName."""
+"""Thin, named Celery tasks: ids in, engine call, done. Names come from TaskName.
+
+Each task ends in the state an operator should see in Flower and Celery's events: a step
+that failed its job is a FAILURE, one that stopped because its job did (cancelled, failed
+elsewhere, paused) is REVOKED; neither stays STARTED. A database outage that outlasts the
+engine's own retries retries the task, which is idempotent.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from datetime import timedelta
 
 from celery import Task
 from celery.exceptions import Ignore
@@ -15,47 +21,79 @@ from orchestration import recovery
 from orchestration.task_names import TaskName
 from workers import engine
 
+log = logging.getLogger(__name__)
 
-def _continue_or_stop(outcome: engine.Outcome) -> str:
-    if outcome is engine.Outcome.STOP:
-        # Ends the chain here without failing it: the job row already says why.
-        raise Ignore()
-    return outcome.value
+
+class StepFailed(Exception):
+    """The step's own error failed its job (the job row and its history say which)."""
+
+
+def _retry_after_outage(task: Task, exc: Exception, **kwargs: str) -> Exception:
+    settings = get_settings()
+    retries = task.request.retries
+    log.warning("database unavailable in %s; retrying the task: %s", task.name, exc)
+    return task.retry(
+        exc=exc,
+        countdown=min(1 + retries, 5),
+        max_retries=int(settings.db_retry_seconds // 3) + 1,
+        kwargs={**task.request.kwargs, **kwargs},
+    )
+
+
+def _end(task: Task, outcome: engine.Outcome, what: str) -> str:
+    if outcome is engine.Outcome.CONTINUE:
+        return outcome.value
+    if outcome is engine.Outcome.FAILED:
+        raise StepFailed(f"{what} failed its job; see the job's history")
+    # Stopped because the job is not running: recorded as revoked (REVOKED in the result
+    # backend, a task-revoked event), which also closes a chord's count or chord_unlock,
+    # then ended without a success that would run the rest of the chain.
+    request = task.request
+    task.backend.mark_as_revoked(request.id, "the job is not running", request=request)
+    task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+    raise Ignore()
 
 
 # Step time limits are celeryconfig's task_time_limit/task_soft_time_limit (from settings).
 @app.task(name=TaskName.RUN_STEP, bind=True, acks_late=True)
-def run_step(self: Task, job_id: str, step_id: str) -> str:
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return _continue_or_stop(
-        engine.run_step(
+def run_step(self: Task, job_id: str, step_id: str, take_over_from: str | None = None) -> str:
+    try:
+        outcome = engine.run_step(
             session_factory(),
             job_id=uuid.UUID(job_id),
             step_id=uuid.UUID(step_id),
-            redelivered=redelivered,
+            take_over_from=take_over_from,
         )
-    )
+    except engine.DB_UNAVAILABLE as exc:
+        # Not dropped: sent again, and it may take over the claim this delivery made.
+        raise _retry_after_outage(self, exc, take_over_from=engine.worker_id()) from exc
+    return _end(self, outcome, f"step {step_id} of job {job_id}")
 
 
-@app.task(name=TaskName.JOIN_PHASE, acks_late=True, soft_time_limit=60, time_limit=90)
-def join_phase(job_id: str, phase_id: str) -> str:
-    return _continue_or_stop(
-        engine.join_phase(session_factory(), job_id=uuid.UUID(job_id), phase_id=uuid.UUID(phase_id))
-    )
+@app.task(name=TaskName.JOIN_PHASE, bind=True, acks_late=True, soft_time_limit=60, time_limit=90)
+def join_phase(self: Task, job_id: str, phase_id: str) -> str:
+    try:
+        outcome = engine.join_phase(
+            session_factory(), job_id=uuid.UUID(job_id), phase_id=uuid.UUID(phase_id)
+        )
+    except engine.DB_UNAVAILABLE as exc:
+        raise _retry_after_outage(self, exc) from exc
+    return _end(self, outcome, f"phase {phase_id} of job {job_id}")
 
 
-@app.task(name=TaskName.FINISH_JOB, acks_late=True, soft_time_limit=60, time_limit=90)
-def finish_job(job_id: str) -> str:
-    return _continue_or_stop(engine.finish_job(session_factory(), job_id=uuid.UUID(job_id)))
+@app.task(name=TaskName.FINISH_JOB, bind=True, acks_late=True, soft_time_limit=60, time_limit=90)
+def finish_job(self: Task, job_id: str) -> str:
+    try:
+        outcome = engine.finish_job(session_factory(), job_id=uuid.UUID(job_id))
+    except engine.DB_UNAVAILABLE as exc:
+        raise _retry_after_outage(self, exc) from exc
+    return _end(self, outcome, f"job {job_id}")
 
 
 @app.task(name=TaskName.REAP_STALE_JOBS, soft_time_limit=120, time_limit=180)
 def reap_stale_jobs() -> int:
-    settings = get_settings()
     return recovery.requeue_stale_jobs(
-        session_factory(),
-        lease_grace=timedelta(seconds=settings.visibility_timeout),
-        queued_age=timedelta(seconds=settings.stale_queued_seconds),
+        session_factory(), stall_seconds=get_settings().stall_seconds
     )
 
 
@@ -66,6 +104,8 @@ def sweep_reservations() -> int:
 
 @app.task(name=TaskName.FAIL_JOB, acks_late=True, soft_time_limit=60, time_limit=90)
 def fail_job(job_id: str) -> None:
+    """No longer linked by the canvas (a delivery glitch must not fail finished work);
+    kept so messages sent by an earlier version still find a task."""
     engine.fail_job(
         session_factory(),
         job_id=uuid.UUID(job_id),

@@ -128,6 +128,8 @@ def create_agent(
             type=data.get("type") or "general",
             status=data.get("status") or "active",
             config=config,
+            description=data.get("description"),
+            meta=data.get("metadata") or {},
         )
         session.add(agent)
         session.flush()
@@ -173,7 +175,13 @@ def update_agent(
     with transaction(sessions) as session:
         agent = owned_agent(session, principal=principal, agent_id=agent_id)
         if "config" in changes:
-            config = {**DEFAULT_CONFIG, **(agent.config or {}), **(changes["config"] or {})}
+            stored, given = agent.config or {}, changes["config"] or {}
+            config = {**DEFAULT_CONFIG, **stored, **given}
+            if "model_config" in given:  # seed 002's PUT {"temperature": ...} keeps the model
+                config["model_config"] = {
+                    **(stored.get("model_config") or {}),
+                    **(given["model_config"] or {}),
+                }
             validate_config(
                 config,
                 integrations.catalog_for(session, organization_id=principal.organization_id),
@@ -183,9 +191,11 @@ def update_agent(
             if changes["project_id"] is not None:
                 owned_project(session, principal=principal, project_id=changes["project_id"])
             agent.project_id = changes["project_id"]
-        for name in ("name", "type", "status"):
+        for name in ("name", "type", "status", "description"):
             if name in changes:
                 setattr(agent, name, changes[name])
+        if "metadata" in changes:
+            agent.meta = changes["metadata"] or {}
         agent.updated_at = utcnow()
         session.flush()
         return _views(session, [agent])[0]

@@ -1,0 +1,68 @@
+"""/analytics/performance: figures from real measurements of the API (Redis aggregates)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestration import performance
+from tests import factories
+from tests.test_auth import assert_error
+
+# A fixed minute of its own, so the other tests' requests never land in it.
+MINUTE_START = 1_000_000 * 60.0
+
+
+def test_aggregates_give_percentiles_error_rates_and_peak():
+    # 100 requests in one minute: 1..100 ms; 7 answered 4xx, 2 answered 5xx; 30 of them
+    # in second 5 (the peak), the rest one a second after.
+    for i in range(1, 101):
+        status = 404 if i <= 7 else 503 if i <= 9 else 200
+        second = 5 if i <= 30 else 5 + (i - 30) % 50 + 1
+        performance.record_request(status, float(i), now=MINUTE_START + second)
+    report = performance.performance_report(1, now=MINUTE_START + 59)
+    assert report.requests == 100
+    for name, exact in (("p50", 50), ("p95", 95), ("p99", 99)):
+        assert exact <= report.response_times[name] <= exact * 1.1, name
+    assert report.error_rates == {"4xx": 7.0, "5xx": 2.0}
+    assert report.throughput["peak_rps"] == 30
+    assert report.throughput["requests_per_second"] == pytest.approx(100 / 59, rel=0.01)
+
+
+def test_a_quiet_window_has_no_percentiles():
+    report = performance.performance_report(5, now=MINUTE_START - 3600)
+    assert report.requests == 0 and report.response_times["p50"] is None
+    assert report.throughput == {"requests_per_second": 0.0, "peak_rps": 0}
+
+
+def test_endpoint_reports_the_requests_it_measured(client, db, app):
+    org = factories.organization(db)
+    headers = factories.auth_headers(app, factories.user(db, org, role="viewer"))
+    db.commit()
+    for _ in range(5):
+        assert client.get("/api/v1/agents", headers=headers).status_code == 200
+    assert client.get("/api/v1/agents/not-a-uuid", headers=headers).status_code == 404
+    response = client.get("/api/v1/analytics/performance?minutes=5", headers=headers)
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["requests"] >= 6 and body["window_minutes"] == 5
+    assert 0 < body["response_times"]["p50"] <= body["response_times"]["p99"]
+    assert body["error_rates"]["4xx"] > 0
+    assert body["throughput"]["requests_per_second"] > 0 and body["throughput"]["peak_rps"] >= 1
+    usage = body["resource_usage"]
+    assert set(usage) == {"cpu_utilization", "memory_usage", "disk_usage"}
+    assert 0 < usage["memory_usage"] <= 100 and 0 < usage["disk_usage"] <= 100
+    assert body["process"]["rss_bytes"] > 0 and body["process"]["cpu_seconds"] > 0
+
+
+def test_endpoint_checks_its_input(client, db, app):
+    org = factories.organization(db)
+    headers = factories.auth_headers(app, factories.user(db, org))
+    db.commit()
+    url = "/api/v1/analytics/performance"
+    assert_error(
+        client.get(f"{url}?minutes=0", headers=headers), 422, "VALIDATION_ERROR", "minutes"
+    )
+    assert_error(
+        client.get(f"{url}?minutes=x", headers=headers), 422, "VALIDATION_ERROR", "minutes"
+    )
+    assert client.get(url).status_code == 401

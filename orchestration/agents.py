@@ -85,6 +85,18 @@ def validate_config(config: dict[str, Any], catalog: model_catalog.Catalog | Non
 # -- helpers (session in, never commit) ---------------------------------------------------
 
 
+def check_executor(session: Session, config: dict[str, Any], organization_id: uuid.UUID) -> None:
+    """``executor: external`` needs ``task_server``: one of the organization's task servers."""
+    name = config.get("task_server")
+    if config.get("executor") == "external" and not name:
+        raise field_error("config.task_server", "required when executor is 'external'")
+    if (
+        name
+        and integrations.task_server(session, organization_id=organization_id, name=name) is None
+    ):
+        raise field_error("config.task_server", f"no task server integration named '{name}'")
+
+
 def owned_agent(session: Session, *, principal: Principal, agent_id: uuid.UUID) -> Agent:
     agent = session.get(Agent, agent_id)
     if agent is None or agent.organization_id != principal.organization_id:
@@ -118,6 +130,7 @@ def create_agent(
         validate_config(
             config, integrations.catalog_for(session, organization_id=principal.organization_id)
         )
+        check_executor(session, config, principal.organization_id)
         if data.get("project_id") is not None:
             owned_project(session, principal=principal, project_id=data["project_id"])
         agent = Agent(
@@ -186,6 +199,7 @@ def update_agent(
                 config,
                 integrations.catalog_for(session, organization_id=principal.organization_id),
             )
+            check_executor(session, config, principal.organization_id)
             agent.config = config
         if "project_id" in changes:
             if changes["project_id"] is not None:

@@ -337,6 +337,15 @@ def cancel_job(
                 [{"field": "status", "message": job.status}],
             )
         cancel_open_steps(session, job_id=job.id, reason="cancelled")
+        external_steps = list(
+            session.scalars(
+                sa.select(JobStep.id).where(
+                    JobStep.job_id == job.id,
+                    JobStep.status == "running",
+                    JobStep.external.is_not(None),
+                )
+            )
+        )
         task_ids = list(
             session.scalars(
                 sa.select(JobStep.celery_task_id).where(
@@ -349,6 +358,8 @@ def cancel_job(
         canvas.revoke([t for t in task_ids if t])
     except Exception:  # revoke is only a shortcut; the cancelled row is what stops work
         log.warning("revoke failed for job %s", job_id, exc_info=True)
+    if external_steps:  # after the commit; the step's own poll cancels too, should this fail
+        canvas.cancel_external(job, external_steps)
     return job
 
 

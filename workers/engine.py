@@ -49,7 +49,7 @@ from orchestration.jobs import resolve_step_model
 from orchestration.model_catalog import ProviderContext
 from orchestration.results import analysis_summary, build_result
 from orchestration.state import append_event, set_phase_status, set_step_status, transition_job
-from workers import ledger, tool_loop
+from workers import external, ledger, tool_loop
 from workers.providers import (
     Attempt,
     CallHooks,
@@ -142,6 +142,8 @@ def run_step(
     try:
         if claimed.step.spec.get("kind") == "score":
             output, result = json.dumps(analysis_summary(claimed.siblings)), None
+        elif external.is_external(claimed.agent):
+            return external.run(sessions, claimed)  # submits, then PollLater (tasks.py)
         else:
             request = _request(claimed)
             calls = StepCalls(sessions, claimed, request)
@@ -153,6 +155,8 @@ def run_step(
                     request, context=claimed.providers, breaker=shared_breaker(), hooks=calls
                 )
             output = result.text
+    except external.PollLater:
+        raise
     except StepStopped:
         return Outcome.STOP
     except BudgetExceeded as exc:

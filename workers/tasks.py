@@ -13,7 +13,7 @@ from baton.settings import get_settings
 from models.db import session_factory
 from orchestration import recovery
 from orchestration.task_names import TaskName
-from workers import engine
+from workers import engine, external
 
 
 def _continue_or_stop(outcome: engine.Outcome) -> str:
@@ -27,14 +27,22 @@ def _continue_or_stop(outcome: engine.Outcome) -> str:
 @app.task(name=TaskName.RUN_STEP, bind=True, acks_late=True)
 def run_step(self: Task, job_id: str, step_id: str) -> str:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return _continue_or_stop(
-        engine.run_step(
-            session_factory(),
-            job_id=uuid.UUID(job_id),
-            step_id=uuid.UUID(step_id),
-            redelivered=redelivered,
-        )
-    )
+    try:
+        if self.request.retries:  # only an external step retries: its next poll
+            outcome = external.poll(
+                session_factory(), job_id=uuid.UUID(job_id), step_id=uuid.UUID(step_id)
+            )
+        else:
+            outcome = engine.run_step(
+                session_factory(),
+                job_id=uuid.UUID(job_id),
+                step_id=uuid.UUID(step_id),
+                redelivered=redelivered,
+            )
+    except external.PollLater as later:
+        # The worker is free until the countdown; the chain waits on this task id.
+        raise self.retry(countdown=later.countdown, max_retries=None) from None
+    return _continue_or_stop(outcome)
 
 
 @app.task(name=TaskName.JOIN_PHASE, acks_late=True, soft_time_limit=60, time_limit=90)
@@ -71,3 +79,8 @@ def fail_job(job_id: str) -> None:
         job_id=uuid.UUID(job_id),
         reason="a worker task crashed; see the worker log",
     )
+
+
+@app.task(name=TaskName.CANCEL_EXTERNAL, acks_late=True, soft_time_limit=60, time_limit=90)
+def cancel_external(job_id: str, step_id: str) -> None:
+    external.cancel(session_factory(), job_id=uuid.UUID(job_id), step_id=uuid.UUID(step_id))

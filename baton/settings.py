@@ -82,7 +82,7 @@ class Settings:
     stream_event_chars: int = 200
     stream_event_seconds: float = 0.25
     worker_heartbeat_seconds: float = 10.0
-    # Issue 13: the tool loop's bounds, external task servers, API performance figures.
+    # Issue 13: the tool loop's bounds and external task servers.
     tool_max_turns: int = 6  # model turns of one step; more is a failed step
     tool_max_calls: int = 12  # tool calls of one step; later calls are refused to the model
     tool_timeout_seconds: float = 10.0  # one tool call
@@ -92,7 +92,6 @@ class Settings:
     external_timeout_seconds: float = 1800.0  # an external task not done by then fails
     external_request_seconds: float = 10.0  # one HTTP request to a task server
     external_hold: Decimal = Decimal("0.01")  # held per external task until its cost is known
-    performance_window_minutes: int = 60
 
     @property
     def is_embedded(self) -> bool:
@@ -240,7 +239,6 @@ def get_settings() -> Settings:
         external_timeout_seconds=float(env.get("BATON_EXTERNAL_TIMEOUT_SECONDS", "1800")),
         external_request_seconds=float(env.get("BATON_EXTERNAL_REQUEST_SECONDS", "10")),
         external_hold=Decimal(env.get("BATON_EXTERNAL_HOLD", "0.01")),
-        performance_window_minutes=int(env.get("BATON_PERFORMANCE_WINDOW_MINUTES", "60")),
     )
 
 

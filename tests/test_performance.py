@@ -66,3 +66,50 @@ def test_endpoint_checks_its_input(client, db, app):
         client.get(f"{url}?minutes=x", headers=headers), 422, "VALIDATION_ERROR", "minutes"
     )
     assert client.get(url).status_code == 401
+
+
+def test_baton_api_processes_share_one_measurement(database_url, app, tmp_path):
+    """`baton api` (gunicorn, two worker processes): whichever process answers, it reports
+    the requests both served, because the aggregates live in Redis."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from models.db import session_factory, transaction
+    from tests.conftest import ROOT
+    from tests.test_cli import _free_port
+
+    with transaction(session_factory(database_url)) as s:
+        org = factories.organization(s)
+        headers = factories.auth_headers(app, factories.user(s, org))
+    port = _free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "baton.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, "BATON_HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health/live").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "baton api did not come up"
+                time.sleep(0.3)
+        before = httpx.get(f"{base}/analytics/performance?minutes=5", headers=headers).json()
+        for _ in range(40):  # a new connection each: both processes take some
+            assert httpx.get(f"{base}/health/live").status_code == 200
+        pids = set()
+        for _ in range(6):
+            body = httpx.get(f"{base}/analytics/performance?minutes=5", headers=headers).json()
+            assert body["requests"] >= before["requests"] + 40
+            pids.add(body["process"]["pid"])
+        assert api.pid not in pids  # answered by gunicorn's workers, not its arbiter
+    finally:
+        api.terminate()
+        api.wait(timeout=30)

@@ -114,3 +114,50 @@ def _with_messages(messages, offered):
     request = ask("sim/echo", tools=offered)
     request.messages = messages
     return request
+
+
+def test_tool_call_bound_refuses_later_calls_to_the_model(database_url, monkeypatch):
+    """The engine in process (no Celery): BATON_TOOL_MAX_CALLS=1, a model that never stops."""
+    import sqlalchemy as sa
+
+    from baton.settings import reset_settings_cache
+    from models import Job, JobEvent, UsageRecord
+    from models.db import session_factory, transaction
+    from workers import engine
+
+    monkeypatch.setenv("BATON_TOOL_MAX_CALLS", "1")
+    monkeypatch.setenv("BATON_TOOL_MAX_TURNS", "3")
+    reset_settings_cache()
+    sessions = session_factory(database_url)
+    try:
+        with transaction(sessions) as s:
+            org = factories.organization(s)
+            agent = factories.agent(
+                s, org, config={"providers": ["sim"], "tools": ["calculator"], "max_retries": 0,
+                                "model_config": {"model": "sim/tool-loop"}},
+            )  # fmt: skip
+            job = factories.job(s, org, status="running", kind="agent_run", agent_id=agent.id,
+                                total_steps=1)  # fmt: skip
+            step = factories.step(
+                s, job, status="pending",
+                spec={"kind": "llm", "task_type": "general", "instruction": "Keep going"},
+            )  # fmt: skip
+        assert engine.run_step(sessions, job_id=job.id, step_id=step.id) is engine.Outcome.STOP
+        with transaction(sessions) as s:
+            results = [
+                e.data for e in s.scalars(
+                    sa.select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.type == "tool.result")
+                    .order_by(JobEvent.seq)
+                )
+            ]  # fmt: skip
+            turns = s.scalar(sa.select(sa.func.count()).where(UsageRecord.job_id == job.id))
+            failed = s.get(Job, job.id)
+        assert [r["ok"] for r in results] == [True, False, False]
+        assert "limit of 1 tool calls" in results[1]["result"]
+        assert "turn limit" in results[2]["result"]
+        assert turns == 3
+        assert failed.status == "failed" and "after 3 turns" in failed.error
+    finally:
+        monkeypatch.delenv("BATON_TOOL_MAX_CALLS")
+        monkeypatch.delenv("BATON_TOOL_MAX_TURNS")
+        reset_settings_cache()

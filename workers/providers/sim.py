@@ -123,7 +123,8 @@ def tool_call_for(
     if text.lower().startswith(SEARCH_PREFIX) and "search" in offered:
         rest = text[len(SEARCH_PREFIX) :].strip()
         return "search", {"query": rest.splitlines()[0] if rest else ""}
-    expression = arithmetic_in(text.split("\n\n")[0])
+    # The instruction, not the job input the engine quotes after it (dates, ids).
+    expression = arithmetic_in(text.split("\n\nJob input:")[0])
     if expression and "calculator" in offered:
         return "calculator", {"expression": expression}
     return None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g
 
 from api.errors import register_error_handlers, request_id
 from api.extensions import BatonApi, jwt, limiter
@@ -88,8 +89,27 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         response.headers["X-Request-ID"] = request_id()
         return response
 
+    _measure_requests(app)
+
     logging.getLogger("baton").setLevel(logging.INFO)
     return app
+
+
+def _measure_requests(app: Flask) -> None:
+    """Every answered request feeds /analytics/performance (issue 13)."""
+    from orchestration import performance
+
+    @app.before_request
+    def _started() -> None:
+        g.baton_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response):  # type: ignore[no-untyped-def]
+        started = g.get("baton_started")
+        if started is not None:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            performance.record_request(response.status_code, elapsed_ms)
+        return response
 
 
 def _register_jwt_callbacks(app: Flask) -> None:

@@ -92,6 +92,16 @@ class Settings:
     # How long a task retries a transaction through a database outage (capped by the
     # step's soft time limit for a step holding a paid answer).
     db_retry_seconds: float = 60.0
+    # Issue 13: the tool loop's bounds and external task servers.
+    tool_max_turns: int = 6  # model turns of one step; more is a failed step
+    tool_max_calls: int = 12  # tool calls of one step; later calls are refused to the model
+    tool_timeout_seconds: float = 10.0  # one tool call
+    tool_result_chars: int = 4000  # what the model is shown of one tool result
+    external_poll_seconds: float = 1.0  # first poll of an external task, then doubling
+    external_poll_max_seconds: float = 30.0
+    external_timeout_seconds: float = 1800.0  # an external task not done by then fails
+    external_request_seconds: float = 10.0  # one HTTP request to a task server
+    external_hold: Decimal = Decimal("0.01")  # held per external task until its cost is known
 
     @property
     def is_embedded(self) -> bool:
@@ -235,6 +245,16 @@ def get_settings() -> Settings:
         reaper_interval_seconds=float(env.get("BATON_REAPER_INTERVAL_SECONDS", "30")),
         step_max_deliveries=max(1, int(env.get("BATON_STEP_MAX_DELIVERIES", "3"))),
         db_retry_seconds=float(env.get("BATON_DB_RETRY_SECONDS", "60")),
+        # Issue 13
+        tool_max_turns=max(1, int(env.get("BATON_TOOL_MAX_TURNS", "6"))),
+        tool_max_calls=max(0, int(env.get("BATON_TOOL_MAX_CALLS", "12"))),
+        tool_timeout_seconds=float(env.get("BATON_TOOL_TIMEOUT_SECONDS", "10")),
+        tool_result_chars=int(env.get("BATON_TOOL_RESULT_CHARS", "4000")),
+        external_poll_seconds=float(env.get("BATON_EXTERNAL_POLL_SECONDS", "1")),
+        external_poll_max_seconds=float(env.get("BATON_EXTERNAL_POLL_MAX_SECONDS", "30")),
+        external_timeout_seconds=float(env.get("BATON_EXTERNAL_TIMEOUT_SECONDS", "1800")),
+        external_request_seconds=float(env.get("BATON_EXTERNAL_REQUEST_SECONDS", "10")),
+        external_hold=Decimal(env.get("BATON_EXTERNAL_HOLD", "0.01")),
     )
 
 

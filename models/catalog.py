@@ -45,6 +45,9 @@ class Agent(IdMixin, TimestampMixin, Base):
     status: Mapped[str] = mapped_column(sa.String(20), default="active")
     # providers, model_preferences, max_retries, timeout_seconds, model_config, system_prompt
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Seed 002: a free-text description and the caller's own metadata.
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
 
 
 class Template(IdMixin, TimestampMixin, Base):

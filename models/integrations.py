@@ -34,3 +34,6 @@ class Integration(IdMixin, TimestampMixin, Base):
     # Fernet token; the plaintext key is never stored, logged or returned.
     encrypted_api_key: Mapped[str | None] = mapped_column(sa.Text)
     enabled: Mapped[bool] = mapped_column(default=True)
+    # "provider" (an OpenAI-compatible server or key) or "task_server" (seed 000's Task
+    # Master: an external executor steps submit to and poll).
+    kind: Mapped[str] = mapped_column(sa.String(20), default="provider")

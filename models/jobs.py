@@ -148,6 +148,10 @@ class JobStep(IdMixin, Base):
     execution_time_ms: Mapped[int | None]
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # Names of the tools the step's model called, in first-use order.
+    tools_used: Mapped[list[Any]] = mapped_column(default=list)
+    # An external task server's side of the step: integration, remote id, polls.
+    external: Mapped[dict[str, Any] | None] = mapped_column()
 
 
 class JobEvent(Base):

@@ -85,6 +85,18 @@ def validate_config(config: dict[str, Any], catalog: model_catalog.Catalog | Non
 # -- helpers (session in, never commit) ---------------------------------------------------
 
 
+def check_executor(session: Session, config: dict[str, Any], organization_id: uuid.UUID) -> None:
+    """``executor: external`` needs ``task_server``: one of the organization's task servers."""
+    name = config.get("task_server")
+    if config.get("executor") == "external" and not name:
+        raise field_error("config.task_server", "required when executor is 'external'")
+    if (
+        name
+        and integrations.task_server(session, organization_id=organization_id, name=name) is None
+    ):
+        raise field_error("config.task_server", f"no task server integration named '{name}'")
+
+
 def owned_agent(session: Session, *, principal: Principal, agent_id: uuid.UUID) -> Agent:
     agent = session.get(Agent, agent_id)
     if agent is None or agent.organization_id != principal.organization_id:
@@ -118,6 +130,7 @@ def create_agent(
         validate_config(
             config, integrations.catalog_for(session, organization_id=principal.organization_id)
         )
+        check_executor(session, config, principal.organization_id)
         if data.get("project_id") is not None:
             owned_project(session, principal=principal, project_id=data["project_id"])
         agent = Agent(
@@ -128,6 +141,8 @@ def create_agent(
             type=data.get("type") or "general",
             status=data.get("status") or "active",
             config=config,
+            description=data.get("description"),
+            meta=data.get("metadata") or {},
         )
         session.add(agent)
         session.flush()
@@ -173,19 +188,28 @@ def update_agent(
     with transaction(sessions) as session:
         agent = owned_agent(session, principal=principal, agent_id=agent_id)
         if "config" in changes:
-            config = {**DEFAULT_CONFIG, **(agent.config or {}), **(changes["config"] or {})}
+            stored, given = agent.config or {}, changes["config"] or {}
+            config = {**DEFAULT_CONFIG, **stored, **given}
+            if "model_config" in given:  # seed 002's PUT {"temperature": ...} keeps the model
+                config["model_config"] = {
+                    **(stored.get("model_config") or {}),
+                    **(given["model_config"] or {}),
+                }
             validate_config(
                 config,
                 integrations.catalog_for(session, organization_id=principal.organization_id),
             )
+            check_executor(session, config, principal.organization_id)
             agent.config = config
         if "project_id" in changes:
             if changes["project_id"] is not None:
                 owned_project(session, principal=principal, project_id=changes["project_id"])
             agent.project_id = changes["project_id"]
-        for name in ("name", "type", "status"):
+        for name in ("name", "type", "status", "description"):
             if name in changes:
                 setattr(agent, name, changes[name])
+        if "metadata" in changes:
+            agent.meta = changes["metadata"] or {}
         agent.updated_at = utcnow()
         session.flush()
         return _views(session, [agent])[0]

@@ -104,3 +104,9 @@ def revoke(task_ids: list[str]) -> None:
     """A shortcut only: the job row's status is what stops work."""
     if task_ids:
         app.control.revoke(task_ids)
+
+
+def cancel_external(job: Job, step_ids: list[uuid.UUID]) -> None:
+    """Ask the workers to tell the task servers of these steps that the job is cancelled."""
+    for step_id in step_ids:
+        _sig(TaskName.CANCEL_EXTERNAL, str(job.id), str(step_id), job=job).apply_async()

@@ -7,6 +7,10 @@ Two kinds, chosen by the name:
 - ``custom``: any other name: the organization's own OpenAI-compatible server (base_url,
   models, optional key, timeout and prices).
 
+A third kind, ``task_server`` (asked for with ``kind``), is an external executor (seed
+000's Task Master): a base URL and an optional key that agents with ``executor:
+external`` submit their steps to (workers/external.py). It is never a model provider.
+
 Keys are encrypted with Fernet before they are stored (refused with a 422 when no
 BATON_ENCRYPTION_KEY is configured), decrypted only by the worker that makes the call,
 and never returned: a response says whether a key is set, nothing more.
@@ -18,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +37,8 @@ from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.model_catalog import Catalog, ProviderContext, ProviderSpec
 from orchestration.principal import Principal
 
-KEY, CUSTOM = "key", "custom"
+KEY, CUSTOM, TASK_SERVER = "key", "custom", "task_server"
+PROVIDER_ROW = "provider"  # Integration.kind of the key and custom kinds
 CUSTOM_ONLY = ("base_url", "models", "prices", "timeout_seconds", "max_tokens_param")
 SORTS = {"name": Integration.name, "created_at": Integration.created_at}
 
@@ -52,7 +58,15 @@ def kind_of(name: str) -> str:
 
 
 def _view(row: Integration) -> IntegrationView:
-    return IntegrationView(row, kind_of(row.name))
+    return IntegrationView(row, TASK_SERVER if row.kind == TASK_SERVER else kind_of(row.name))
+
+
+def validate_base_url(url: str, field_name: str = "base_url") -> None:
+    """The outbound rule every organization-configured URL follows today (the API's
+    schema checks the same): an absolute http(s) URL with a host."""
+    parsed = urlsplit(url or "")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise field_error(field_name, "must be an absolute http or https URL")
 
 
 # -- the catalog an organization sees (session in, never commit) ---------------------------
@@ -62,7 +76,9 @@ def _enabled(session: Session, organization_id: uuid.UUID) -> list[Integration]:
     return list(
         session.scalars(
             sa.select(Integration).where(
-                Integration.organization_id == organization_id, Integration.enabled.is_(True)
+                Integration.organization_id == organization_id,
+                Integration.enabled.is_(True),
+                Integration.kind == PROVIDER_ROW,
             )
         )
     )
@@ -146,6 +162,16 @@ def _validate(data: dict[str, Any], *, creating: bool) -> str:
         raise field_error("name", f"must match {PROVIDER_NAME.pattern}")
     if name == "sim":
         raise field_error("name", "'sim' is the built-in offline provider; it needs no integration")
+    if data.get("kind") == TASK_SERVER:
+        if name in model_catalog.providers():
+            raise field_error("name", f"'{name}' is a provider's name; name the task server")
+        if not data.get("base_url"):
+            raise field_error("base_url", "required for a task server")
+        validate_base_url(data["base_url"])
+        for key in ("models", "prices", "max_tokens_param"):
+            if data.get(key) not in (None, [], {}):
+                raise field_error(key, "a task server has no models")
+        return TASK_SERVER
     kind = kind_of(name)
     if kind == KEY:
         for key in CUSTOM_ONLY:
@@ -196,6 +222,7 @@ def create_integration(
         models=[],
         prices={},
         enabled=True,
+        kind=TASK_SERVER if kind == TASK_SERVER else PROVIDER_ROW,
     )
     _apply(row, data)
     try:
@@ -228,6 +255,7 @@ def update_integration(
     with transaction(sessions) as session:
         row = _owned(session, principal, integration_id)
         merged = {
+            "kind": row.kind,
             "name": row.name,
             "base_url": row.base_url,
             "models": list(row.models or []),
@@ -267,3 +295,15 @@ def delete_integration(
     """Agents naming the provider are refused at their next submission (422)."""
     with transaction(sessions) as session:
         session.delete(_owned(session, principal, integration_id))
+
+
+def task_server(session: Session, *, organization_id: uuid.UUID, name: str) -> Integration | None:
+    """The organization's enabled task server called ``name`` (session in, never commit)."""
+    return session.scalar(
+        sa.select(Integration).where(
+            Integration.organization_id == organization_id,
+            Integration.name == name,
+            Integration.kind == TASK_SERVER,
+            Integration.enabled.is_(True),
+        )
+    )

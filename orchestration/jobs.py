@@ -339,6 +339,16 @@ def cancel_job(
                 f"The job is {job.status} and cannot be cancelled",
                 [{"field": "status", "message": job.status}],
             )
+        # Read before the open steps become ``cancelled``: their task servers are told.
+        external_steps = list(
+            session.scalars(
+                sa.select(JobStep.id).where(
+                    JobStep.job_id == job.id,
+                    JobStep.status == "running",
+                    JobStep.external.is_not(None),
+                )
+            )
+        )
         cancel_open_steps(session, job_id=job.id, reason="cancelled")
         task_ids = list(
             session.scalars(
@@ -352,6 +362,8 @@ def cancel_job(
         canvas.revoke([t for t in task_ids if t])
     except Exception:  # revoke is only a shortcut; the cancelled row is what stops work
         log.warning("revoke failed for job %s", job_id, exc_info=True)
+    if external_steps:  # after the commit; the step's own poll cancels too, should this fail
+        canvas.cancel_external(job, external_steps)
     return job
 
 

@@ -23,6 +23,7 @@ from orchestration.errors import field_error
 
 SIM_MODELS = (
     "echo", "slow", "flaky", "error", "timeout", "malformed", "slow-stream", "cut-stream",
+    "tool-loop",  # offered tools, calls one on every turn: a model that never stops
 )  # fmt: skip
 
 

@@ -94,5 +94,6 @@ def build_result(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> dict
         "output": last_llm.output if last_llm else None,
         "provider_used": last_llm.provider if last_llm else None,
         "model": last_llm.model if last_llm else None,
+        "tools_used": list(last_llm.tools_used or []) if last_llm else [],
         **common,
     }

@@ -10,3 +10,4 @@ class TaskName(StrEnum):
     FAIL_JOB = "baton.job.fail"
     REAP_STALE_JOBS = "baton.maintenance.reap_stale_jobs"
     SWEEP_RESERVATIONS = "baton.budget.sweep_reservations"
+    CANCEL_EXTERNAL = "baton.external.cancel"  # tell a task server a step was cancelled

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -52,7 +52,7 @@ from orchestration.jobs import resolve_step_model
 from orchestration.model_catalog import ProviderContext
 from orchestration.results import analysis_summary, build_result
 from orchestration.state import append_event, set_phase_status, set_step_status, transition_job
-from workers import ledger
+from workers import external, ledger, tool_loop
 from workers.providers import (
     Attempt,
     CallHooks,
@@ -143,10 +143,13 @@ class StepContext:
     providers: ProviderContext | None = None
     # time.monotonic() by which the step's writes must be done (before its soft limit)
     deadline: float = 0.0
+    turn: int = 0  # the model turn of a tool loop (workers/tool_loop.py); 0 without tools
 
     def call_key(self, number: int) -> str:
         """The ledger's and the reservation's key of the ``number``-th provider call of
         this delivery of the step: a redelivered step cannot write the same charge twice."""
+        if self.turn:
+            return f"{self.step.id}:{self.attempt}:t{self.turn}:{number}"
         return f"{self.step.id}:{self.attempt}:{number}"
 
 
@@ -175,16 +178,25 @@ def run_step(
         return claimed
     claimed.deadline = deadline
     calls: StepCalls | None = None
+    tools_used: list[str] | None = None
     try:
         if claimed.step.spec.get("kind") == "score":
             output, result = json.dumps(analysis_summary(claimed.siblings)), None
+        elif external.is_external(claimed.agent):
+            return external.run(sessions, claimed)  # submits, then PollLater (tasks.py)
         else:
             request = _request(claimed)
             calls = StepCalls(sessions, claimed, request)
-            result = complete(
-                request, context=claimed.providers, breaker=shared_breaker(), hooks=calls
-            )
+            if tools := tool_loop.agent_tools(claimed.agent):
+                looped = tool_loop.run_tool_loop(calls, request, tools)
+                result, tools_used = looped.result, looped.tools_used
+            else:
+                result = complete(
+                    request, context=claimed.providers, breaker=shared_breaker(), hooks=calls
+                )
             output = result.text
+    except external.PollLater:
+        raise
     except StepStopped:
         return Outcome.STOP
     except BudgetExceeded as exc:
@@ -214,12 +226,13 @@ def run_step(
         "writing a step's answer",
         lambda again: _complete(
             sessions,
-            claimed,
+            calls.ctx if calls else claimed,
             output=output,
             result=result,
             elapsed_ms=elapsed_ms,
             calls=calls,
             again=again,
+            tools_used=tools_used,
         ),  # fmt: skip
         deadline=deadline,
     )
@@ -256,6 +269,22 @@ class StepCalls(CallHooks):
 
     def _where(self) -> dict[str, Any]:
         return {"phase": self.ctx.phase.name, "step": self.ctx.step.name}
+
+    # -- the tool loop's turns (workers/tool_loop.py) ------------------------------------
+
+    def begin_turn(self, turn: int, request: CompletionRequest) -> None:
+        """The next model turn: its own call keys (holds, ledger rows) and prompt."""
+        self.ctx = replace(self.ctx, turn=turn)
+        self.request = request
+        self.answered = None
+
+    def settle(self, session: Session, call_key: str, cost: Decimal) -> None:
+        _settle(session, self.ctx, call_key, cost)
+
+    def turn_settled(self, charge: Charge) -> None:
+        """A finished turn's cost counts in the step's totals, like a cut stream's."""
+        self.held = None
+        self.charged.append(charge)
 
     # -- budget: one reservation per attempt, at that attempt's model's price ------------
 
@@ -658,6 +687,7 @@ def _complete(
     elapsed_ms: int,
     calls: StepCalls | None = None,
     again: bool = False,
+    tools_used: list[str] | None = None,
 ) -> Outcome:
     step, job = ctx.step, ctx.job
     now = utcnow()
@@ -692,6 +722,8 @@ def _complete(
             "completion_tokens": (result.completion_tokens if result else 0) + earlier_completion,
             "cost": (result.cost if result else Decimal(0)) + earlier_cost,
         }
+        if tools_used is not None:
+            usage["tools_used"] = tools_used
         # A job paused meanwhile keeps the finished (and paid-for) step; a cancelled or
         # failed one does not.
         job_running = (
@@ -785,6 +817,8 @@ def _complete(
                 event["usage_estimated"] = True
             if earlier_cost:
                 event["step_cost"] = str(usage["cost"])
+            if tools_used is not None:
+                event["tools_used"] = tools_used
         append_event(session, job_id=job.id, type="step.completed", data=event)
         siblings = session.scalar(
             sa.select(sa.func.count()).where(JobStep.phase_id == step.phase_id)

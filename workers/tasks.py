@@ -19,7 +19,7 @@ from baton.settings import get_settings
 from models.db import session_factory
 from orchestration import recovery
 from orchestration.task_names import TaskName
-from workers import engine
+from workers import engine, external
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,34 @@ def _end(task: Task, outcome: engine.Outcome, what: str) -> str:
 
 # Step time limits are celeryconfig's task_time_limit/task_soft_time_limit (from settings).
 @app.task(name=TaskName.RUN_STEP, bind=True, acks_late=True)
-def run_step(self: Task, job_id: str, step_id: str, take_over_from: str | None = None) -> str:
+def run_step(
+    self: Task,
+    job_id: str,
+    step_id: str,
+    take_over_from: str | None = None,
+    polling: bool = False,
+) -> str:
+    """``polling``: the step was submitted to an external task server and this delivery
+    is its next poll (a retry with a countdown: no worker sleeps)."""
     try:
-        outcome = engine.run_step(
-            session_factory(),
-            job_id=uuid.UUID(job_id),
-            step_id=uuid.UUID(step_id),
-            take_over_from=take_over_from,
-        )
+        if polling:
+            outcome = external.poll(
+                session_factory(), job_id=uuid.UUID(job_id), step_id=uuid.UUID(step_id)
+            )
+        else:
+            outcome = engine.run_step(
+                session_factory(),
+                job_id=uuid.UUID(job_id),
+                step_id=uuid.UUID(step_id),
+                take_over_from=take_over_from,
+            )
+    except external.PollLater as later:
+        # The worker is free until the countdown; the chain waits on this task id.
+        raise self.retry(
+            countdown=later.countdown,
+            max_retries=None,
+            kwargs={**self.request.kwargs, "polling": True},
+        ) from None
     except engine.DB_UNAVAILABLE as exc:
         # Not dropped: sent again, and it may take over the claim this delivery made.
         raise _retry_after_outage(self, exc, take_over_from=engine.worker_id()) from exc
@@ -111,3 +131,8 @@ def fail_job(job_id: str) -> None:
         job_id=uuid.UUID(job_id),
         reason="a worker task crashed; see the worker log",
     )
+
+
+@app.task(name=TaskName.CANCEL_EXTERNAL, acks_late=True, soft_time_limit=60, time_limit=90)
+def cancel_external(job_id: str, step_id: str) -> None:
+    external.cancel(session_factory(), job_id=uuid.UUID(job_id), step_id=uuid.UUID(step_id))

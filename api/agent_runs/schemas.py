@@ -99,8 +99,7 @@ def present_run(detail: JobDetail, location: str) -> dict[str, Any]:
         "provider_used": step.provider if step else None,
         "model": step.model if step else None,
         "providers_tried": _providers_tried(detail),
-        # Baton's agents call models; tool execution is not part of an agent run yet.
-        "tools_used": [],
+        "tools_used": list(step.tools_used or []) if step else [],
         "location": location,
         "created_at": job.created_at,
         "completed_at": job.finished_at,

@@ -10,11 +10,13 @@ from flask_smorest import Blueprint
 from api.analytics.schemas import (
     AgentAnalyticsArgsSchema,
     AgentAnalyticsSchema,
+    PerformanceArgsSchema,
+    PerformanceSchema,
     UsageAnalyticsArgsSchema,
     UsageAnalyticsSchema,
 )
 from api.security import current_principal, requires, sessions
-from orchestration import reports
+from orchestration import performance, reports
 
 blp = Blueprint("analytics", __name__, url_prefix="/api/v1/analytics", description="Analytics")
 
@@ -49,3 +51,15 @@ class UsageAnalytics(MethodView):
             days=args["days"],
             granularity=args["granularity"],
         )
+
+
+@blp.route("/performance")
+class PerformanceAnalytics(MethodView):
+    @requires()
+    @blp.arguments(PerformanceArgsSchema, location="query")
+    @blp.response(200, PerformanceSchema)
+    def get(self, args: dict[str, Any]):
+        """Seed 003: the API's response-time percentiles, error rates, throughput and peak
+        over the last ``minutes`` (measured on every request, deployment-wide), and the
+        host's and answering process's resource usage."""
+        return performance.performance_report(args["minutes"])

@@ -137,3 +137,19 @@ class UsageAnalyticsSchema(Schema):
             # Baton runs no file-system, git or deployment integrations (docs/decisions.md).
             "integration_usage": {},
         }
+
+
+class PerformanceArgsSchema(Schema):
+    minutes = fields.Integer(load_default=60, validate=validate.Range(min=1, max=120))
+
+
+class PerformanceSchema(Schema):
+    """Seed 003's ``/analytics/performance``: milliseconds, percentages, requests/s."""
+
+    window_minutes = fields.Integer()
+    requests = fields.Integer()
+    response_times = fields.Dict(keys=fields.String(), values=fields.Float(allow_none=True))
+    error_rates = fields.Dict(keys=fields.String(), values=fields.Float())
+    throughput = fields.Dict(keys=fields.String(), values=fields.Float())
+    resource_usage = fields.Dict(keys=fields.String(), values=fields.Float(allow_none=True))
+    process = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True))

@@ -50,12 +50,15 @@ class IntegrationUpdateSchema(Schema):
 
 class IntegrationCreateSchema(IntegrationUpdateSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=60))
+    # "task_server": an external executor (seed 000's Task Master), not a model provider.
+    kind = fields.String(validate=validate.OneOf(["provider", "task_server"]))
 
 
 class IntegrationSchema(Schema):
     id = fields.UUID()
     name = fields.String()
-    kind = fields.String()  # "key" (own key for an operator provider) | "custom" (own server)
+    # "key" (own key for an operator provider) | "custom" (own server) | "task_server"
+    kind = fields.String()
     base_url = fields.String(allow_none=True)
     models = fields.List(fields.String())
     timeout_seconds = fields.Float(allow_none=True)

@@ -69,6 +69,7 @@ class StepSchema(Schema):
     token_usage = fields.Nested(TokenUsageSchema)
     cost = fields.Decimal(as_string=True)
     execution_time_ms = fields.Integer(allow_none=True)
+    tools_used = fields.List(fields.String())
     started_at = fields.DateTime(allow_none=True)
     completed_at = fields.DateTime(allow_none=True)
 
@@ -229,6 +230,7 @@ def present_phases(detail: JobDetail) -> list[dict[str, Any]]:
                         "token_usage": usage(s),
                         "cost": s.cost,
                         "execution_time_ms": s.execution_time_ms,
+                        "tools_used": list(s.tools_used or []),
                         "started_at": s.started_at,
                         "completed_at": s.completed_at,
                     }

@@ -80,6 +80,7 @@ class CompletionRequest:
     stream: bool = False
     sim_fault: str | None = None  # a sim behaviour forced on every sim model
     total_timeout_seconds: float | None = None  # the whole call, every provider included
+    tools: list[dict[str, Any]] = field(default_factory=list)  # OpenAI ``tools`` offered
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ class CompletionResult:
     usage_estimated: bool = False  # a stream that never reported usage: Baton counted
     skipped: list[dict[str, Any]] = field(default_factory=list)  # providers passed over
     providers_tried: list[str] = field(default_factory=list)
+    # The model's tool calls ({"id", "name", "arguments"}: arguments as the JSON text sent).
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
 
 
 _registry: dict[str, ProviderSpec] = {}
@@ -396,6 +399,7 @@ def _call_provider(call: _Call, resolved: ResolvedModel) -> CompletionResult:
         usage_estimated=answer.estimated,
         skipped=call.skipped,
         providers_tried=list(call.tried),
+        tool_calls=answer.tool_calls,
     )
 
 
@@ -406,6 +410,7 @@ class _Answer:
     completion_tokens: int
     finish_reason: str | None
     estimated: bool = False
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -425,6 +430,8 @@ def _params(request: CompletionRequest, resolved: ResolvedModel, spec: ProviderS
     }
     if request.temperature is not None:
         params["temperature"] = request.temperature
+    if request.tools:
+        params["tools"] = request.tools
     if spec.name == "sim" and request.sim_fault:
         params["extra_headers"] = {sim.FAULT_HEADER: request.sim_fault}
     return params
@@ -510,7 +517,17 @@ def _parse(response: Any, where: dict[str, str]) -> _Answer:
     choice = choices[0]
     message = getattr(choice, "message", None)
     text = getattr(message, "content", None) or ""
-    return _Answer(text, prompt, completion, getattr(choice, "finish_reason", None))
+    tool_calls = [
+        {
+            "id": str(getattr(c, "id", "") or ""),
+            "name": str(getattr(getattr(c, "function", None), "name", "") or ""),
+            "arguments": str(getattr(getattr(c, "function", None), "arguments", "") or ""),
+        }
+        for c in (getattr(message, "tool_calls", None) or [])
+    ]
+    return _Answer(
+        text, prompt, completion, getattr(choice, "finish_reason", None), False, tool_calls
+    )
 
 
 def _wait(deadline: float) -> Callable[[RetryCallState], float]:

@@ -10,6 +10,11 @@ with ``Retry-After: 0`` twice per prompt, then success), ``error`` (500), ``time
 body). The ``X-Baton-Sim-Fault`` request header, set from a job's ``sim_fault`` setting,
 picks the behaviour for any sim model. Answers quote the prompt, end with a
 ``Score: X.Y/10`` line and carry token usage like a real server.
+
+Offered ``tools``, every sim model emulates a tool-using model (in OpenAI's
+``tool_calls`` shape): when the latest message is the user's, it calls ``search`` if the
+text starts with ``search:`` and ``calculator`` if it holds an arithmetic expression;
+after tool results it answers from them. ``tool-loop`` calls a tool on every turn.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +40,12 @@ CREATED = 1_700_000_000  # a fixed timestamp keeps the whole body deterministic
 STREAM_CHUNK_CHARS = 32
 SLOW_STREAM_CHUNK_SECONDS = 0.1
 FAULT_HEADER = "X-Baton-Sim-Fault"
+# A number, then one or more (operator, number) pairs; parentheses allowed around them.
+ARITHMETIC = re.compile(
+    r"[-(]*\d+(?:\.\d+)?\)*(?:\s*(?:\*\*|//|[-+*/%^])\s*[-(]*\d+(?:\.\d+)?\)*)+"
+)
+SEARCH_PREFIX = "search:"
+TOOL_RESULT_CHARS = 300
 
 
 def count_tokens(text: str) -> int:
@@ -62,12 +74,75 @@ def reply_text(messages: list[dict[str, Any]], model: str) -> str:
     quoted = " ".join(message_text(last_user.get("content")).split())[:QUOTE_CHARS]
     digest = prompt_digest(messages)
     score = (10 + int(digest[:8], 16) % 90) / 10  # 1.0 .. 9.9, stable per prompt
+    if tool_results := _tool_results(messages):
+        used = "; ".join(
+            f"{name} returned {' '.join(result.split())[:TOOL_RESULT_CHARS]}"
+            for name, result in tool_results
+        )
+        return (
+            f'Simulated answer from sim/{model}, from its tools. You asked: "{quoted}". '
+            f"{used}.\nScore: {score:.1f}/10"
+        )
     return (
         f'Simulated answer from sim/{model}. You asked: "{quoted}". '
         f"Reference {digest[:8]}: the request was read in full and answered point by point; "
         f"keep the work small, tested and reviewed.\n"
         f"Score: {score:.1f}/10"
     )
+
+
+def _offered(tools: Any) -> set[str]:
+    names = set()
+    for tool in tools if isinstance(tools, list) else []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.add(function["name"])
+    return names
+
+
+def arithmetic_in(text: str) -> str | None:
+    """The first arithmetic expression in ``text`` (``2500000 * 1.18``), if any."""
+    match = ARITHMETIC.search(text)
+    return match.group(0).strip() if match else None
+
+
+def tool_call_for(
+    messages: list[dict[str, Any]], tools: Any, model: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The tool a tool-using model would call now, with its arguments; None: answer."""
+    offered = _offered(tools)
+    if not offered:
+        return None
+    if model == "tool-loop":
+        if "calculator" in offered:
+            return "calculator", {"expression": f"{len(messages)} * 2"}
+        return sorted(offered)[0], {"query": "again"}
+    if messages[-1].get("role") != "user":
+        return None  # tool results are in: answer from them
+    text = message_text(messages[-1].get("content")).strip()
+    if text.lower().startswith(SEARCH_PREFIX) and "search" in offered:
+        rest = text[len(SEARCH_PREFIX) :].strip()
+        return "search", {"query": rest.splitlines()[0] if rest else ""}
+    # The instruction, not the job input the engine quotes after it (dates, ids).
+    expression = arithmetic_in(text.split("\n\nJob input:")[0])
+    if expression and "calculator" in offered:
+        return "calculator", {"expression": expression}
+    return None
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(tool name, result) of the tool messages after the last user message."""
+    names: dict[str, str] = {}
+    results: list[tuple[str, str]] = []
+    for message in messages:
+        if message.get("role") == "user":
+            results = []
+        for call in message.get("tool_calls") or []:
+            names[str(call.get("id"))] = str((call.get("function") or {}).get("name"))
+        if message.get("role") == "tool":
+            name = names.get(str(message.get("tool_call_id")), "tool")
+            results.append((name, message_text(message.get("content"))))
+    return results
 
 
 def _error(status: int, message: str, kind: str, **headers: str) -> httpx.Response:
@@ -112,7 +187,7 @@ class SimTransport(httpx.BaseTransport):
 
         if fault := self._fault(behaviour, messages, request):
             return fault
-        completion = _completion(model, messages, limit)
+        completion = _completion(model, messages, limit, body.get("tools"))
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return _stream(completion, include_usage, behaviour, request)
@@ -156,13 +231,40 @@ class SimTransport(httpx.BaseTransport):
         return None
 
 
-def _completion(model: str, messages: list[dict[str, Any]], limit: int | None) -> dict[str, Any]:
+def _completion(
+    model: str, messages: list[dict[str, Any]], limit: int | None, tools: Any = None
+) -> dict[str, Any]:
+    prompt_tokens = max(1, count_tokens("".join(message_text(m.get("content")) for m in messages)))
+    if call := tool_call_for(messages, tools, model):
+        name, arguments = call
+        call_id = f"call_{prompt_digest(messages)[:20]}"
+        function = {"name": name, "arguments": json.dumps(arguments)}
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+        }
+        completion_tokens = count_tokens(json.dumps(message["tool_calls"]))
+        return _chat_completion(
+            model, messages, message, "tool_calls", prompt_tokens, completion_tokens
+        )
     text = reply_text(messages, model)
     finish = "stop"
     if limit is not None and count_tokens(text) > limit:
         text, finish = text[: limit * 4], "length"
-    prompt_tokens = max(1, count_tokens("".join(message_text(m.get("content")) for m in messages)))
     completion_tokens = count_tokens(text)
+    message = {"role": "assistant", "content": text}
+    return _chat_completion(model, messages, message, finish, prompt_tokens, completion_tokens)
+
+
+def _chat_completion(
+    model: str,
+    messages: list[dict[str, Any]],
+    message: dict[str, Any],
+    finish: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-sim-{prompt_digest(messages)[:24]}",
         "object": "chat.completion",
@@ -171,7 +273,7 @@ def _completion(model: str, messages: list[dict[str, Any]], limit: int | None) -
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": finish,
                 "logprobs": None,
             }
@@ -216,7 +318,7 @@ def _stream(
 ) -> httpx.Response:
     """The same answer as server-sent ``chat.completion.chunk`` events."""
     choice = completion["choices"][0]
-    text = choice["message"]["content"]
+    text = choice["message"].get("content") or ""
     base = {k: completion[k] for k in ("id", "created", "model")} | {
         "object": "chat.completion.chunk"
     }

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import uuid
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g
 
 from api.errors import register_error_handlers, request_id
 from api.extensions import BatonApi, jwt, limiter
@@ -98,6 +99,18 @@ def _register_jwt_callbacks(app: Flask) -> None:
 
     @jwt.token_in_blocklist_loader
     def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        """Every bearer request: is the user still active and the login still alive?"""
         if payload.get("type") != "access":
             return False
-        return accounts.is_access_token_revoked(sessions(), jti=payload["jti"])
+        try:
+            user_id = uuid.UUID(payload["sub"])
+            family_id = uuid.UUID(payload["fam"])
+        except (KeyError, TypeError, ValueError):
+            return True  # not a token Baton issued for a login
+        live = accounts.live_session(
+            sessions(), user_id=user_id, jti=payload["jti"], family_id=family_id
+        )
+        if live is None or str(live.organization_id) != payload.get("org"):
+            return True
+        g.live_session = live
+        return False

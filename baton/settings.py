@@ -192,7 +192,7 @@ def get_settings() -> Settings:
         default_provider=env.get("BATON_DEFAULT_PROVIDER", ""),
         default_model=env.get("BATON_DEFAULT_MODEL", ""),
         default_max_tokens=int(env.get("BATON_DEFAULT_MAX_TOKENS", "1024")),
-        access_token_minutes=int(env.get("BATON_ACCESS_TOKEN_MINUTES", "1440")),
+        access_token_minutes=int(env.get("BATON_ACCESS_TOKEN_MINUTES", "15")),
         refresh_token_days=int(env.get("BATON_REFRESH_TOKEN_DAYS", "30")),
         login_rate_limit=env.get("BATON_LOGIN_RATE_LIMIT", "5 per minute"),
         api_rate_limit=env.get("BATON_API_RATE_LIMIT", "600 per minute"),

@@ -280,10 +280,35 @@ def logout(
                 _revoke_family(session, row.family_id)
 
 
-def is_access_token_revoked(sessions: sessionmaker[Session], *, jti: str) -> bool:
+@dataclass(frozen=True)
+class LiveSession:
+    """What one query says about an access token's user and login, right now."""
+
+    organization_id: uuid.UUID
+    role: str
+
+
+def live_session(
+    sessions: sessionmaker[Session], *, user_id: uuid.UUID, jti: str, family_id: uuid.UUID
+) -> LiveSession | None:
+    """The caller's organization and current role, or None when the token must be refused:
+    the user is gone or deactivated, the token was logged out, or its login (refresh
+    family) was revoked by logout, refresh-token reuse or a password change.
+
+    One round trip per request: the user row and both revocation checks in one SELECT.
+    """
+    token_revoked = sa.select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti)
+    family_revoked = sa.select(RefreshToken.jti).where(
+        RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
+    )
+    stmt = sa.select(
+        User.organization_id, User.role, token_revoked.exists(), family_revoked.exists()
+    ).where(User.id == user_id, User.is_active.is_(True))
     with sessions() as session:
-        stmt = sa.select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti)
-        return session.scalar(stmt) is not None
+        row = session.execute(stmt).one_or_none()
+    if row is None or row[2] or row[3]:
+        return None
+    return LiveSession(organization_id=row[0], role=row[1])
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -313,7 +338,8 @@ def update_current_user(
             user.full_name = changes["full_name"]
         if changes.get("password"):
             user.password_hash = hash_password(changes["password"])
-            # A new password ends every other login; access tokens still run to expiry.
+            # A new password ends every login, this one included: their refresh and access
+            # tokens are refused from the next request (the caller signs in again).
             session.execute(
                 sa.update(RefreshToken)
                 .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))

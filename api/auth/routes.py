@@ -43,7 +43,7 @@ def _issue(user: User, family_id: uuid.UUID) -> accounts.TokenPair:
         "organization_id": str(user.organization_id),
         "role": user.role,
     }
-    access = access_token_for(**claims)
+    access = access_token_for(**claims, family=str(family_id))
     refresh = refresh_token_for(**claims, family=str(family_id))
     decoded = decode_token(refresh)
     return accounts.TokenPair(

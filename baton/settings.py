@@ -82,6 +82,15 @@ class Settings:
     stream_event_chars: int = 200
     stream_event_seconds: float = 0.25
     worker_heartbeat_seconds: float = 10.0
+    # Issue 9: limits per organization and per endpoint (seeds 002, 004), 2FA attempts,
+    # Idempotency-Key lifetime, monthly API quota of a new organization (None: unlimited).
+    org_rate_limit: str = "3000 per minute"
+    build_rate_limit: str = "10 per minute"
+    analysis_rate_limit: str = "5 per minute"
+    two_factor_rate_limit: str = "5 per minute"
+    idempotency_ttl_seconds: int = 86400
+    idempotency_lock_seconds: int = 300
+    default_api_quota: int | None = None
 
     @property
     def is_embedded(self) -> bool:
@@ -219,6 +228,16 @@ def get_settings() -> Settings:
         stream_event_chars=int(env.get("BATON_STREAM_EVENT_CHARS", "200")),
         stream_event_seconds=float(env.get("BATON_STREAM_EVENT_SECONDS", "0.25")),
         worker_heartbeat_seconds=float(env.get("BATON_WORKER_HEARTBEAT_SECONDS", "10")),
+        # Issue 9
+        org_rate_limit=env.get("BATON_ORG_RATE_LIMIT") or "3000 per minute",
+        build_rate_limit=env.get("BATON_BUILD_RATE_LIMIT") or "10 per minute",
+        analysis_rate_limit=env.get("BATON_ANALYSIS_RATE_LIMIT") or "5 per minute",
+        two_factor_rate_limit=env.get("BATON_2FA_RATE_LIMIT") or "5 per minute",
+        idempotency_ttl_seconds=int(env.get("BATON_IDEMPOTENCY_TTL_SECONDS") or "86400"),
+        idempotency_lock_seconds=int(env.get("BATON_IDEMPOTENCY_LOCK_SECONDS") or "300"),
+        default_api_quota=(
+            int(env["BATON_DEFAULT_API_QUOTA"]) if env.get("BATON_DEFAULT_API_QUOTA") else None
+        ),
     )
 
 

@@ -22,18 +22,14 @@ from api.auth.schemas import (
     TokenSchema,
 )
 from api.auth.tokens import access_token_for, refresh_token_for
-from api.extensions import ip_key, limiter
+from api.extensions import limiter
+from api.ratelimits import ip_key, login_limit
 from api.security import current_principal, requires, sessions
-from baton.settings import get_settings
 from models import User
 from orchestration import accounts
 from orchestration.errors import AuthenticationRequired, field_error
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Sign-in and tokens")
-
-
-def _login_limit() -> str:
-    return get_settings().login_rate_limit
 
 
 def _issue(user: User, family_id: uuid.UUID) -> accounts.TokenPair:
@@ -79,7 +75,7 @@ def _present(signin: accounts.SignIn) -> dict[str, Any]:
 @blp.route("/register")
 class Register(MethodView):
     # Same per-IP budget as login: sign-up is as abusable as sign-in.
-    @limiter.limit(_login_limit, key_func=ip_key)
+    @limiter.limit(login_limit, key_func=ip_key)
     @blp.arguments(RegisterSchema)
     @blp.response(201, TokenSchema)
     def post(self, data: dict[str, Any]):
@@ -90,7 +86,7 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    @limiter.limit(_login_limit, key_func=ip_key)
+    @limiter.limit(login_limit, key_func=ip_key)
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
     def post(self, data: dict[str, Any]):

@@ -21,7 +21,7 @@ from api.errors import error_response
 from orchestration.errors import DomainError
 
 
-def _authenticated_principal():  # type: ignore[no-untyped-def]
+def authenticated_principal():  # type: ignore[no-untyped-def]
     """The request's principal when it carries a valid token, else None (answered by the view).
 
     Uses the same cached principal as the view, so a token is verified once per request.
@@ -38,19 +38,19 @@ def _authenticated_principal():  # type: ignore[no-untyped-def]
 
 def rate_limit_key() -> str:
     """Per organization+user when authenticated, else per client IP."""
-    principal = _authenticated_principal()
+    principal = authenticated_principal()
     if principal is not None:
         return f"user:{principal.organization_id}:{principal.user_id}"
     return f"ip:{get_remote_address()}"
 
 
 def organization_key() -> str:
-    principal = _authenticated_principal()
+    principal = authenticated_principal()
     return f"org:{principal.organization_id}" if principal is not None else ""
 
 
 def _anonymous() -> bool:
-    return _authenticated_principal() is None
+    return authenticated_principal() is None
 
 
 def ip_key() -> str:

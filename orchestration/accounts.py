@@ -20,9 +20,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from baton.settings import get_settings
 from models import Organization, RefreshToken, RevokedAccessToken, Role, User, utcnow
 from models.db import transaction
-from orchestration import integrations
+from orchestration import integrations, quotas
 from orchestration.errors import (
     AuthenticationRequired,
     Conflict,
@@ -187,6 +188,7 @@ def register(
             name=registration.organization_name,
             slug=_unique_slug(session, registration.organization_name),
             settings={},
+            api_quota_limit=get_settings().default_api_quota,
         )
         session.add(org)
         session.flush()
@@ -286,6 +288,7 @@ class LiveSession:
 
     organization_id: uuid.UUID
     role: str
+    api_quota_limit: int | None
 
 
 def live_session(
@@ -301,14 +304,22 @@ def live_session(
     family_revoked = sa.select(RefreshToken.jti).where(
         RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
     )
-    stmt = sa.select(
-        User.organization_id, User.role, token_revoked.exists(), family_revoked.exists()
-    ).where(User.id == user_id, User.is_active.is_(True))
+    stmt = (
+        sa.select(
+            User.organization_id,
+            User.role,
+            token_revoked.exists(),
+            family_revoked.exists(),
+            Organization.api_quota_limit,
+        )
+        .join(Organization, Organization.id == User.organization_id)
+        .where(User.id == user_id, User.is_active.is_(True))
+    )
     with sessions() as session:
         row = session.execute(stmt).one_or_none()
     if row is None or row[2] or row[3]:
         return None
-    return LiveSession(organization_id=row[0], role=row[1])
+    return LiveSession(organization_id=row[0], role=row[1], api_quota_limit=row[4])
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -396,12 +407,20 @@ def list_users(
 # -- organizations -------------------------------------------------------------------------
 
 
-def get_organization(sessions: sessionmaker[Session], *, principal: Principal) -> Organization:
+@dataclass(frozen=True)
+class OrganizationState:
+    """The organization row and this month's API calls (seed 003 ``api_quota_used``)."""
+
+    organization: Organization
+    api_quota_used: int
+
+
+def get_organization(sessions: sessionmaker[Session], *, principal: Principal) -> OrganizationState:
     with sessions() as session:
         org = session.get(Organization, principal.organization_id)
         if org is None:
             raise AuthenticationRequired("The organization behind this token no longer exists")
-        return org
+    return OrganizationState(org, quotas.used(org.id))
 
 
 def _validate_org_settings(session: Session, org_id: uuid.UUID, settings: dict[str, Any]) -> None:
@@ -424,7 +443,8 @@ def update_organization(
     principal: Principal,
     name: str | None = None,
     settings: dict[str, Any] | None = None,
-) -> Organization:
+    require_2fa: bool | None = None,
+) -> OrganizationState:
     """``settings`` is merged key by key; a key set to null is removed."""
     with transaction(sessions) as session:
         if settings:
@@ -437,5 +457,7 @@ def update_organization(
         if settings is not None:
             merged = {**(org.settings or {}), **settings}
             org.settings = {k: v for k, v in merged.items() if v is not None}
+        if require_2fa is not None:
+            org.require_2fa = require_2fa
         org.updated_at = utcnow()
-        return org
+    return OrganizationState(org, quotas.used(org.id))

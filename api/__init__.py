@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from api import quotas, ratelimits
+from api import idempotency, quotas, ratelimits
 from api.errors import register_error_handlers, request_id
 from api.extensions import BatonApi, jwt, limiter
 from baton.settings import get_settings
@@ -89,6 +89,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     ratelimits.install(app, limiter)
     quotas.install(app)
+    idempotency.install(app)
     _register_jwt_callbacks(app)
 
     for module_name in BLUEPRINT_MODULES:

@@ -11,7 +11,7 @@ from celery.exceptions import Ignore
 from baton.celery_app import app
 from baton.settings import get_settings
 from models.db import session_factory
-from orchestration import recovery
+from orchestration import idempotency, recovery
 from orchestration.task_names import TaskName
 from workers import engine
 
@@ -62,6 +62,11 @@ def reap_stale_jobs() -> int:
 @app.task(name=TaskName.SWEEP_RESERVATIONS, soft_time_limit=120, time_limit=180)
 def sweep_reservations() -> int:
     return recovery.release_expired_reservations(session_factory())
+
+
+@app.task(name=TaskName.PURGE_IDEMPOTENCY_KEYS, soft_time_limit=120, time_limit=180)
+def purge_idempotency_keys() -> int:
+    return idempotency.purge_expired(session_factory())
 
 
 @app.task(name=TaskName.FAIL_JOB, acks_late=True, soft_time_limit=60, time_limit=90)

@@ -81,6 +81,20 @@ def two_factor_limit() -> str:
     return current_app.config["BATON_2FA_RATE_LIMIT"]
 
 
+def two_factor_key() -> str:
+    """2FA attempts count per user (from the temp_token or the bearer), else per IP:
+    guessing codes with many temp_tokens or addresses gains nothing."""
+    from api.auth.tokens import temp_token_subject
+
+    body = request.get_json(silent=True)
+    token = body.get("temp_token") if isinstance(body, dict) else None
+    subject = temp_token_subject(token) if isinstance(token, str) else None
+    if subject is None:
+        principal = authenticated_principal()
+        subject = str(principal.user_id) if principal is not None else None
+    return f"2fa:{subject}" if subject else f"2fa-ip:{request.remote_addr or 'unknown'}"
+
+
 def make_limiter() -> Limiter:
     return Limiter(
         key_func=rate_limit_key,

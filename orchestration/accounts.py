@@ -59,6 +59,15 @@ class SignIn:
 
 
 @dataclass(frozen=True)
+class SecondFactorRequired:
+    """The password was right; the sign-in ends at POST /auth/2fa/verify (or, with
+    ``setup``, once the user enables 2FA, which their organization requires)."""
+
+    user: User
+    setup: bool
+
+
+@dataclass(frozen=True)
 class Registration:
     email: str
     password: str
@@ -150,6 +159,11 @@ def _start_session(
     return SignIn(user=user, tokens=tokens)
 
 
+def start_session(session: Session, user: User, issue: TokenIssuer) -> SignIn:
+    """A new login (refresh family) for ``user``; the caller owns the transaction."""
+    return _start_session(session, user, issue, uuid.uuid4())
+
+
 def _revoke_family(session: Session, family_id: uuid.UUID) -> None:
     session.execute(
         sa.update(RefreshToken)
@@ -213,8 +227,11 @@ def login(
     issue: TokenIssuer,
     email: str | None = None,
     username: str | None = None,
-) -> SignIn:
-    """Email or username + password. One message for every failure, so no user enumeration."""
+) -> SignIn | SecondFactorRequired:
+    """Email or username + password. One message for every failure, so no user enumeration.
+
+    A user with 2FA on, or without it in an organization that requires it, gets
+    ``SecondFactorRequired`` instead of tokens."""
     with transaction(sessions) as session:
         if email:
             user = session.scalar(sa.select(User).where(User.email == normalize_email(email)))
@@ -234,7 +251,18 @@ def login(
             raise AuthenticationRequired(INVALID_CREDENTIALS)
         if _hasher.check_needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
+        if user.totp_enabled_at is not None:
+            return SecondFactorRequired(user, setup=False)
+        if _requires_2fa_setup(session, user):
+            return SecondFactorRequired(user, setup=True)
         return _start_session(session, user, issue, uuid.uuid4())
+
+
+def _requires_2fa_setup(session: Session, user: User) -> bool:
+    if user.totp_enabled_at is not None:
+        return False
+    org = session.get(Organization, user.organization_id)
+    return bool(org is not None and org.require_2fa)
 
 
 def refresh(sessions: sessionmaker[Session], *, jti: str, issue: TokenIssuer) -> SignIn:
@@ -251,8 +279,10 @@ def refresh(sessions: sessionmaker[Session], *, jti: str, issue: TokenIssuer) ->
             reused = True
         elif row is not None and row.expires_at > utcnow():
             user = session.get(User, row.user_id)
-            if user is not None and user.is_active:
+            if user is not None and user.is_active and not _requires_2fa_setup(session, user):
                 # Role changes made since login take effect here: claims come from the row.
+                # A login without 2FA in an organization that now requires it is not
+                # renewed: the user signs in again and sets it up.
                 signin = _start_session(session, user, issue, row.family_id)
                 row.replaced_by = signin.tokens.refresh_jti
                 return signin

@@ -38,7 +38,7 @@ task_send_sent_event = True
 beat_schedule = {
     "reap-stale-jobs": {"task": str(TaskName.REAP_STALE_JOBS), "schedule": 60.0},
     "sweep-budget-reservations": {"task": str(TaskName.SWEEP_RESERVATIONS), "schedule": 60.0},
-    "purge-idempotency-keys": {"task": str(TaskName.PURGE_IDEMPOTENCY_KEYS), "schedule": 3600.0},
+    "purge-expired": {"task": str(TaskName.PURGE_EXPIRED), "schedule": 3600.0},
 }
 
 if _s.broker_is_filesystem:

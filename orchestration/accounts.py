@@ -352,6 +352,16 @@ def live_session(
     return LiveSession(organization_id=row[0], role=row[1], api_quota_limit=row[4])
 
 
+def purge_revoked_access_tokens(sessions: sessionmaker[Session]) -> int:
+    """Forget logged-out access tokens (and spent 2FA temp tokens) past their expiry: an
+    expired token is refused anyway. Refresh rows stay: they carry the family state."""
+    with transaction(sessions) as session:
+        result = session.execute(
+            sa.delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= utcnow())
+        )
+        return result.rowcount or 0
+
+
 # -- users ---------------------------------------------------------------------------------
 
 

@@ -10,4 +10,4 @@ class TaskName(StrEnum):
     FAIL_JOB = "baton.job.fail"
     REAP_STALE_JOBS = "baton.maintenance.reap_stale_jobs"
     SWEEP_RESERVATIONS = "baton.budget.sweep_reservations"
-    PURGE_IDEMPOTENCY_KEYS = "baton.maintenance.purge_idempotency_keys"
+    PURGE_EXPIRED = "baton.maintenance.purge_expired"

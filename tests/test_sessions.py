@@ -184,3 +184,27 @@ def test_creators_managers_and_admins_cancel(client, db, team, kind, creator, wh
     assert response.status_code == 200, response.get_json()
     status = client.get(f"/api/v1/jobs/{job_id}", headers=team["headers"]["admin"])
     assert status.get_json()["status"] == "cancelled"
+
+
+def test_expired_revocations_are_purged(sessions, db):
+    from datetime import timedelta
+
+    from models import RevokedAccessToken, utcnow
+    from orchestration import accounts
+
+    now = utcnow()
+    db.add_all(
+        [
+            RevokedAccessToken(
+                jti="gone-" + uuid.uuid4().hex, expires_at=now - timedelta(seconds=1)
+            ),
+            RevokedAccessToken(
+                jti="kept-" + uuid.uuid4().hex, expires_at=now + timedelta(minutes=5)
+            ),
+        ]
+    )
+    db.commit()
+    assert accounts.purge_revoked_access_tokens(sessions) >= 1
+    left = db.scalars(sa.select(RevokedAccessToken.jti)).all()
+    assert any(j.startswith("kept-") for j in left)
+    assert not any(j.startswith("gone-") for j in left)

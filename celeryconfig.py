@@ -43,6 +43,7 @@ _maintenance = {"queue": maintenance_queue(), "expires": _s.reaper_interval_seco
 task_routes = {
     str(TaskName.REAP_STALE_JOBS): {"queue": maintenance_queue()},
     str(TaskName.SWEEP_RESERVATIONS): {"queue": maintenance_queue()},
+    str(TaskName.PURGE_EXPIRED): {"queue": maintenance_queue()},
 }
 beat_schedule = {
     "reap-stale-jobs": {
@@ -54,6 +55,12 @@ beat_schedule = {
         "task": str(TaskName.SWEEP_RESERVATIONS),
         "schedule": _s.reaper_interval_seconds,
         "options": _maintenance,
+    },
+    # Idempotency keys and logged-out tokens past their expiry; one run a period is enough.
+    "purge-expired": {
+        "task": str(TaskName.PURGE_EXPIRED),
+        "schedule": 3600.0,
+        "options": {"queue": maintenance_queue(), "expires": 3600.0},
     },
 }
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from flask import Flask, g
 
+from api import idempotency, quotas, ratelimits
 from api.errors import register_error_handlers, request_id
 from api.extensions import BatonApi, jwt, limiter
 from baton.settings import get_settings
@@ -55,9 +57,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Every route takes a bearer token unless it says otherwise (auth, health).
         API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
-        RATELIMIT_KEY_PREFIX="baton-rl",
-        RATELIMIT_DEFAULT=settings.api_rate_limit,
+        # Every limiter key under BATON_REDIS_PREFIX: "<prefix>:ratelimit:LIMITER/...".
+        RATELIMIT_STORAGE_OPTIONS={"key_prefix": f"{settings.redis_prefix}:ratelimit"},
         RATELIMIT_HEADERS_ENABLED=True,
+        # Read per request by api/ratelimits.py (per user across routes, per organization,
+        # per endpoint, per IP for sign-in).
+        BATON_USER_RATE_LIMIT=settings.api_rate_limit,
+        BATON_ORG_RATE_LIMIT=settings.org_rate_limit,
+        BATON_BUILD_RATE_LIMIT=settings.build_rate_limit,
+        BATON_ANALYSIS_RATE_LIMIT=settings.analysis_rate_limit,
+        BATON_LOGIN_RATE_LIMIT=settings.login_rate_limit,
+        BATON_2FA_RATE_LIMIT=settings.two_factor_rate_limit,
         DATABASE_URL=settings.database_url,
         JSON_SORT_KEYS=False,
     )
@@ -78,6 +88,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
     register_error_handlers(app)
+    ratelimits.install(app, limiter)
+    quotas.install(app)
+    idempotency.install(app)
     _register_jwt_callbacks(app)
 
     for module_name in BLUEPRINT_MODULES:
@@ -118,6 +131,18 @@ def _register_jwt_callbacks(app: Flask) -> None:
 
     @jwt.token_in_blocklist_loader
     def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        """Every bearer request: is the user still active and the login still alive?"""
         if payload.get("type") != "access":
             return False
-        return accounts.is_access_token_revoked(sessions(), jti=payload["jti"])
+        try:
+            user_id = uuid.UUID(payload["sub"])
+            family_id = uuid.UUID(payload["fam"])
+        except (KeyError, TypeError, ValueError):
+            return True  # not a token Baton issued for a login
+        live = accounts.live_session(
+            sessions(), user_id=user_id, jti=payload["jti"], family_id=family_id
+        )
+        if live is None or str(live.organization_id) != payload.get("org"):
+            return True
+        g.live_session = live
+        return False

@@ -106,7 +106,11 @@ def _retry_after(error: HTTPException) -> str | None:
 
 
 def handle_domain_error(error: DomainError) -> Response:
-    return error_response(error.status, error.message, error.details, error.code)
+    response = error_response(error.status, error.message, error.details, error.code)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def handle_unexpected(error: Exception) -> Response:

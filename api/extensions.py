@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import request
 from flask_jwt_extended import JWTManager
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_smorest import Api
 
 from api.errors import handle_http_exception
+from api.ratelimits import ip_key, make_limiter, rate_limit_key
+
+__all__ = ["BatonApi", "ip_key", "jwt", "limiter", "rate_limit_key"]
 
 
 class BatonApi(Api):
@@ -18,27 +18,5 @@ class BatonApi(Api):
         return handle_http_exception(error)
 
 
-def rate_limit_key() -> str:
-    """Per organization+user when authenticated, else per client IP.
-
-    Uses the same cached principal as the view, so a request's token (and its revocation
-    check) is verified once.
-    """
-    from api.security import current_principal
-    from orchestration.errors import DomainError
-
-    if request.headers.get("Authorization"):
-        try:
-            principal = current_principal()
-            return f"user:{principal.organization_id}:{principal.user_id}"
-        except DomainError:  # an invalid token is answered by the view's own auth check
-            pass
-    return f"ip:{get_remote_address()}"
-
-
-def ip_key() -> str:
-    return f"ip:{request.remote_addr or 'unknown'}"
-
-
 jwt = JWTManager()
-limiter = Limiter(key_func=rate_limit_key, headers_enabled=True)
+limiter = make_limiter()

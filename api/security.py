@@ -34,10 +34,12 @@ def current_principal() -> Principal:
     claims = get_jwt()
     if claims.get("type") != "access":
         raise AuthenticationRequired("A valid bearer token is required")
+    # The role is the user's current one (read with the revocation check), not the
+    # token's: a demotion applies from the next request.
     g.principal = Principal(
         user_id=uuid.UUID(claims["sub"]),
-        organization_id=uuid.UUID(claims["org"]),
-        role=claims["role"],
+        organization_id=g.live_session.organization_id,
+        role=g.live_session.role,
     )
     return g.principal
 

@@ -102,6 +102,15 @@ class Settings:
     external_timeout_seconds: float = 1800.0  # an external task not done by then fails
     external_request_seconds: float = 10.0  # one HTTP request to a task server
     external_hold: Decimal = Decimal("0.01")  # held per external task until its cost is known
+    # Issue 9: limits per organization and per endpoint (seeds 002, 004), 2FA attempts,
+    # Idempotency-Key lifetime, monthly API quota of a new organization (None: unlimited).
+    org_rate_limit: str = "3000 per minute"
+    build_rate_limit: str = "10 per minute"
+    analysis_rate_limit: str = "5 per minute"
+    two_factor_rate_limit: str = "5 per minute"
+    idempotency_ttl_seconds: int = 86400
+    idempotency_lock_seconds: int = 300
+    default_api_quota: int | None = None
 
     @property
     def is_embedded(self) -> bool:
@@ -212,7 +221,7 @@ def get_settings() -> Settings:
         default_provider=env.get("BATON_DEFAULT_PROVIDER", ""),
         default_model=env.get("BATON_DEFAULT_MODEL", ""),
         default_max_tokens=int(env.get("BATON_DEFAULT_MAX_TOKENS", "1024")),
-        access_token_minutes=int(env.get("BATON_ACCESS_TOKEN_MINUTES", "1440")),
+        access_token_minutes=int(env.get("BATON_ACCESS_TOKEN_MINUTES", "15")),
         refresh_token_days=int(env.get("BATON_REFRESH_TOKEN_DAYS", "30")),
         login_rate_limit=env.get("BATON_LOGIN_RATE_LIMIT", "5 per minute"),
         api_rate_limit=env.get("BATON_API_RATE_LIMIT", "600 per minute"),
@@ -255,6 +264,16 @@ def get_settings() -> Settings:
         external_timeout_seconds=float(env.get("BATON_EXTERNAL_TIMEOUT_SECONDS", "1800")),
         external_request_seconds=float(env.get("BATON_EXTERNAL_REQUEST_SECONDS", "10")),
         external_hold=Decimal(env.get("BATON_EXTERNAL_HOLD", "0.01")),
+        # Issue 9
+        org_rate_limit=env.get("BATON_ORG_RATE_LIMIT") or "3000 per minute",
+        build_rate_limit=env.get("BATON_BUILD_RATE_LIMIT") or "10 per minute",
+        analysis_rate_limit=env.get("BATON_ANALYSIS_RATE_LIMIT") or "5 per minute",
+        two_factor_rate_limit=env.get("BATON_2FA_RATE_LIMIT") or "5 per minute",
+        idempotency_ttl_seconds=int(env.get("BATON_IDEMPOTENCY_TTL_SECONDS") or "86400"),
+        idempotency_lock_seconds=int(env.get("BATON_IDEMPOTENCY_LOCK_SECONDS") or "300"),
+        default_api_quota=(
+            int(env["BATON_DEFAULT_API_QUOTA"]) if env.get("BATON_DEFAULT_API_QUOTA") else None
+        ),
     )
 
 

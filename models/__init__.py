@@ -12,7 +12,15 @@ from models.budget import (
     ScopeType,
 )
 from models.catalog import Agent, Project, Template
-from models.identity import Organization, RefreshToken, RevokedAccessToken, Role, User
+from models.idempotency import IdempotencyKey
+from models.identity import (
+    Organization,
+    RecoveryCode,
+    RefreshToken,
+    RevokedAccessToken,
+    Role,
+    User,
+)
 from models.integrations import Integration
 from models.jobs import (
     ACTIVE_STATUSES,
@@ -42,6 +50,7 @@ __all__ = [
     "Agent",
     "Base",
     "Job",
+    "IdempotencyKey",
     "Integration",
     "JobEvent",
     "JobKind",
@@ -51,6 +60,7 @@ __all__ = [
     "Organization",
     "Priority",
     "Project",
+    "RecoveryCode",
     "RefreshToken",
     "RevokedAccessToken",
     "Role",

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, IdMixin, TimestampMixin
+from models.base import Base, IdMixin, TimestampMixin, utcnow
 
 
 class Role(enum.StrEnum):
@@ -29,6 +29,10 @@ class Organization(IdMixin, TimestampMixin, Base):
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Set by emergency pause-all: no worker starts a provider call for the organization.
     emergency_paused_at: Mapped[datetime | None]
+    # Issue 9 (seed 003): API calls allowed per calendar month (UTC); None is unlimited.
+    api_quota_limit: Mapped[int | None]
+    # Issue 9: every user must sign in with a second factor.
+    require_2fa: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class User(IdMixin, TimestampMixin, Base):
@@ -43,6 +47,25 @@ class User(IdMixin, TimestampMixin, Base):
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     role: Mapped[str] = mapped_column(sa.String(20), default=Role.MEMBER.value)
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Issue 9: TOTP secret, Fernet-encrypted (BATON_ENCRYPTION_KEY); set at setup, used
+    # for sign-in only once ``totp_enabled_at`` is set (the first code was confirmed).
+    totp_secret_encrypted: Mapped[str | None] = mapped_column(sa.Text)
+    totp_enabled_at: Mapped[datetime | None]
+    # The last TOTP time step accepted: a code works once (no replay within its window).
+    totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+class RecoveryCode(IdMixin, Base):
+    """A single-use 2FA recovery code, argon2-hashed; shown to the user only once."""
+
+    __tablename__ = "recovery_codes"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]
 
 
 class RefreshToken(TimestampMixin, Base):

@@ -20,9 +20,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from baton.settings import get_settings
 from models import Organization, RefreshToken, RevokedAccessToken, Role, User, utcnow
 from models.db import transaction
-from orchestration import integrations
+from orchestration import integrations, quotas
 from orchestration.errors import (
     AuthenticationRequired,
     Conflict,
@@ -55,6 +56,15 @@ TokenIssuer = Callable[[User, uuid.UUID], TokenPair]
 class SignIn:
     user: User
     tokens: TokenPair
+
+
+@dataclass(frozen=True)
+class SecondFactorRequired:
+    """The password was right; the sign-in ends at POST /auth/2fa/verify (or, with
+    ``setup``, once the user enables 2FA, which their organization requires)."""
+
+    user: User
+    setup: bool
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,11 @@ def _start_session(
     return SignIn(user=user, tokens=tokens)
 
 
+def start_session(session: Session, user: User, issue: TokenIssuer) -> SignIn:
+    """A new login (refresh family) for ``user``; the caller owns the transaction."""
+    return _start_session(session, user, issue, uuid.uuid4())
+
+
 def _revoke_family(session: Session, family_id: uuid.UUID) -> None:
     session.execute(
         sa.update(RefreshToken)
@@ -187,6 +202,7 @@ def register(
             name=registration.organization_name,
             slug=_unique_slug(session, registration.organization_name),
             settings={},
+            api_quota_limit=get_settings().default_api_quota,
         )
         session.add(org)
         session.flush()
@@ -211,8 +227,11 @@ def login(
     issue: TokenIssuer,
     email: str | None = None,
     username: str | None = None,
-) -> SignIn:
-    """Email or username + password. One message for every failure, so no user enumeration."""
+) -> SignIn | SecondFactorRequired:
+    """Email or username + password. One message for every failure, so no user enumeration.
+
+    A user with 2FA on, or without it in an organization that requires it, gets
+    ``SecondFactorRequired`` instead of tokens."""
     with transaction(sessions) as session:
         if email:
             user = session.scalar(sa.select(User).where(User.email == normalize_email(email)))
@@ -232,7 +251,18 @@ def login(
             raise AuthenticationRequired(INVALID_CREDENTIALS)
         if _hasher.check_needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
+        if user.totp_enabled_at is not None:
+            return SecondFactorRequired(user, setup=False)
+        if _requires_2fa_setup(session, user):
+            return SecondFactorRequired(user, setup=True)
         return _start_session(session, user, issue, uuid.uuid4())
+
+
+def _requires_2fa_setup(session: Session, user: User) -> bool:
+    if user.totp_enabled_at is not None:
+        return False
+    org = session.get(Organization, user.organization_id)
+    return bool(org is not None and org.require_2fa)
 
 
 def refresh(sessions: sessionmaker[Session], *, jti: str, issue: TokenIssuer) -> SignIn:
@@ -249,8 +279,10 @@ def refresh(sessions: sessionmaker[Session], *, jti: str, issue: TokenIssuer) ->
             reused = True
         elif row is not None and row.expires_at > utcnow():
             user = session.get(User, row.user_id)
-            if user is not None and user.is_active:
+            if user is not None and user.is_active and not _requires_2fa_setup(session, user):
                 # Role changes made since login take effect here: claims come from the row.
+                # A login without 2FA in an organization that now requires it is not
+                # renewed: the user signs in again and sets it up.
                 signin = _start_session(session, user, issue, row.family_id)
                 row.replaced_by = signin.tokens.refresh_jti
                 return signin
@@ -280,10 +312,54 @@ def logout(
                 _revoke_family(session, row.family_id)
 
 
-def is_access_token_revoked(sessions: sessionmaker[Session], *, jti: str) -> bool:
+@dataclass(frozen=True)
+class LiveSession:
+    """What one query says about an access token's user and login, right now."""
+
+    organization_id: uuid.UUID
+    role: str
+    api_quota_limit: int | None
+
+
+def live_session(
+    sessions: sessionmaker[Session], *, user_id: uuid.UUID, jti: str, family_id: uuid.UUID
+) -> LiveSession | None:
+    """The caller's organization and current role, or None when the token must be refused:
+    the user is gone or deactivated, the token was logged out, or its login (refresh
+    family) was revoked by logout, refresh-token reuse or a password change.
+
+    One round trip per request: the user row and both revocation checks in one SELECT.
+    """
+    token_revoked = sa.select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti)
+    family_revoked = sa.select(RefreshToken.jti).where(
+        RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
+    )
+    stmt = (
+        sa.select(
+            User.organization_id,
+            User.role,
+            token_revoked.exists(),
+            family_revoked.exists(),
+            Organization.api_quota_limit,
+        )
+        .join(Organization, Organization.id == User.organization_id)
+        .where(User.id == user_id, User.is_active.is_(True))
+    )
     with sessions() as session:
-        stmt = sa.select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti)
-        return session.scalar(stmt) is not None
+        row = session.execute(stmt).one_or_none()
+    if row is None or row[2] or row[3]:
+        return None
+    return LiveSession(organization_id=row[0], role=row[1], api_quota_limit=row[4])
+
+
+def purge_revoked_access_tokens(sessions: sessionmaker[Session]) -> int:
+    """Forget logged-out access tokens (and spent 2FA temp tokens) past their expiry: an
+    expired token is refused anyway. Refresh rows stay: they carry the family state."""
+    with transaction(sessions) as session:
+        result = session.execute(
+            sa.delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= utcnow())
+        )
+        return result.rowcount or 0
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -313,7 +389,8 @@ def update_current_user(
             user.full_name = changes["full_name"]
         if changes.get("password"):
             user.password_hash = hash_password(changes["password"])
-            # A new password ends every other login; access tokens still run to expiry.
+            # A new password ends every login, this one included: their refresh and access
+            # tokens are refused from the next request (the caller signs in again).
             session.execute(
                 sa.update(RefreshToken)
                 .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
@@ -370,12 +447,20 @@ def list_users(
 # -- organizations -------------------------------------------------------------------------
 
 
-def get_organization(sessions: sessionmaker[Session], *, principal: Principal) -> Organization:
+@dataclass(frozen=True)
+class OrganizationState:
+    """The organization row and this month's API calls (seed 003 ``api_quota_used``)."""
+
+    organization: Organization
+    api_quota_used: int
+
+
+def get_organization(sessions: sessionmaker[Session], *, principal: Principal) -> OrganizationState:
     with sessions() as session:
         org = session.get(Organization, principal.organization_id)
         if org is None:
             raise AuthenticationRequired("The organization behind this token no longer exists")
-        return org
+    return OrganizationState(org, quotas.used(org.id))
 
 
 def _validate_org_settings(session: Session, org_id: uuid.UUID, settings: dict[str, Any]) -> None:
@@ -398,7 +483,8 @@ def update_organization(
     principal: Principal,
     name: str | None = None,
     settings: dict[str, Any] | None = None,
-) -> Organization:
+    require_2fa: bool | None = None,
+) -> OrganizationState:
     """``settings`` is merged key by key; a key set to null is removed."""
     with transaction(sessions) as session:
         if settings:
@@ -411,5 +497,7 @@ def update_organization(
         if settings is not None:
             merged = {**(org.settings or {}), **settings}
             org.settings = {k: v for k, v in merged.items() if v is not None}
+        if require_2fa is not None:
+            org.require_2fa = require_2fa
         org.updated_at = utcnow()
-        return org
+    return OrganizationState(org, quotas.used(org.id))

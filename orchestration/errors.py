@@ -43,3 +43,13 @@ def field_error(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(
         "The request contains invalid data", [{"field": field, "message": message}]
     )
+
+
+class QuotaExceeded(DomainError):
+    """Seed 003: the organization's monthly API quota is spent (429, like its rate limits)."""
+
+    code, status = "QUOTA_EXCEEDED", 429
+
+    def __init__(self, message: str, details: Any = None, retry_after: int = 1) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after

@@ -36,6 +36,7 @@ from orchestration.errors import (
     BudgetExceeded,
     Conflict,
     DomainError,
+    Forbidden,
     NotFound,
     ValidationFailed,
     field_error,
@@ -328,6 +329,9 @@ def cancel_job(
 ) -> Job:
     with transaction(sessions) as session:
         job = _get_job(session, principal, job_id, kind)
+        # Seed 004: the creator cancels their own jobs; managers and admins cancel any.
+        if job.created_by_id != principal.user_id and not principal.can("job:cancel_any"):
+            raise Forbidden("Only the job's creator, a manager or an admin can cancel it")
         if not transition_job(
             session,
             job_id=job.id,

@@ -11,3 +11,4 @@ class TaskName(StrEnum):
     REAP_STALE_JOBS = "baton.maintenance.reap_stale_jobs"
     SWEEP_RESERVATIONS = "baton.budget.sweep_reservations"
     CANCEL_EXTERNAL = "baton.external.cancel"  # tell a task server a step was cancelled
+    PURGE_EXPIRED = "baton.maintenance.purge_expired"

@@ -151,6 +151,9 @@ def auth_headers(app: Any, row: User) -> dict[str, str]:
 
     with app.app_context():
         token = access_token_for(
-            user_id=str(row.id), organization_id=str(row.organization_id), role=row.role
+            user_id=str(row.id),
+            organization_id=str(row.organization_id),
+            role=row.role,
+            family=str(uuid.uuid4()),
         )
     return {"Authorization": f"Bearer {token}"}

@@ -42,6 +42,7 @@ from models import (
     Organization,
     StepStatus,
     UsageRecord,
+    User,
     utcnow,
 )
 from models.db import transaction
@@ -51,7 +52,13 @@ from orchestration.errors import BudgetExceeded
 from orchestration.jobs import resolve_step_model
 from orchestration.model_catalog import ProviderContext
 from orchestration.results import analysis_summary, build_result
-from orchestration.state import append_event, set_phase_status, set_step_status, transition_job
+from orchestration.state import (
+    append_event,
+    cancel_open_steps,
+    set_phase_status,
+    set_step_status,
+    transition_job,
+)
 from workers import external, ledger, tool_loop
 from workers.providers import (
     Attempt,
@@ -313,16 +320,27 @@ class StepCalls(CallHooks):
     def _reserve_or_stop(self, key: str, amount: Decimal, again: bool) -> bool:
         ctx = self.ctx
         with transaction(self.sessions) as session:
-            paused_at = session.scalar(
-                sa.select(Organization.emergency_paused_at).where(
-                    Organization.id == ctx.job.organization_id
-                )
-            )
-            status = session.scalar(sa.select(Job.status).where(Job.id == ctx.job.id))
-            stopped = paused_at is not None or status != JobStatus.RUNNING.value
+            # One query: the emergency flag, the job's status, and whether the user who
+            # submitted it is still active (a deactivated user spends nothing more).
+            paused_at, status, creator_active = session.execute(
+                sa.select(Organization.emergency_paused_at, Job.status, User.is_active)
+                .select_from(Job)
+                .join(Organization, Organization.id == Job.organization_id)
+                .outerjoin(User, User.id == Job.created_by_id)
+                .where(Job.id == ctx.job.id)
+            ).one()
+            creator_gone = creator_active is False
+            stopped = paused_at is not None or status != JobStatus.RUNNING.value or creator_gone
             if stopped:
                 _hand_back(session, ctx)
-                if status == JobStatus.RUNNING.value:
+                if status == JobStatus.RUNNING.value and creator_gone:
+                    transition_job(
+                        session, job_id=ctx.job.id, to=JobStatus.CANCELLED,
+                        error="the user who submitted the job was deactivated",
+                        event_data={"reason": "user_deactivated"},
+                    )  # fmt: skip
+                    cancel_open_steps(session, job_id=ctx.job.id, reason="user deactivated")
+                elif status == JobStatus.RUNNING.value:
                     transition_job(
                         session, job_id=ctx.job.id, to=JobStatus.PAUSED, paused_reason="emergency",
                         event_data={"reason": "emergency"},

@@ -17,7 +17,7 @@ from celery.exceptions import Ignore
 from baton.celery_app import app
 from baton.settings import get_settings
 from models.db import session_factory
-from orchestration import recovery
+from orchestration import accounts, idempotency, recovery
 from orchestration.task_names import TaskName
 from workers import engine, external
 
@@ -120,6 +120,13 @@ def reap_stale_jobs() -> int:
 @app.task(name=TaskName.SWEEP_RESERVATIONS, soft_time_limit=120, time_limit=180)
 def sweep_reservations() -> int:
     return recovery.release_expired_reservations(session_factory())
+
+
+@app.task(name=TaskName.PURGE_EXPIRED, soft_time_limit=120, time_limit=180)
+def purge_expired() -> int:
+    """Expired Idempotency-Keys and logged-out access tokens that have expired anyway."""
+    sessions = session_factory()
+    return idempotency.purge_expired(sessions) + accounts.purge_revoked_access_tokens(sessions)
 
 
 @app.task(name=TaskName.FAIL_JOB, acks_late=True, soft_time_limit=60, time_limit=90)

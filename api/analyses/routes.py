@@ -11,8 +11,10 @@ from marshmallow import fields
 from api.analyses.schemas import AnalysisCreateSchema, AnalysisSchema, present_analysis
 from api.builds.routes import CancelledSchema
 from api.common.schemas import list_envelope
+from api.extensions import limiter
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
 from api.jobs.views import list_for, submission_from, submit
+from api.ratelimits import analysis_limit
 from api.security import current_principal, requires, sessions
 from models import JobKind
 from orchestration import jobs
@@ -28,6 +30,8 @@ class AnalysisAcceptedSchema(AcceptedSchema):
 
 @blp.route("")
 class Analyses(MethodView):
+    # Seed 004: per user on this endpoint, besides the user's bucket across all routes.
+    @limiter.limit(analysis_limit)
     @requires("job:create")
     @blp.arguments(AnalysisCreateSchema)
     @blp.response(202, AnalysisAcceptedSchema)

@@ -1,4 +1,4 @@
-"""POST /auth/register, /auth/login, /auth/refresh, /auth/logout."""
+"""POST /auth/register, /auth/login, /auth/refresh, /auth/logout, /auth/2fa/*."""
 
 from __future__ import annotations
 
@@ -20,20 +20,28 @@ from api.auth.schemas import (
     RefreshSchema,
     RegisterSchema,
     TokenSchema,
+    TwoFactorDisableSchema,
+    TwoFactorEnabledSchema,
+    TwoFactorEnableSchema,
+    TwoFactorSetupAnswerSchema,
+    TwoFactorSetupSchema,
+    TwoFactorVerifySchema,
 )
-from api.auth.tokens import access_token_for, refresh_token_for
-from api.extensions import ip_key, limiter
+from api.auth.tokens import (
+    TEMP_TOKEN_SECONDS,
+    access_token_for,
+    read_temp_token,
+    refresh_token_for,
+    temp_token_for,
+)
+from api.extensions import limiter
+from api.ratelimits import ip_key, login_limit, two_factor_key, two_factor_limit
 from api.security import current_principal, requires, sessions
-from baton.settings import get_settings
 from models import User
-from orchestration import accounts
+from orchestration import accounts, two_factor
 from orchestration.errors import AuthenticationRequired, field_error
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Sign-in and tokens")
-
-
-def _login_limit() -> str:
-    return get_settings().login_rate_limit
 
 
 def _issue(user: User, family_id: uuid.UUID) -> accounts.TokenPair:
@@ -43,7 +51,7 @@ def _issue(user: User, family_id: uuid.UUID) -> accounts.TokenPair:
         "organization_id": str(user.organization_id),
         "role": user.role,
     }
-    access = access_token_for(**claims)
+    access = access_token_for(**claims, family=str(family_id))
     refresh = refresh_token_for(**claims, family=str(family_id))
     decoded = decode_token(refresh)
     return accounts.TokenPair(
@@ -65,7 +73,15 @@ def _refresh_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _present(signin: accounts.SignIn) -> dict[str, Any]:
+def _present(signin: accounts.SignIn | accounts.SecondFactorRequired) -> dict[str, Any]:
+    if isinstance(signin, accounts.SecondFactorRequired):
+        purpose = "setup" if signin.setup else "verify"
+        return {
+            "requires_2fa": True,
+            "requires_2fa_setup": signin.setup,
+            "temp_token": temp_token_for(user_id=str(signin.user.id), purpose=purpose),
+            "expires_in": TEMP_TOKEN_SECONDS,
+        }
     return {
         "access_token": signin.tokens.access_token,
         "refresh_token": signin.tokens.refresh_token,
@@ -79,7 +95,7 @@ def _present(signin: accounts.SignIn) -> dict[str, Any]:
 @blp.route("/register")
 class Register(MethodView):
     # Same per-IP budget as login: sign-up is as abusable as sign-in.
-    @limiter.limit(_login_limit, key_func=ip_key)
+    @limiter.limit(login_limit, key_func=ip_key)
     @blp.arguments(RegisterSchema)
     @blp.response(201, TokenSchema)
     def post(self, data: dict[str, Any]):
@@ -90,7 +106,7 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    @limiter.limit(_login_limit, key_func=ip_key)
+    @limiter.limit(login_limit, key_func=ip_key)
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
     def post(self, data: dict[str, Any]):
@@ -140,3 +156,107 @@ class Logout(MethodView):
             refresh_jti=refresh_jti,
         )
         return {"message": "Successfully logged out"}
+
+
+# -- two-factor sign-in --------------------------------------------------------------------
+
+# One bucket per user for every 2FA endpoint (codes cannot be guessed by switching routes)
+# that counts failed attempts: enrolling and signing in are never refused for succeeding.
+two_factor_attempts = limiter.shared_limit(
+    two_factor_limit,
+    scope="2fa",
+    key_func=two_factor_key,
+    deduct_when=lambda response: 400 <= response.status_code != 429,
+)
+
+
+def _setup_user(temp_token: str | None) -> tuple[uuid.UUID, Any]:
+    """The bearer's user, or the user of a temp_token from a sign-in that requires setup."""
+    if temp_token:
+        token = read_temp_token(temp_token, purposes=("setup",))
+        return token.user_id, token
+    return current_principal().user_id, None
+
+
+@blp.route("/2fa/setup")
+class TwoFactorSetup(MethodView):
+    @two_factor_attempts
+    @blp.arguments(TwoFactorSetupSchema)
+    @blp.response(200, TwoFactorSetupAnswerSchema)
+    @blp.doc(security=[{"bearerAuth": []}, {}])
+    def post(self, data: dict[str, Any]):
+        """Start TOTP enrollment: a new secret and its otpauth:// URI (for a QR code).
+
+        Bearer token, or the temp_token of a sign-in that answered requires_2fa_setup.
+        Nothing changes at sign-in until /auth/2fa/enable confirms a code."""
+        user_id, _ = _setup_user(data.get("temp_token"))
+        setup = two_factor.start_setup(sessions(), user_id=user_id)
+        return {
+            "secret": setup.secret,
+            "provisioning_uri": setup.provisioning_uri,
+            "issuer": two_factor.ISSUER,
+        }
+
+
+@blp.route("/2fa/enable")
+class TwoFactorEnable(MethodView):
+    @two_factor_attempts
+    @blp.arguments(TwoFactorEnableSchema)
+    @blp.response(200, TwoFactorEnabledSchema)
+    @blp.doc(security=[{"bearerAuth": []}, {}])
+    def post(self, data: dict[str, Any]):
+        """Confirm a code from the new secret: 2FA is on. Answers 10 single-use recovery
+        codes, shown only this once; with a temp_token, also the sign-in's tokens."""
+        user_id, temp = _setup_user(data.get("temp_token"))
+        enabled = two_factor.enable(
+            sessions(),
+            user_id=user_id,
+            code=data["code"],
+            issue=_issue,
+            temp_token=(temp.jti, temp.expires_at) if temp else None,
+        )
+        body: dict[str, Any] = {"enabled": True, "recovery_codes": enabled.recovery_codes}
+        if enabled.signin is not None:
+            body.update(_present(enabled.signin))
+        return body
+
+
+@blp.route("/2fa/verify")
+class TwoFactorVerify(MethodView):
+    @two_factor_attempts
+    @blp.arguments(TwoFactorVerifySchema)
+    @blp.response(200, TokenSchema)
+    @blp.doc(security=[])
+    def post(self, data: dict[str, Any]):
+        """Complete a sign-in that answered requires_2fa: the temp_token and a TOTP code
+        (or a recovery code, once). Answers like login."""
+        temp = read_temp_token(data["temp_token"], purposes=("verify",))
+        return _present(
+            two_factor.verify_login(
+                sessions(),
+                user_id=temp.user_id,
+                temp_token=(temp.jti, temp.expires_at),
+                issue=_issue,
+                code=data.get("code"),
+                recovery_code=data.get("recovery_code"),
+            )
+        )
+
+
+@blp.route("/2fa/disable")
+class TwoFactorDisable(MethodView):
+    @two_factor_attempts
+    @requires()
+    @blp.arguments(TwoFactorDisableSchema)
+    @blp.response(200, MessageSchema)
+    @blp.doc(security=[{"bearerAuth": []}])
+    def post(self, data: dict[str, Any]):
+        """Turn 2FA off with a current code or a recovery code (403 when the organization
+        requires 2FA)."""
+        two_factor.disable(
+            sessions(),
+            user_id=current_principal().user_id,
+            code=data.get("code"),
+            recovery_code=data.get("recovery_code"),
+        )
+        return {"message": "Two-factor sign-in is off"}

@@ -68,13 +68,71 @@ class SignedInUserSchema(Schema):
 
 
 class TokenSchema(Schema):
+    """Tokens; or, when a second factor is needed, ``requires_2fa`` and a ``temp_token``
+    (``expires_in`` is then the temp_token's lifetime) and no tokens."""
+
     access_token = fields.String()
     refresh_token = fields.String()
     token_type = fields.String()
     expires_in = fields.Integer()
     requires_2fa = fields.Boolean()
+    requires_2fa_setup = fields.Boolean()
+    temp_token = fields.String()
     user = fields.Nested(SignedInUserSchema)
 
 
 class MessageSchema(Schema):
     message = fields.String()
+
+
+# -- two-factor sign-in (seeds 001, 003) ---------------------------------------------------
+TEMP_TOKEN = fields.String(validate=validate.Length(min=1, max=4096))
+TOTP_CODE = fields.String(validate=validate.Length(min=1, max=16))
+RECOVERY_CODE = fields.String(validate=validate.Length(min=1, max=64))
+
+
+def _one_factor(data: dict[str, Any]) -> None:
+    if ("code" in data) == ("recovery_code" in data):
+        raise ValidationError("give either code or recovery_code", "code")
+
+
+class TwoFactorVerifySchema(Schema):
+    temp_token = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    code = TOTP_CODE
+    recovery_code = RECOVERY_CODE
+
+    @validates_schema(skip_on_field_errors=False)
+    def _factor(self, data: dict[str, Any], **_: Any) -> None:
+        _one_factor(data)
+
+
+class TwoFactorSetupSchema(Schema):
+    # Only when sign-in answered requires_2fa_setup; otherwise the bearer token is used.
+    temp_token = TEMP_TOKEN
+
+
+class TwoFactorSetupAnswerSchema(Schema):
+    secret = fields.String()
+    provisioning_uri = fields.String()
+    issuer = fields.String()
+
+
+class TwoFactorEnableSchema(Schema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=16))
+    temp_token = TEMP_TOKEN
+
+
+class TwoFactorEnabledSchema(TokenSchema):
+    """The recovery codes are shown here only; with a temp_token, the sign-in's tokens too."""
+
+    enabled = fields.Boolean()
+    recovery_codes = fields.List(fields.String())
+
+
+class TwoFactorDisableSchema(Schema):
+    code = TOTP_CODE
+    recovery_code = RECOVERY_CODE
+
+    @validates_schema(skip_on_field_errors=False)
+    def _factor(self, data: dict[str, Any], **_: Any) -> None:
+        _one_factor(data)

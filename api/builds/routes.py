@@ -10,8 +10,10 @@ from marshmallow import Schema, fields
 
 from api.builds.schemas import BuildCreateSchema, BuildSchema, present_build
 from api.common.schemas import list_envelope
+from api.extensions import limiter
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
 from api.jobs.views import list_for, submission_from, submit
+from api.ratelimits import build_limit
 from api.security import current_principal, requires, sessions
 from models import JobKind
 from orchestration import jobs
@@ -31,6 +33,8 @@ class CancelledSchema(Schema):
 
 @blp.route("")
 class Builds(MethodView):
+    # Seed 004: per user on this endpoint, besides the user's bucket across all routes.
+    @limiter.limit(build_limit)
     @requires("job:create")
     @blp.arguments(BuildCreateSchema)
     @blp.response(202, BuildAcceptedSchema)

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request, url_for
+from flask import url_for
 
 from api.common.schemas import page_request
 from api.jobs.schemas import present_accepted
 from api.security import current_principal, sessions
 from models import JobKind
 from orchestration import jobs
-from orchestration.errors import field_error
-
-
-def idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (1 <= len(key) <= 255):
-        raise field_error("Idempotency-Key", "must be 1-255 characters")
-    return key
 
 
 def submission_from(
@@ -33,7 +25,6 @@ def submission_from(
         priority=data["priority"],
         project_id=data.get("project_id"),
         agent_id=data.get("agent_id"),
-        idempotency_key=idempotency_key(),
         **extra,
     )
 

@@ -34,4 +34,5 @@ class CurrentOrganization(MethodView):
             principal=current_principal(),
             name=data.get("name"),
             settings=data.get("settings"),
+            require_2fa=data.get("require_2fa"),
         )

@@ -1,0 +1,153 @@
+"""Rate limits (Flask-Limiter): who is counted, in which bucket, and how a 429 reads.
+
+Buckets (issue 9, seeds 002/003/004):
+- one per user across every route (an application limit; anonymous callers by IP),
+- one per organization across every route and user (a second application limit),
+- per endpoint where a seed sets one (builds 10/min, analyses 5/min per user),
+- sign-in and sign-up per client IP.
+Every key lives under ``<BATON_REDIS_PREFIX>:ratelimit:`` in Redis.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Flask, Response, current_app, g, request
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
+
+from api.errors import error_response
+from orchestration.errors import DomainError
+
+
+def authenticated_principal():  # type: ignore[no-untyped-def]
+    """The request's principal when it carries a valid token, else None (answered by the view).
+
+    Uses the same cached principal as the view, so a token is verified once per request.
+    """
+    from api.security import current_principal
+
+    if not request.headers.get("Authorization"):
+        return None
+    try:
+        return current_principal()
+    except DomainError:
+        return None
+
+
+def rate_limit_key() -> str:
+    """Per organization+user when authenticated, else per client IP."""
+    principal = authenticated_principal()
+    if principal is not None:
+        return f"user:{principal.organization_id}:{principal.user_id}"
+    return f"ip:{get_remote_address()}"
+
+
+def organization_key() -> str:
+    principal = authenticated_principal()
+    return f"org:{principal.organization_id}" if principal is not None else ""
+
+
+def _anonymous() -> bool:
+    return authenticated_principal() is None
+
+
+def ip_key() -> str:
+    return f"ip:{request.remote_addr or 'unknown'}"
+
+
+def user_limit() -> str:
+    return current_app.config["BATON_USER_RATE_LIMIT"]
+
+
+def organization_limit() -> str:
+    return current_app.config["BATON_ORG_RATE_LIMIT"]
+
+
+def build_limit() -> str:
+    return current_app.config["BATON_BUILD_RATE_LIMIT"]
+
+
+def analysis_limit() -> str:
+    return current_app.config["BATON_ANALYSIS_RATE_LIMIT"]
+
+
+def login_limit() -> str:
+    return current_app.config["BATON_LOGIN_RATE_LIMIT"]
+
+
+def two_factor_limit() -> str:
+    return current_app.config["BATON_2FA_RATE_LIMIT"]
+
+
+def two_factor_key() -> str:
+    """2FA attempts count per user (from the temp_token or the bearer), else per IP:
+    guessing codes with many temp_tokens or addresses gains nothing."""
+    from api.auth.tokens import temp_token_subject
+
+    body = request.get_json(silent=True)
+    token = body.get("temp_token") if isinstance(body, dict) else None
+    subject = temp_token_subject(token) if isinstance(token, str) else None
+    if subject is None:
+        principal = authenticated_principal()
+        subject = str(principal.user_id) if principal is not None else None
+    return f"2fa:{subject}" if subject else f"2fa-ip:{request.remote_addr or 'unknown'}"
+
+
+def make_limiter() -> Limiter:
+    return Limiter(
+        key_func=rate_limit_key,
+        headers_enabled=True,
+        application_limits=[
+            ApplicationLimit(user_limit, key_function=rate_limit_key, scope="user"),
+            ApplicationLimit(
+                organization_limit,
+                key_function=organization_key,
+                scope="organization",
+                exempt_when=_anonymous,
+            ),
+        ],
+    )
+
+
+def retry_after_seconds(limiter: Limiter) -> int:
+    """Seconds until the breached window resets (at least 1)."""
+    current = limiter.current_limit
+    if current is None:
+        return 1
+    # reset_at is rounded up to a whole second: never say more than the window itself.
+    window = current.limit.get_expiry()
+    return min(window, max(1, math.ceil(current.reset_at - time.time())))
+
+
+def install(app: Flask, limiter: Limiter) -> None:
+    """The 429 body and seed 003's ``X-RateLimit-Window`` header."""
+
+    @app.errorhandler(RateLimitExceeded)
+    def _too_many(error: RateLimitExceeded) -> Response:
+        retry_after = retry_after_seconds(limiter)
+        g.rate_limit_retry_after = retry_after
+        limit = error.limit.limit
+        response = error_response(
+            429,
+            f"Rate limit exceeded ({limit}). Try again in {retry_after} seconds.",
+            [
+                {
+                    "retry_after": retry_after,
+                    "limit": limit.amount,
+                    "window_seconds": limit.get_expiry(),
+                    "scope": error.limit.scope if isinstance(error.limit.scope, str) else None,
+                }
+            ],
+            "RATE_LIMIT_EXCEEDED",
+        )
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.after_request
+    def _window_header(response: Response) -> Response:
+        current = limiter.current_limit
+        if current is not None:
+            response.headers["X-RateLimit-Window"] = str(current.limit.get_expiry())
+        return response

@@ -1,0 +1,132 @@
+"""Rate limits on real Redis: per user across routes, per organization, per endpoint (seed
+004), the 429 envelope with ``retry_after`` (seed 002), ``X-RateLimit-Window`` (seed 003),
+and every key under BATON_REDIS_PREFIX."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from tests import factories
+from tests.conftest import _make_app
+from tests.test_auth import assert_error
+
+
+@pytest.fixture
+def limited(sessions):
+    def make(**config):
+        app = _make_app(sessions)
+        app.config.update(config)
+        return app, app.test_client()
+
+    return make
+
+
+@pytest.fixture
+def org_users(db):
+    org = factories.organization(db)
+    users = [factories.user(db, org, role="member") for _ in range(2)]
+    other = factories.user(db, role="member")
+    db.commit()
+    return {"org": org, "users": users, "other": other}
+
+
+def assert_limited(response, window: int) -> dict:
+    error = assert_error(response, 429, "RATE_LIMIT_EXCEEDED")
+    detail = error["details"][0]
+    assert 1 <= detail["retry_after"] <= window
+    assert detail["window_seconds"] == window
+    assert int(response.headers["Retry-After"]) == detail["retry_after"]
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    return detail
+
+
+def test_one_bucket_per_user_across_every_route(limited, org_users):
+    app, client = limited(BATON_USER_RATE_LIMIT="5 per minute")
+    h = factories.auth_headers(app, org_users["users"][0])
+    paths = ["/api/v1/users/me", "/api/v1/organizations/current", "/api/v1/projects"] * 2
+    for n, path in enumerate(paths[:5]):
+        response = client.get(path, headers=h)
+        assert response.status_code == 200, response.get_json()
+        assert response.headers["X-RateLimit-Limit"] == "5"
+        assert response.headers["X-RateLimit-Remaining"] == str(4 - n)
+        assert response.headers["X-RateLimit-Window"] == "60"
+        assert int(response.headers["X-RateLimit-Reset"]) > 0
+    detail = assert_limited(client.get(paths[5], headers=h), 60)
+    assert detail["limit"] == 5 and detail["scope"] == "user"
+    # Another user of the same organization has a bucket of their own.
+    other = factories.auth_headers(app, org_users["users"][1])
+    assert client.get("/api/v1/users/me", headers=other).status_code == 200
+
+
+def test_one_bucket_per_organization(limited, org_users):
+    app, client = limited(BATON_USER_RATE_LIMIT="100 per minute", BATON_ORG_RATE_LIMIT="4/hour")
+    first, second = (factories.auth_headers(app, u) for u in org_users["users"])
+    for h in (first, first, second, second):
+        assert client.get("/api/v1/users/me", headers=h).status_code == 200
+    detail = assert_limited(client.get("/api/v1/projects", headers=second), 3600)
+    assert detail["scope"] == "organization"
+    assert_limited(client.get("/api/v1/users/me", headers=first), 3600)
+    # Another organization is not affected.
+    outsider = factories.auth_headers(app, org_users["other"])
+    assert client.get("/api/v1/users/me", headers=outsider).status_code == 200
+
+
+@pytest.mark.parametrize(("path", "limit"), [("/api/v1/builds", 10), ("/api/v1/analyses", 5)])
+def test_seed_004_endpoint_limits(limited, org_users, path, limit):
+    app, client = limited()
+    h = factories.auth_headers(app, org_users["users"][0])
+    for _ in range(limit):
+        # An invalid body still spends an attempt, and starts no job.
+        response = client.post(path, json={"project_name": "p; ls"}, headers=h)
+        assert_error(response, 422, "VALIDATION_ERROR")
+        assert response.headers["X-RateLimit-Limit"] == str(limit)
+    assert_limited(client.post(path, json={"project_name": "p"}, headers=h), 60)
+    # Reading the list is not creating: only the user's overall bucket applies.
+    listed = client.get(path, headers=h)
+    assert listed.status_code == 200
+    assert listed.headers["X-RateLimit-Limit"] == "600"
+    # Another user can still create.
+    other = factories.auth_headers(app, org_users["users"][1])
+    response = client.post(path, json={"project_name": "p; ls"}, headers=other)
+    assert response.status_code == 422
+
+
+def test_anonymous_callers_are_counted_per_ip(limited):
+    _, client = limited(BATON_USER_RATE_LIMIT="3 per minute")
+
+    def refresh(ip: str):
+        body = {"refresh_token": "not-a-token"}
+        return client.post("/api/v1/auth/refresh", json=body, environ_base={"REMOTE_ADDR": ip})
+
+    for _ in range(3):
+        assert_error(refresh("10.9.8.7"), 401, "AUTHENTICATION_REQUIRED")
+    assert_limited(refresh("10.9.8.7"), 60)
+    assert_error(refresh("10.9.8.6"), 401, "AUTHENTICATION_REQUIRED")
+
+
+def test_every_limiter_key_is_under_the_redis_prefix(limited, org_users):
+    app, client = limited()
+    user = org_users["users"][0]
+    assert (
+        client.get("/api/v1/users/me", headers=factories.auth_headers(app, user)).status_code == 200
+    )
+    store = redis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        keys = [k.decode() for k in store.scan_iter(match=f"*{user.id}*", count=1000)]
+    finally:
+        store.close()
+    assert keys, "the user's bucket should be in Redis"
+    prefix = f"{os.environ['BATON_REDIS_PREFIX']}:ratelimit:"
+    assert all(k.startswith(prefix) for k in keys), keys
+    assert any(f"org:{org_users['org'].id}" in k for k in store_keys(org_users["org"].id))
+
+
+def store_keys(org_id) -> list[str]:
+    store = redis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        return [k.decode() for k in store.scan_iter(match=f"*org:{org_id}*", count=1000)]
+    finally:
+        store.close()

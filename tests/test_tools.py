@@ -142,7 +142,7 @@ def test_tool_call_bound_refuses_later_calls_to_the_model(database_url, monkeypa
                 s, job, status="pending",
                 spec={"kind": "llm", "task_type": "general", "instruction": "Keep going"},
             )  # fmt: skip
-        assert engine.run_step(sessions, job_id=job.id, step_id=step.id) is engine.Outcome.STOP
+        assert engine.run_step(sessions, job_id=job.id, step_id=step.id) is engine.Outcome.FAILED
         with transaction(sessions) as s:
             results = [
                 e.data for e in s.scalars(

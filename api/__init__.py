@@ -9,8 +9,10 @@ from typing import Any
 
 from flask import Flask
 
+from api import observability
 from api.errors import register_error_handlers, request_id
 from api.extensions import BatonApi, jwt, limiter
+from baton.observability import configure_logging
 from baton.settings import get_settings
 
 # One blueprint per resource; each module exposes ``blp``.
@@ -57,6 +59,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         RATELIMIT_KEY_PREFIX="baton-rl",
         RATELIMIT_DEFAULT=settings.api_rate_limit,
         RATELIMIT_HEADERS_ENABLED=True,
+        # Redis unreachable: count in memory (and log) rather than fail the request; a
+        # paused Redis costs at most a second before the fallback.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 1},
         DATABASE_URL=settings.database_url,
         JSON_SORT_KEYS=False,
     )
@@ -70,8 +77,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.config["DATABASE_URL"]
         )
 
+    configure_logging()
+    observability.init_app(app)
     jwt.init_app(app)
     limiter.init_app(app)
+    limiter.exempt(app.view_functions["metrics"])
     api = BatonApi(app)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

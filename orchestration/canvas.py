@@ -63,7 +63,11 @@ def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Sign
 def enqueue(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> None:
     """Send the whole job once (one message for the first task; the rest ride along)."""
     build_canvas(job, phases, steps).apply_async(
-        link_error=_sig(TaskName.FAIL_JOB, str(job.id), job=job)
+        link_error=_sig(TaskName.FAIL_JOB, str(job.id), job=job),
+        # A request waits on the broker for a bounded time (two socket timeouts at most),
+        # then answers 503; Celery's default policy would retry for seconds more.
+        retry=True,
+        retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
     )
 
 

@@ -26,11 +26,14 @@ PG_ADMIN_URL = os.environ.get(
 )
 TEST_DB = f"baton_test_{RUN_ID}"
 REDIS = os.environ.get("BATON_TEST_REDIS", "redis://127.0.0.1:6379")
+# The broker under test: Redis by default; CI runs the end-to-end tests a second time with
+# BATON_TEST_BROKER=amqp://guest:guest@127.0.0.1:5672// (RabbitMQ).
+BROKER = os.environ.get("BATON_TEST_BROKER") or f"{REDIS}/0"
 
 # Set before anything reads settings (the one module that reads the environment).
 os.environ.update(
     DATABASE_URL=PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{TEST_DB}",
-    CELERY_BROKER_URL=f"{REDIS}/0",
+    CELERY_BROKER_URL=BROKER,
     CELERY_RESULT_BACKEND=f"{REDIS}/1",
     REDIS_URL=f"{REDIS}/2",
     BATON_QUEUE_PREFIX=f"t{RUN_ID}",

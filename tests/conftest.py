@@ -227,6 +227,22 @@ def fake_openai() -> Iterator[Any]:
         server.close()
 
 
+@pytest.fixture
+def scripts(tmp_path: Path) -> Iterator[Any]:
+    """Start `baton ...` console scripts (production commands); stopped after the test."""
+    from tests.processes import Script
+
+    started: list[Script] = []
+
+    def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> Script:
+        started.append(Script(args, log, env))
+        return started[-1]
+
+    yield start
+    for script in started:
+        script.stop()
+
+
 @pytest.fixture(scope="session")
 def workers(database_url: str) -> Iterator[WorkerPool]:
     """Two real Celery worker processes (prefork, two children each) on real Redis."""

@@ -5,93 +5,13 @@ service manager reaches them), and Flower never runs open or with its password i
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import ROOT, RUN_ID
-
-BATON = str(Path(sys.executable).parent / "baton")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
-    )
-    return [int(p) for p in out.stdout.split()]
-
-
-def poll(condition: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Script:
-    """One `baton ...` process with its output in a file."""
-
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.log = log
-        self.out = open(log, "wb")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [BATON, *args], cwd=ROOT, env={**os.environ, **(env or {})},
-            stdout=self.out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, marker: str, timeout: float = 90) -> None:
-        def seen() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited {self.proc.returncode}: {self.text()[-3000:]}")
-            return marker in self.text()
-
-        poll(seen, timeout, f"{marker!r} in {self.log.name}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.out.close()
-
-
-@pytest.fixture
-def scripts() -> Iterator[Callable[..., Script]]:
-    started: list[Script] = []
-
-    def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> Script:
-        started.append(Script(args, log, env))
-        return started[-1]
-
-    yield start
-    for script in started:
-        script.stop()
+from tests.processes import BATON, children, cmdline, free_port, poll, wait_http
 
 
 @pytest.mark.usefixtures("database_url")
@@ -166,17 +86,7 @@ def test_flower_reads_its_credentials_from_the_environment(scripts, tmp_path):
         {"FLOWER_BASIC_AUTH": f"ops:{password}"},
     )
     url = f"http://127.0.0.1:{port}/api/workers"
-
-    def answers() -> bool:
-        if flower.proc.poll() is not None:
-            raise AssertionError(flower.text()[-3000:])
-        try:
-            httpx.get(url, timeout=2)
-            return True
-        except httpx.HTTPError:
-            return False
-
-    poll(answers, 90, "flower to listen")
+    wait_http(url, flower)
     assert httpx.get(url, timeout=10).status_code == 401
     assert httpx.get(url, auth=("ops", "wrong"), timeout=10).status_code == 401
     assert httpx.get(url, auth=("ops", password), timeout=30).status_code == 200

@@ -3,7 +3,7 @@
     baton up [--port 8000]          embedded API + a real Celery worker (no services needed)
     baton demo [--url URL]          submit an orchestration to a running Baton and follow it
     baton demo --embedded           start an embedded Baton, run the demo, stop it
-    baton db upgrade|downgrade      migrations
+    baton db upgrade|downgrade|revision -m MSG|current|history   migrations
     baton api|worker|beat|flower    the production processes (thin wrappers)
 
 With DATABASE_URL and CELERY_BROKER_URL set, the same commands use PostgreSQL and Redis.
@@ -300,13 +300,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from models.migrate import downgrade, upgrade
+    from models import migrate
 
+    where = get_settings().database_url.split("@")[-1]
+    if args.action == "revision":
+        if not args.message:
+            raise SystemExit("baton db revision: -m MESSAGE is required")
+        migrate.revision(args.message, autogenerate=not args.empty)
+        return 0
+    if args.action == "current":
+        migrate.current()
+        return 0
+    if args.action == "history":
+        migrate.history()
+        return 0
     if args.action == "upgrade":
-        upgrade(revision=args.revision or "head")
+        migrate.upgrade(revision=args.revision or "head")
     else:
-        downgrade(revision=args.revision or "-1")
-    print(f"database {args.action}d: {get_settings().database_url.split('@')[-1]}")
+        migrate.downgrade(revision=args.revision or "-1")
+    print(f"database {args.action}d: {where}")
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """beat: its schedule file (BATON_HOME) was written recently; beat rewrites it at
+    least every few minutes while it runs (docker-compose's healthcheck)."""
+    files = list(get_settings().home.glob("celerybeat-schedule*"))
+    age = time.time() - max((f.stat().st_mtime for f in files), default=0)
+    if age > args.max_age:
+        print(f"unhealthy: beat's schedule was last written {age:.0f}s ago", file=sys.stderr)
+        return 1
+    print(f"healthy: beat's schedule written {age:.0f}s ago")
     return 0
 
 
@@ -361,9 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="migrations")
-    db.add_argument("action", choices=["upgrade", "downgrade"])
-    db.add_argument("revision", nargs="?")
+    db.add_argument("action", choices=["upgrade", "downgrade", "revision", "current", "history"])
+    db.add_argument("revision", nargs="?", help="upgrade/downgrade target")
+    db.add_argument("-m", "--message", help="revision: the new migration's message")
+    db.add_argument("--empty", action="store_true", help="revision: no autogenerate")
     db.set_defaults(func=cmd_db)
+
+    health = sub.add_parser("healthcheck", help="exit 0 when the named process is healthy")
+    health.add_argument("process", choices=["beat"])
+    health.add_argument("--max-age", type=float, default=600, help="seconds")
+    health.set_defaults(func=cmd_healthcheck)
 
     for name in WRAPPED:
         # Listed for --help only: main() hands these over before argparse sees them.

@@ -99,6 +99,23 @@ def _forget_redis_keys() -> Iterator[None]:
     client.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forget_broker_queues() -> Iterator[None]:
+    """On RabbitMQ, queues are durable and outlive the run: delete this run's (the queue
+    prefix names them). On Redis a drained queue is an absent key already."""
+    yield
+    if not BROKER.startswith("amqp"):
+        return
+    from kombu import Connection
+
+    from orchestration.canvas import all_queues
+
+    with Connection(BROKER, connect_timeout=5) as conn:
+        channel = conn.channel()
+        for queue in all_queues():
+            channel.queue_delete(queue)
+
+
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> sa.Engine:
     from models.db import get_engine

@@ -88,9 +88,10 @@ def make_formatter() -> logging.Formatter:
     if get_settings().log_format == "text":
         return logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     return JsonFormatter(
-        "{asctime}{levelname}{name}{message}",
+        "{levelname}{name}{message}",
         style="{",
-        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",  # UTC, ISO 8601
     )
 
 

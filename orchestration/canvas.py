@@ -21,6 +21,9 @@ from orchestration.task_names import TaskName
 BROKER_PRIORITY = {Priority.URGENT: 0, Priority.HIGH: 3, Priority.MEDIUM: 5, Priority.LOW: 8}
 
 
+ORGANIZATION_HEADER = "baton_organization_id"
+
+
 def queue_for(priority: str) -> str:
     return f"{get_settings().task_queue_prefix}.{Priority(priority).value}"
 
@@ -34,6 +37,8 @@ def _sig(name: TaskName, *args: str, job: Job, task_id: str | None = None) -> Si
     options: dict[str, object] = {
         "queue": job.queue or queue_for(job.priority),
         "priority": BROKER_PRIORITY[Priority(job.priority)],
+        # For the worker's log lines (workers/observability.py), not for any decision.
+        "headers": {ORGANIZATION_HEADER: str(job.organization_id)},
     }
     if task_id:
         options["task_id"] = task_id

@@ -132,4 +132,5 @@ def test_worker_metrics_and_job_logs_after_a_job(scripts, tmp_path, tenant):
     mine = [line for line in lines if line.get("job_id") == str(job_id)]
     assert mine, worker.text()[-3000:]
     assert any(line.get("step_id") for line in mine)
+    assert all(line.get("organization_id") == str(tenant["org_id"]) for line in mine)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in mine)

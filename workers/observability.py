@@ -16,6 +16,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from baton import observability
 from baton.settings import get_settings
+from orchestration.canvas import ORGANIZATION_HEADER
 from orchestration.task_names import TaskName
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,9 @@ def _bind_task(task_id: str, task: Any, args: tuple = (), **_: Any) -> None:
     _started[task_id] = time.perf_counter()
     job_id = args[0] if args and task.name != TaskName.REAP_STALE_JOBS else None
     step_id = args[1] if task.name == TaskName.RUN_STEP and len(args) > 1 else None
+    organization_id = getattr(task.request, ORGANIZATION_HEADER, None)
     observability.clear()
-    observability.bind(job_id=job_id, step_id=step_id)
+    observability.bind(job_id=job_id, step_id=step_id, organization_id=organization_id)
 
 
 @signals.task_postrun.connect

@@ -58,6 +58,7 @@ from baton.settings import reset_settings_cache  # noqa: E402
 reset_settings_cache()
 
 ROOT = Path(__file__).resolve().parent.parent
+QUEUE_PREFIXES = [os.environ["BATON_QUEUE_PREFIX"]]
 
 
 @pytest.fixture(scope="session")
@@ -108,12 +109,19 @@ def _forget_broker_queues() -> Iterator[None]:
         return
     from kombu import Connection
 
-    from orchestration.canvas import all_queues
-
+    priorities = ("urgent", "high", "medium", "low")
     with Connection(BROKER, connect_timeout=5) as conn:
         channel = conn.channel()
-        for queue in all_queues():
-            channel.queue_delete(queue)
+        for prefix in QUEUE_PREFIXES:
+            for name in (f"{prefix}.{p}" for p in priorities):
+                channel.queue_delete(name)  # Celery declares a direct exchange per queue too
+                channel.exchange_delete(name)
+
+
+def queue_prefix(name: str) -> str:
+    """A queue prefix of this run's own for a test's processes (removed at the end)."""
+    QUEUE_PREFIXES.append(f"{name}{RUN_ID}")
+    return QUEUE_PREFIXES[-1]
 
 
 @pytest.fixture(scope="session")

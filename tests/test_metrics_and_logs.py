@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RUN_ID
+from tests.conftest import RUN_ID, queue_prefix
 from tests.helpers import TERMINAL, live_tenant
 from tests.processes import free_port, poll, wait_http
 
@@ -76,7 +76,7 @@ def test_api_metrics_and_access_log_under_gunicorn(scripts, tmp_path, tenant):
 
 
 def test_worker_metrics_and_job_logs_after_a_job(scripts, tmp_path, tenant):
-    prefix = f"m{RUN_ID}"  # this test's worker alone reads these queues
+    prefix = queue_prefix("m")  # this test's worker alone reads these queues
     metrics_port, api_port = free_port(), free_port()
     env = {"BATON_QUEUE_PREFIX": prefix, "BATON_WORKER_METRICS_PORT": str(metrics_port)}
     worker = scripts(

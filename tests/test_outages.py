@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from models import Job
 from models.db import session_factory, transaction
-from tests.conftest import RUN_ID
+from tests.conftest import queue_prefix
 from tests.helpers import live_tenant
 from tests.processes import free_port, poll, wait_http
 from tests.tcp_proxy import TcpProxy
@@ -148,7 +148,7 @@ def test_paused_broker_is_a_bounded_503_then_submissions_resume(
         scripts, tmp_path,
         {"CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0", "BATON_BROKER_TIMEOUT_SECONDS": "1",
          # No worker reads these queues: the job just waits in the broker.
-         "BATON_QUEUE_PREFIX": f"paused{RUN_ID}"},
+         "BATON_QUEUE_PREFIX": queue_prefix("paused")},
     )  # fmt: skip
     headers = tenant["headers"]
     assert _submit(api, headers, "before").status_code == 202
@@ -182,7 +182,7 @@ def test_waiting_on_a_run_never_outlives_the_worker_timeout(
     # is clamped below it, so the caller gets its 202 and the worker lives.
     api = start_api(
         scripts, tmp_path,
-        {"BATON_API_TIMEOUT": "12", "BATON_QUEUE_PREFIX": f"nowk{RUN_ID}"},
+        {"BATON_API_TIMEOUT": "12", "BATON_QUEUE_PREFIX": queue_prefix("nowk")},
         "--threads", "1",
     )  # fmt: skip
     started = time.monotonic()

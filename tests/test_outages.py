@@ -4,6 +4,7 @@ request that waits on a job never outlives gunicorn's worker timeout."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -63,7 +64,17 @@ def test_database_outage_is_a_503_and_the_api_recovers(scripts, tmp_path, tenant
 
         proxy.cut()
         for _ in range(3):  # every pooled connection is dead, and no new one gets through
-            assert_unavailable(httpx.get(f"{api}/api/v1/jobs", headers=headers, timeout=30))
+            cut = httpx.get(f"{api}/api/v1/jobs", headers=headers, timeout=30)
+            assert_unavailable(cut)
+        # The API's own log line (JSON) carries the request id the client was given.
+        log = next(tmp_path.glob("api-*.log"))
+        poll(lambda: cut.headers["X-Request-ID"] in log.read_text(), 30, "the log line")
+        lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+        (warning,) = [
+            x for x in lines
+            if x.get("request_id") == cut.headers["X-Request-ID"] and x["logger"] == "api.errors"
+        ]  # fmt: skip
+        assert warning["level"] == "WARNING" and "unavailable" in warning["message"]
         assert_unavailable(
             httpx.post(
                 f"{api}/api/v1/tasks", headers=headers, json={"description": "x"}, timeout=30

@@ -32,6 +32,7 @@ task_allow_error_cb_on_chord_header = True
 worker_max_tasks_per_child = 1000
 worker_max_memory_per_child = 512 * 1024  # KiB
 broker_connection_retry_on_startup = True
+broker_connection_timeout = _s.broker_timeout_seconds
 worker_hijack_root_logger = False
 worker_send_task_events = True
 task_send_sent_event = True
@@ -77,5 +78,10 @@ if _s.broker_is_filesystem:
         "polling_interval": 0.1,
     }
 else:
-    broker_transport_options = {"visibility_timeout": _s.visibility_timeout}
+    # A broker that does not answer (down, paused) fails a send in bounded time.
+    broker_transport_options = {
+        "visibility_timeout": _s.visibility_timeout,
+        "socket_timeout": _s.broker_timeout_seconds,
+        "socket_connect_timeout": _s.broker_timeout_seconds,
+    }
     result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}

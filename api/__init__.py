@@ -11,9 +11,10 @@ from typing import Any
 
 from flask import Flask, g
 
-from api import idempotency, quotas, ratelimits
+from api import idempotency, observability, quotas, ratelimits
 from api.errors import register_error_handlers, request_id
 from api.extensions import BatonApi, jwt, limiter
+from baton.observability import configure_logging
 from baton.settings import get_settings
 
 # One blueprint per resource; each module exposes ``blp``.
@@ -57,8 +58,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Every route takes a bearer token unless it says otherwise (auth, health).
         API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
-        # Every limiter key under BATON_REDIS_PREFIX: "<prefix>:ratelimit:LIMITER/...".
-        RATELIMIT_STORAGE_OPTIONS={"key_prefix": f"{settings.redis_prefix}:ratelimit"},
+        # Every limiter key under BATON_REDIS_PREFIX ("<prefix>:ratelimit:LIMITER/..."); a
+        # paused Redis costs at most a second before the in-memory fallback below.
+        RATELIMIT_STORAGE_OPTIONS={
+            "key_prefix": f"{settings.redis_prefix}:ratelimit",
+            "socket_connect_timeout": 1,
+            "socket_timeout": 1,
+        },
         RATELIMIT_HEADERS_ENABLED=True,
         # Read per request by api/ratelimits.py (per user across routes, per organization,
         # per endpoint, per IP for sign-in).
@@ -68,6 +74,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         BATON_ANALYSIS_RATE_LIMIT=settings.analysis_rate_limit,
         BATON_LOGIN_RATE_LIMIT=settings.login_rate_limit,
         BATON_2FA_RATE_LIMIT=settings.two_factor_rate_limit,
+        # Redis unreachable: count in memory (and log) rather than fail the request.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
         DATABASE_URL=settings.database_url,
         JSON_SORT_KEYS=False,
     )
@@ -81,8 +90,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.config["DATABASE_URL"]
         )
 
+    configure_logging()
+    observability.init_app(app)
     jwt.init_app(app)
     limiter.init_app(app)
+    limiter.exempt(app.view_functions["metrics"])
     api = BatonApi(app)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

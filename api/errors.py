@@ -10,11 +10,26 @@ import logging
 import uuid
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from baton.settings import get_settings
 from models.base import utcnow
 from orchestration.errors import DomainError
+
+# A dependency that cannot be reached (PostgreSQL, the broker, Redis) is a 503 the client
+# can retry, never a 500: connection refused or reset, a pool or socket timeout.
+UNAVAILABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +125,25 @@ def handle_domain_error(error: DomainError) -> Response:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
+    elif error.status == 503:
+        response.headers["Retry-After"] = str(get_settings().unavailable_retry_after)
+    return response
+
+
+def handle_unavailable(error: Exception) -> Response:
+    log.warning("request %s: a dependency is unavailable: %s", request_id(), type(error).__name__)
+    response = error_response(
+        503, "A service Baton depends on is unavailable; retry shortly", code="SERVICE_UNAVAILABLE"
+    )
+    response.headers["Retry-After"] = str(get_settings().unavailable_retry_after)
     return response
 
 
 def handle_unexpected(error: Exception) -> Response:
     if isinstance(error, HTTPException):
         return handle_http_exception(error)
+    if isinstance(error, UNAVAILABLE):
+        return handle_unavailable(error)
     log.exception("request %s raised", request_id())
     return error_response(500, "An unexpected error occurred")
 
@@ -123,4 +151,6 @@ def handle_unexpected(error: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    for error_type in UNAVAILABLE:
+        app.register_error_handler(error_type, handle_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -13,6 +13,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
 from sqlalchemy.orm import Session, sessionmaker
 
+from baton import observability
 from orchestration.errors import AuthenticationRequired, Forbidden
 from orchestration.principal import Principal
 
@@ -41,6 +42,7 @@ def current_principal() -> Principal:
         organization_id=g.live_session.organization_id,
         role=g.live_session.role,
     )
+    observability.bind(organization_id=g.principal.organization_id)
     return g.principal
 
 

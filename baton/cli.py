@@ -3,7 +3,7 @@
     baton up [--port 8000]          embedded API + a real Celery worker (no services needed)
     baton demo [--url URL]          submit an orchestration to a running Baton and follow it
     baton demo --embedded           start an embedded Baton, run the demo, stop it
-    baton db upgrade|downgrade      migrations
+    baton db upgrade|downgrade|revision -m MSG|current|history   migrations
     baton api|worker|beat|flower    the production processes (thin wrappers)
 
 With DATABASE_URL and CELERY_BROKER_URL set, the same commands use PostgreSQL and Redis.
@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from baton.observability import prepare_worker_metrics
 from baton.settings import get_settings, reset_settings_cache
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -39,18 +40,86 @@ def _queues() -> str:
     return ",".join(all_queues())
 
 
-def worker_command(extra: list[str] | None = None, concurrency: int = 2) -> list[str]:
-    return _celery(
-        "worker", "-Q", _queues(), "-c", str(concurrency), "-l", "info",
-        "--max-tasks-per-child", "1000", *(extra or []),
-    )  # fmt: skip
+def _has_option(args: list[str], short: str | None, long: str) -> bool:
+    """Whether ``args`` already give an option, in any of its spellings (-Qa, -Q a, --q=a)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == long or arg.startswith(long + "="):
+            return True
+        if short and arg.startswith(short) and not arg.startswith("--"):
+            return True
+    return False
 
 
-def api_command(host: str, port: int, workers: int = 2) -> list[str]:
-    return [
-        sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-        "--threads", "4", "--access-logfile", "-", "api:create_app()",
-    ]  # fmt: skip
+def worker_command(extra: list[str] | None = None, concurrency: int | None = None) -> list[str]:
+    """``celery -A workers worker`` with the caller's arguments unchanged, plus Baton's
+    queues and an info log level unless the arguments choose their own."""
+    extra = list(extra or [])
+    defaults: list[str] = []
+    if not _has_option(extra, "-Q", "--queues"):
+        defaults += ["-Q", _queues()]
+    if not _has_option(extra, "-l", "--loglevel"):
+        defaults += ["-l", "info"]
+    if concurrency is not None and not _has_option(extra, "-c", "--concurrency"):
+        defaults += ["-c", str(concurrency)]
+    return _celery("worker", *defaults, *extra)
+
+
+def beat_command(extra: list[str] | None = None) -> list[str]:
+    """``celery -A workers beat``; its schedule file lives under BATON_HOME (a volume in
+    docker-compose), not in the working directory."""
+    extra = list(extra or [])
+    defaults: list[str] = []
+    if not _has_option(extra, "-s", "--schedule"):
+        home = get_settings().home
+        home.mkdir(parents=True, exist_ok=True)
+        defaults += ["-s", str(home / "celerybeat-schedule")]
+    if not _has_option(extra, "-l", "--loglevel"):
+        defaults += ["-l", "info"]
+    return _celery("beat", *defaults, *extra)
+
+
+FLOWER_AUTH_OPTIONS = ("--basic-auth", "--basic_auth")
+
+
+def flower_command(extra: list[str] | None = None) -> list[str]:
+    """``celery -A workers flower``. Flower reads FLOWER_BASIC_AUTH from its environment
+    itself, so the password never appears on a command line (``ps``). Without it (or
+    Flower's OAuth, ``--auth``) it refuses to start unless told ``--unauthenticated``."""
+    extra = list(extra or [])
+    if any(_has_option(extra, None, name) for name in FLOWER_AUTH_OPTIONS):
+        raise SystemExit(
+            "baton flower: pass the credentials in FLOWER_BASIC_AUTH=user:password, not on "
+            "the command line (any user can read it with ps)"
+        )
+    unauthenticated = "--unauthenticated" in extra
+    extra = [arg for arg in extra if arg != "--unauthenticated"]
+    has_auth = bool(get_settings().flower_basic_auth) or _has_option(extra, None, "--auth")
+    if not has_auth and not unauthenticated:
+        raise SystemExit(
+            "baton flower: no authentication configured. Set FLOWER_BASIC_AUTH=user:password "
+            "(or Flower's --auth with OAuth), or pass --unauthenticated to run it open."
+        )
+    defaults = [] if _has_option(extra, None, "--max_tasks") else ["--max_tasks=10000"]
+    return _celery("flower", *defaults, *extra)
+
+
+def api_command(
+    host: str | None = None, port: int | None = None, workers: int | None = 2,
+    extra: list[str] | None = None,
+) -> list[str]:  # fmt: skip
+    """gunicorn with Baton's configuration (timeout, JSON logs with the request id, the
+    metrics directory); the caller's gunicorn arguments are passed on unchanged."""
+    extra = list(extra or [])
+    defaults = ["--config", "python:baton.gunicorn_conf"]
+    if not _has_option(extra, "-b", "--bind"):
+        defaults += ["--bind", f"{host or '0.0.0.0'}:{port or 8000}"]
+    if workers is not None and not _has_option(extra, "-w", "--workers"):
+        defaults += ["--workers", str(workers)]
+    if not _has_option(extra, None, "--threads"):
+        defaults += ["--threads", "4"]
+    return [sys.executable, "-m", "gunicorn", *defaults, *extra, "api:create_app()"]
 
 
 def _wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
@@ -105,7 +174,9 @@ class Stack:
         # part of "nothing lost", and one command is the whole embedded stack.
         beat = ["-B", "-s", str(settings.home / "celerybeat-schedule")]
         self.procs.append(
-            subprocess.Popen(worker_command(beat), stdout=out, stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                worker_command(beat, concurrency=2), stdout=out, stderr=subprocess.STDOUT
+            )
         )
         api = subprocess.Popen(
             api_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT
@@ -229,21 +300,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from models.migrate import downgrade, upgrade
+    from models import migrate
 
+    where = get_settings().database_url.split("@")[-1]
+    if args.action == "revision":
+        if not args.message:
+            raise SystemExit("baton db revision: -m MESSAGE is required")
+        migrate.revision(args.message, autogenerate=not args.empty)
+        return 0
+    if args.action == "current":
+        migrate.current()
+        return 0
+    if args.action == "history":
+        migrate.history()
+        return 0
     if args.action == "upgrade":
-        upgrade(revision=args.revision or "head")
+        migrate.upgrade(revision=args.revision or "head")
     else:
-        downgrade(revision=args.revision or "-1")
-    print(f"database {args.action}d: {get_settings().database_url.split('@')[-1]}")
+        migrate.downgrade(revision=args.revision or "-1")
+    print(f"database {args.action}d: {where}")
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """beat: its schedule file (BATON_HOME) was written recently; beat rewrites it at
+    least every few minutes while it runs (docker-compose's healthcheck)."""
+    files = list(get_settings().home.glob("celerybeat-schedule*"))
+    age = time.time() - max((f.stat().st_mtime for f in files), default=0)
+    if age > args.max_age:
+        print(f"unhealthy: beat's schedule was last written {age:.0f}s ago", file=sys.stderr)
+        return 1
+    print(f"healthy: beat's schedule written {age:.0f}s ago")
     return 0
 
 
 def _exec(command: list[str]) -> int:
-    return subprocess.call(command)
+    """Become the process (no parent left to swallow SIGTERM): ``docker stop`` and
+    service managers reach Celery or gunicorn directly, which shut down warmly."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
+    return 1  # not reached
+
+
+def _wrapped(name: str, args: list[str]) -> int:
+    if name == "worker":
+        prepare_worker_metrics()
+        return _exec(worker_command(args))
+    if name == "beat":
+        return _exec(beat_command(args))
+    if name == "flower":
+        return _exec(flower_command(args))
+    # api: --host/--port are Baton's shorthand for gunicorn's --bind; the rest is gunicorn's.
+    shorthand = argparse.ArgumentParser(prog="baton api", add_help=False)
+    shorthand.add_argument("--host")
+    shorthand.add_argument("--port", type=int)
+    known, rest = shorthand.parse_known_args(args)
+    return _exec(api_command(known.host, known.port, extra=rest))
+
+
+WRAPPED = ("api", "worker", "beat", "flower")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in WRAPPED:
+        # Thin wrappers: every argument goes to Celery/gunicorn as given (argparse would
+        # refuse options it does not know, e.g. ``baton worker --concurrency 4``).
+        return _wrapped(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="baton", description="Baton: LLM-agent jobs on Celery.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -261,29 +385,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="migrations")
-    db.add_argument("action", choices=["upgrade", "downgrade"])
-    db.add_argument("revision", nargs="?")
+    db.add_argument("action", choices=["upgrade", "downgrade", "revision", "current", "history"])
+    db.add_argument("revision", nargs="?", help="upgrade/downgrade target")
+    db.add_argument("-m", "--message", help="revision: the new migration's message")
+    db.add_argument("--empty", action="store_true", help="revision: no autogenerate")
     db.set_defaults(func=cmd_db)
 
-    api = sub.add_parser("api", help="the API under gunicorn")
-    api.add_argument("--host", default="0.0.0.0")
-    api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--workers", type=int, default=2)
-    api.set_defaults(func=lambda a: _exec(api_command(a.host, a.port, a.workers)))
+    health = sub.add_parser("healthcheck", help="exit 0 when the named process is healthy")
+    health.add_argument("process", choices=["beat"])
+    health.add_argument("--max-age", type=float, default=600, help="seconds")
+    health.set_defaults(func=cmd_healthcheck)
 
-    for name in ("worker", "beat", "flower"):
-        p = sub.add_parser(name, help=f"celery {name} (extra arguments are passed on)")
-        p.add_argument("extra", nargs=argparse.REMAINDER)
-        p.set_defaults(name=name)
+    for name in WRAPPED:
+        # Listed for --help only: main() hands these over before argparse sees them.
+        sub.add_parser(name, help=f"{name}: the production process; arguments are passed on")
     args = parser.parse_args(argv)
-    if args.command == "worker":
-        return _exec(worker_command(args.extra))
-    if args.command == "beat":
-        return _exec(_celery("beat", "-l", "info", *args.extra))
-    if args.command == "flower":
-        auth = get_settings().flower_basic_auth
-        extra = ([f"--basic-auth={auth}"] if auth else []) + ["--max_tasks=10000", *args.extra]
-        return _exec(_celery("flower", *extra))
     try:
         return args.func(args)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the stack stopped its children already

@@ -111,10 +111,26 @@ class Settings:
     idempotency_ttl_seconds: int = 86400
     idempotency_lock_seconds: int = 300
     default_api_quota: int | None = None
+    # Issue 8 (operations): logs, metrics, timeouts of the API's outside calls.
+    log_format: str = "json"
+    log_level: str = "INFO"
+    metrics_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR, set by `baton api|worker` per process
+    worker_metrics_port: int = 0  # 0: the worker serves no /metrics
+    worker_metrics_host: str = "0.0.0.0"
+    api_timeout: int = 60  # gunicorn's worker timeout, seconds
+    broker_timeout_seconds: float = 3.0  # a send waits at most about this long for the broker
+    db_connect_timeout: int = 5
+    unavailable_retry_after: int = 5  # Retry-After on a 503
 
     @property
     def is_embedded(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def max_wait_seconds(self) -> float:
+        """The longest a request may wait on a job: well inside gunicorn's worker timeout
+        (which `baton api` sets from the same setting), so a wait never kills a worker."""
+        return max(self.api_timeout - 10, 1)
 
     @property
     def broker_is_filesystem(self) -> bool:
@@ -274,6 +290,16 @@ def get_settings() -> Settings:
         default_api_quota=(
             int(env["BATON_DEFAULT_API_QUOTA"]) if env.get("BATON_DEFAULT_API_QUOTA") else None
         ),
+        # Issue 8 (operations)
+        log_format=(env.get("BATON_LOG_FORMAT") or "json").lower(),
+        log_level=(env.get("BATON_LOG_LEVEL") or "INFO").upper(),
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
+        worker_metrics_port=int(env.get("BATON_WORKER_METRICS_PORT") or 0),
+        worker_metrics_host=env.get("BATON_WORKER_METRICS_HOST") or "0.0.0.0",
+        api_timeout=max(int(env.get("BATON_API_TIMEOUT") or 60), 10),
+        broker_timeout_seconds=float(env.get("BATON_BROKER_TIMEOUT_SECONDS") or 3),
+        db_connect_timeout=int(env.get("BATON_DB_CONNECT_TIMEOUT") or 5),
+        unavailable_retry_after=int(env.get("BATON_RETRY_AFTER_SECONDS") or 5),
     )
 
 

@@ -26,7 +26,11 @@ def make_engine(url: str) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A database that does not answer fails a connection in bounded time (a 503 at the API).
+    connect_args = {"connect_timeout": get_settings().db_connect_timeout}
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
 
 
 @lru_cache(maxsize=4)

@@ -122,6 +122,12 @@ class JobStep(IdMixin, Base):
     __table_args__ = (
         sa.UniqueConstraint("phase_id", "position", name="uq_job_steps_position"),
         sa.Index("ix_job_steps_job", "job_id"),
+        # The tools' full-text search over step outputs (PostgreSQL only; migration 0008).
+        sa.Index(
+            "ix_job_steps_output_fts",
+            sa.text("to_tsvector('english'::regconfig, COALESCE(output, ''::text))"),
+            postgresql_using="gin",
+        ),
     )
 
     job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))

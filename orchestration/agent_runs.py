@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from baton.settings import get_settings
 from models import TERMINAL_STATUSES, Agent, Job, JobKind
 from models.db import transaction
 from orchestration import jobs
@@ -61,7 +62,8 @@ def run_agent(
         ),
     )
     job_id = submitted.job.id
-    deadline = time.monotonic() + wait_seconds
+    # Never longer than the server's worker timeout allows (BATON_API_TIMEOUT).
+    deadline = time.monotonic() + min(wait_seconds, get_settings().max_wait_seconds)
     while time.monotonic() < deadline:
         with transaction(sessions) as session:
             status = session.scalar(sa.select(Job.status).where(Job.id == job_id))

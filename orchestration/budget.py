@@ -41,6 +41,7 @@ from models import (
     User,
     utcnow,
 )
+from orchestration import metrics
 from orchestration.errors import BudgetExceeded
 from orchestration.money import money_text
 
@@ -296,6 +297,7 @@ def reserve(
             )
         ).rowcount
         if not held:
+            metrics.budget_refused(paused=limit.action_on_exceed == LimitAction.PAUSE)
             if limit.action_on_exceed == LimitAction.PAUSE:
                 raise BudgetPaused(limit)
             raise BudgetExceeded(
@@ -308,6 +310,7 @@ def reserve(
                     }
                 ],
             )
+    metrics.count_on_commit(session, metrics.BUDGET_HOLDS, outcome="held")
     return holds
 
 

@@ -21,6 +21,9 @@ from orchestration.task_names import TaskName
 BROKER_PRIORITY = {Priority.URGENT: 0, Priority.HIGH: 3, Priority.MEDIUM: 5, Priority.LOW: 8}
 
 
+ORGANIZATION_HEADER = "baton_organization_id"
+
+
 def queue_for(priority: str) -> str:
     return f"{get_settings().task_queue_prefix}.{Priority(priority).value}"
 
@@ -57,6 +60,8 @@ def _sig(
         "priority": BROKER_PRIORITY[Priority(job.priority)],
         "shadow": f"{name}[{where}]",
         "argsrepr": f"({', '.join(named)})",
+        # For the worker's log lines (workers/observability.py), not for any decision.
+        "headers": {ORGANIZATION_HEADER: str(job.organization_id)},
     }
     if task_id:
         options["task_id"] = task_id
@@ -97,7 +102,12 @@ def enqueue(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> None:
     itself. A message that cannot be published or is lost (a join, a finish) leaves the
     job running with no progress, and beat's reaper re-sends it (orchestration/recovery).
     """
-    build_canvas(job, phases, steps).apply_async()
+    build_canvas(job, phases, steps).apply_async(
+        # A request waits on the broker for a bounded time (two socket timeouts at most),
+        # then answers 503; Celery's default policy would retry for seconds more.
+        retry=True,
+        retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+    )
 
 
 def revoke(task_ids: list[str]) -> None:

@@ -253,6 +253,9 @@ def submit_job(
                 to=JobStatus.FAILED,
                 error="the job queue is unavailable",
                 event_data={"error": "broker unavailable"},
+                # The client was told 503 (not started): retrying with the same key
+                # submits anew instead of finding this job.
+                idempotency_key=None,
             )
         raise ServiceUnavailable("The job queue is unavailable; the job was not started") from exc
     return JobDetail(job=job, phases=phases, steps=steps, events=[])

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models import Job, JobEvent, JobPhase, JobStatus, JobStep, StepStatus, utcnow
+from orchestration import metrics
 
 # Which statuses each status may be entered from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
@@ -86,13 +87,16 @@ def transition_job(
         extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
     if to in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
         extra.setdefault("finished_at", now)
-    changed = session.execute(
+    kind = session.execute(
         sa.update(Job)
         .where(Job.id == job_id, Job.status.in_([s.value for s in ALLOWED_FROM[to]]))
         .values(status=to.value, **extra)
+        .returning(Job.kind)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ).scalar()
+    changed = kind is not None
     if changed:
+        metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=to.value)
         append_event(
             session,
             job_id=job_id,
@@ -115,14 +119,17 @@ def set_step_status(
     from_: Iterable[StepStatus],
     **values: Any,
 ) -> bool:
-    return bool(
-        session.execute(
-            sa.update(JobStep)
-            .where(JobStep.id == step_id, JobStep.status.in_([s.value for s in from_]))
-            .values(status=to.value, **values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-    )
+    job_kind = sa.select(Job.kind).where(Job.id == JobStep.job_id).scalar_subquery()
+    kind = session.execute(
+        sa.update(JobStep)
+        .where(JobStep.id == step_id, JobStep.status.in_([s.value for s in from_]))
+        .values(status=to.value, **values)
+        .returning(job_kind)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if kind is not None:
+        metrics.count_on_commit(session, metrics.STEPS, kind=kind, status=to.value)
+    return kind is not None
 
 
 def set_phase_status(

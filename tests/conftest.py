@@ -26,11 +26,14 @@ PG_ADMIN_URL = os.environ.get(
 )
 TEST_DB = f"baton_test_{RUN_ID}"
 REDIS = os.environ.get("BATON_TEST_REDIS", "redis://127.0.0.1:6379")
+# The broker under test: Redis by default; CI runs the end-to-end tests a second time with
+# BATON_TEST_BROKER=amqp://guest:guest@127.0.0.1:5672// (RabbitMQ).
+BROKER = os.environ.get("BATON_TEST_BROKER") or f"{REDIS}/0"
 
 # Set before anything reads settings (the one module that reads the environment).
 os.environ.update(
     DATABASE_URL=PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{TEST_DB}",
-    CELERY_BROKER_URL=f"{REDIS}/0",
+    CELERY_BROKER_URL=BROKER,
     CELERY_RESULT_BACKEND=f"{REDIS}/1",
     REDIS_URL=f"{REDIS}/2",
     BATON_QUEUE_PREFIX=f"t{RUN_ID}",
@@ -55,6 +58,7 @@ from baton.settings import reset_settings_cache  # noqa: E402
 reset_settings_cache()
 
 ROOT = Path(__file__).resolve().parent.parent
+QUEUE_PREFIXES = [os.environ["BATON_QUEUE_PREFIX"]]
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +98,30 @@ def _forget_redis_keys() -> Iterator[None]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_broker_queues() -> Iterator[None]:
+    """On RabbitMQ, queues are durable and outlive the run: delete this run's (the queue
+    prefix names them). On Redis a drained queue is an absent key already."""
+    yield
+    if not BROKER.startswith("amqp"):
+        return
+    from kombu import Connection
+
+    priorities = ("urgent", "high", "medium", "low")
+    with Connection(BROKER, connect_timeout=5) as conn:
+        channel = conn.channel()
+        for prefix in QUEUE_PREFIXES:
+            for name in (f"{prefix}.{p}" for p in priorities):
+                channel.queue_delete(name)  # Celery declares a direct exchange per queue too
+                channel.exchange_delete(name)
+
+
+def queue_prefix(name: str) -> str:
+    """A queue prefix of this run's own for a test's processes (removed at the end)."""
+    QUEUE_PREFIXES.append(f"{name}{RUN_ID}")
+    return QUEUE_PREFIXES[-1]
 
 
 @pytest.fixture(scope="session")
@@ -222,6 +250,22 @@ def fake_openai() -> Iterator[Any]:
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def scripts(tmp_path: Path) -> Iterator[Any]:
+    """Start `baton ...` console scripts (production commands); stopped after the test."""
+    from tests.processes import Script
+
+    started: list[Script] = []
+
+    def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> Script:
+        started.append(Script(args, log, env))
+        return started[-1]
+
+    yield start
+    for script in started:
+        script.stop()
 
 
 @pytest.fixture(scope="session")

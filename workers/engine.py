@@ -46,7 +46,7 @@ from models import (
     utcnow,
 )
 from models.db import transaction
-from orchestration import budget, integrations, live
+from orchestration import budget, integrations, live, metrics
 from orchestration.breaker import shared_breaker
 from orchestration.errors import BudgetExceeded
 from orchestration.jobs import resolve_step_model
@@ -786,6 +786,7 @@ def _complete(
             if result is not None:
                 _settle(session, ctx, call_key, result.cost)
             return Outcome.STOP
+        metrics.count_on_commit(session, metrics.STEPS, kind=job.kind, status="completed")
         session.execute(
             sa.update(JobPhase)
             .where(JobPhase.id == step.phase_id)

@@ -37,7 +37,7 @@ from tenacity import (
 )
 
 from orchestration import breaker as breakers
-from orchestration import model_catalog
+from orchestration import metrics, model_catalog
 from orchestration.errors import DomainError
 from orchestration.model_catalog import Catalog, ProviderContext, ProviderSpec, ResolvedModel
 from workers.providers import estimate, sim
@@ -571,6 +571,7 @@ def _record(
             record["retry_after"] = error.retry_after
     record["latency_ms"] = _ms_since(begun)
     record["attempt"] = info.number
+    metrics.provider_attempt(record)
     if info.stream:
         record["stream"] = True
     if info.probe:

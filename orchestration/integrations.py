@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from baton.settings import PROVIDER_NAME
 from models import Integration, utcnow
 from models.db import transaction
-from orchestration import model_catalog, secrets
+from orchestration import egress, model_catalog, secrets
 from orchestration.errors import Conflict, NotFound, ValidationFailed, field_error
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.model_catalog import Catalog, ProviderContext, ProviderSpec
@@ -122,6 +122,8 @@ def provider_context(session: Session, *, organization_id: uuid.UUID) -> Provide
 def _check_custom(data: dict[str, Any]) -> None:
     if not data.get("base_url"):
         raise field_error("base_url", "required for a provider Baton does not know")
+    # A tenant must not aim workers at internal hosts (checked again at call time).
+    egress.check_url_field(data["base_url"], field_name="base_url")
     models = data.get("models") or []
     if not models:
         raise field_error("models", "required for a provider Baton does not know")

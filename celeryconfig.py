@@ -38,6 +38,7 @@ task_send_sent_event = True
 beat_schedule = {
     "reap-stale-jobs": {"task": str(TaskName.REAP_STALE_JOBS), "schedule": 60.0},
     "sweep-budget-reservations": {"task": str(TaskName.SWEEP_RESERVATIONS), "schedule": 60.0},
+    "resend-lost-webhooks": {"task": str(TaskName.RESEND_WEBHOOKS), "schedule": 60.0},
 }
 
 if _s.broker_is_filesystem:

@@ -12,6 +12,7 @@ from models.budget import (
     ScopeType,
 )
 from models.catalog import Agent, Project, Template
+from models.github import GitHubDelivery, ProjectIssue, ProjectPullRequest, ProjectTask
 from models.identity import Organization, RefreshToken, RevokedAccessToken, Role, User
 from models.integrations import Integration
 from models.jobs import (
@@ -27,6 +28,7 @@ from models.jobs import (
     StepStatus,
     UsageRecord,
 )
+from models.webhooks import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "BudgetLimit",
@@ -59,4 +61,11 @@ __all__ = [
     "UsageRecord",
     "User",
     "utcnow",
+    "GitHubDelivery",
+    "ProjectIssue",
+    "ProjectPullRequest",
+    "ProjectTask",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

@@ -41,6 +41,7 @@ from models import (
     User,
     utcnow,
 )
+from orchestration import webhooks
 from orchestration.errors import BudgetExceeded
 from orchestration.money import money_text
 
@@ -495,6 +496,11 @@ def _alert(
     )
     session.add(note)
     session.flush()
+    if limit.organization_id is not None:
+        webhooks.record_event(
+            session, organization_id=limit.organization_id, event_type="budget.alert",
+            data={**data, "alert": what},
+        )  # fmt: skip
     log.info("budget alert %s for limit %s at %s%%", what, limit.id, percent_text(ratio))
     return note
 

@@ -27,7 +27,9 @@ def queue_for(priority: str) -> str:
 
 def all_queues() -> list[str]:
     """Most urgent first: the order a worker started with ``-Q`` lists them."""
-    return [queue_for(p) for p in (Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW)]
+    priorities = (Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW)
+    # Webhook deliveries (issue 12) have their own queue, consumed last.
+    return [*(queue_for(p) for p in priorities), f"{get_settings().task_queue_prefix}.webhooks"]
 
 
 def _sig(name: TaskName, *args: str, job: Job, task_id: str | None = None) -> Signature:

@@ -10,3 +10,5 @@ class TaskName(StrEnum):
     FAIL_JOB = "baton.job.fail"
     REAP_STALE_JOBS = "baton.maintenance.reap_stale_jobs"
     SWEEP_RESERVATIONS = "baton.budget.sweep_reservations"
+    DELIVER_WEBHOOK = "baton.webhooks.deliver"
+    RESEND_WEBHOOKS = "baton.webhooks.resend_lost"

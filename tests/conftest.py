@@ -49,6 +49,8 @@ os.environ.update(
     # Webhook retries in test time: 0.2 s, 0.4 s, ...
     BATON_WEBHOOK_BACKOFF_SECONDS="0.2",
     BATON_WEBHOOK_TIMEOUT_SECONDS="3",
+    BATON_WEBHOOK_MAX_ATTEMPTS="4",
+    BATON_WEBHOOK_DISABLE_AFTER_FAILURES="2",
     GITHUB_WEBHOOK_SECRET="test-github-webhook-secret",
 )
 for _var in ("OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER", "BATON_PROVIDERS"):

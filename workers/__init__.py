@@ -2,7 +2,7 @@
 worker heartbeat that GET /health counts."""
 
 from baton.celery_app import app
-from workers import tasks  # noqa: F401  (registers the tasks on the app)
+from workers import tasks, webhook_tasks  # noqa: F401  (registers the tasks on the app)
 from workers.heartbeat import Heartbeat
 
 app.steps["worker"].add(Heartbeat)

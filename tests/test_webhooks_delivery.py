@@ -262,6 +262,7 @@ def test_beat_resends_an_outbox_row_whose_message_was_lost(database_url, receive
     assert webhooks.resend_lost(sessions, lost_after=timedelta(0)) >= 1
     wait_until(lambda: server.received)
     assert server.received[0].headers["webhook-id"] == str(delivery_id)
+
     def delivered() -> bool:
         with sessions() as session:
             status = session.scalar(

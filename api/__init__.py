@@ -34,6 +34,10 @@ BLUEPRINT_MODULES = (
     "api.analytics.routes",
     "api.integrations.routes",
     "api.webhooks.routes",
+    "api.github.routes",
+    "api.project_issues.routes",
+    "api.project_tasks.routes",
+    "api.pull_requests.routes",
 )
 
 

@@ -43,3 +43,16 @@ def field_error(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(
         "The request contains invalid data", [{"field": field, "message": message}]
     )
+
+
+# Issue 12: GitHub in and out, the project task board (seed 001's codes).
+class MalformedPayload(DomainError):
+    code, status = "VALIDATION_ERROR", 400
+
+
+class AgentBusy(DomainError):
+    code, status = "AGENT_BUSY", 409
+
+
+class GitHubApiError(DomainError):
+    code, status = "GITHUB_API_ERROR", 502

@@ -189,20 +189,21 @@ def record_event(
 
 def record_job_transition(session: Session, *, job_id: uuid.UUID, status: str) -> None:
     """Called by the state machine when a job starts or ends (same transaction)."""
-    job = session.execute(
-        sa.select(Job.organization_id, Job.kind, Job.agent_id, Job.project_id, Job.error).where(
-            Job.id == job_id
-        )
-    ).one_or_none()
-    if job is None:
-        return
-    if not session.scalar(
-        sa.select(sa.literal(True)).where(
-            WebhookSubscription.organization_id == job.organization_id,
+    listened = (
+        sa.select(WebhookSubscription.id)
+        .where(
+            WebhookSubscription.organization_id == Job.organization_id,
             WebhookSubscription.is_active.is_(True),
         )
-    ):
-        return  # the common case: nobody listens; one indexed lookup
+        .exists()
+    )
+    job = session.execute(
+        sa.select(
+            Job.organization_id, Job.kind, Job.agent_id, Job.project_id, Job.error, listened
+        ).where(Job.id == job_id)
+    ).one_or_none()
+    if job is None or not job[-1]:
+        return  # the common case: nobody listens; one statement
     data = {
         "job_id": str(job_id),
         "kind": job.kind,

@@ -303,46 +303,76 @@ def backoff_seconds(attempts: int) -> float:
     )
 
 
-def _signing_secrets(sub: WebhookSubscription, now: datetime) -> list[str]:
-    out = [secrets.decrypt(sub.encrypted_secret)]
-    if (
-        sub.encrypted_previous_secret
-        and sub.previous_secret_expires_at
-        and sub.previous_secret_expires_at > now
-    ):
-        out.append(secrets.decrypt(sub.encrypted_previous_secret))
+def _signing_secrets(
+    encrypted: str, previous: str | None, previous_expires: datetime | None, now: datetime
+) -> list[str]:
+    out = [secrets.decrypt(encrypted)]
+    if previous and previous_expires and previous_expires > now:
+        out.append(secrets.decrypt(previous))
     return out
 
 
+_SUB = WebhookSubscription.__table__
+_DELIVERY = WebhookDelivery.__table__
+_ATTEMPT = WebhookAttempt.__table__
+
+
 def _claim(session: Session, delivery_id: uuid.UUID) -> _Claimed | None:
+    """One statement: take the row (pending, or sending past its lease) if its
+    subscription is active, and read what the POST needs."""
     now = utcnow()
     lease = timedelta(seconds=get_settings().webhook_timeout_seconds + 60)
     row = session.execute(
-        sa.update(WebhookDelivery)
+        sa.update(_DELIVERY)
         .where(
-            WebhookDelivery.id == delivery_id,
+            _DELIVERY.c.id == delivery_id,
+            _SUB.c.id == _DELIVERY.c.subscription_id,
+            _SUB.c.is_active.is_(True),
             sa.or_(
-                WebhookDelivery.status == PENDING,
-                sa.and_(WebhookDelivery.status == SENDING, WebhookDelivery.lease_until < now),
+                _DELIVERY.c.status == PENDING,
+                sa.and_(_DELIVERY.c.status == SENDING, _DELIVERY.c.lease_until < now),
             ),
         )
-        .values(status=SENDING, lease_until=now + lease, attempts=WebhookDelivery.attempts + 1)
+        .values(status=SENDING, lease_until=now + lease, attempts=_DELIVERY.c.attempts + 1)
         .returning(
-            WebhookDelivery.subscription_id, WebhookDelivery.payload, WebhookDelivery.attempts
+            _DELIVERY.c.subscription_id,
+            _DELIVERY.c.payload,
+            _DELIVERY.c.attempts,
+            _SUB.c.url,
+            _SUB.c.encrypted_secret,
+            _SUB.c.encrypted_previous_secret,
+            _SUB.c.previous_secret_expires_at,
+            _SUB.c.consecutive_failures,
+            _SUB.c.last_triggered_at,
         )
     ).one_or_none()
     if row is None:
-        return None  # delivered, failed, or another task holds it
-    sub = session.get(WebhookSubscription, row.subscription_id)
-    if sub is None or not sub.is_active:
+        # Delivered, failed, held by another task, or its subscription is disabled.
         session.execute(
-            sa.update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id)
+            sa.update(_DELIVERY)
+            .where(
+                _DELIVERY.c.id == delivery_id,
+                _DELIVERY.c.status == PENDING,
+                _DELIVERY.c.subscription_id.in_(
+                    sa.select(_SUB.c.id).where(_SUB.c.is_active.is_(False))
+                ),
+            )
             .values(status=FAILED, lease_until=None, last_error="the subscription is disabled")
         )
         return None
     body = json.dumps(row.payload, separators=(",", ":")).encode()
-    return _Claimed(delivery_id, sub.id, sub.url, body, _signing_secrets(sub, now), row.attempts)
+    signing = _signing_secrets(
+        row.encrypted_secret, row.encrypted_previous_secret, row.previous_secret_expires_at, now
+    )
+    # The subscription row is shared by every delivery: it is written on success only
+    # when something changes (a failure streak ends, or last_triggered_at is a second old).
+    touch = row.consecutive_failures != 0 or (
+        row.last_triggered_at is None or now - row.last_triggered_at > timedelta(seconds=1)
+    )
+    return _Claimed(
+        delivery_id, row.subscription_id, row.url, body, signing, row.attempts,
+        extra={"touch_subscription": touch},
+    )  # fmt: skip
 
 
 def _post(claimed: _Claimed) -> tuple[int | None, str | None, float]:
@@ -390,28 +420,18 @@ def _record(
 ) -> DeliveryResult:
     settings = get_settings()
     now = utcnow()
-    session.add(
-        WebhookAttempt(
-            delivery_id=claimed.delivery_id,
-            subscription_id=claimed.subscription_id,
-            attempt=claimed.attempt,
-            status_code=status_code,
-            latency_ms=round(latency, 3),
-            error=error,
-            created_at=now,
+    if error is not None:
+        session.execute(
+            sa.insert(_ATTEMPT).values(_attempt_row(claimed, status_code, latency, error, now))
         )
-    )
     values: dict[str, Any] = {"lease_until": None, "last_status_code": status_code}
     subscription = sa.update(WebhookSubscription).where(
         WebhookSubscription.id == claimed.subscription_id
     )
     if error is None:
-        session.execute(
-            sa.update(WebhookDelivery)
-            .where(WebhookDelivery.id == claimed.delivery_id, WebhookDelivery.status == SENDING)
-            .values(status=DELIVERED, delivered_at=now, last_error=None, **values)
-        )
-        session.execute(subscription.values(consecutive_failures=0, last_triggered_at=now))
+        _mark_delivered(session, claimed, status_code, latency, now)
+        if claimed.extra.get("touch_subscription"):
+            session.execute(subscription.values(consecutive_failures=0, last_triggered_at=now))
         return DeliveryResult(Outcome.DELIVERED, status_code=status_code)
     if claimed.attempt < settings.webhook_max_attempts:
         wait = backoff_seconds(claimed.attempt)
@@ -440,6 +460,53 @@ def _record(
     if failures >= settings.webhook_disable_after_failures:
         _disable(session, claimed.subscription_id, failures, error)
     return DeliveryResult(Outcome.FAILED, status_code=status_code)
+
+
+def _attempt_row(
+    claimed: _Claimed, status_code: int | None, latency: float, error: str | None, now: datetime
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "delivery_id": claimed.delivery_id,
+        "subscription_id": claimed.subscription_id,
+        "attempt": claimed.attempt,
+        "status_code": status_code,
+        "latency_ms": round(latency, 3),
+        "error": error,
+        "created_at": now,
+    }
+
+
+def _mark_delivered(
+    session: Session, claimed: _Claimed, status_code: int | None, latency: float, now: datetime
+) -> None:
+    """The status change and its attempt row; on PostgreSQL one statement (a CTE), and the
+    attempt is written only if this task still held the row."""
+    update = (
+        sa.update(_DELIVERY)
+        .where(_DELIVERY.c.id == claimed.delivery_id, _DELIVERY.c.status == SENDING)
+        .values(
+            status=DELIVERED,
+            delivered_at=now,
+            last_error=None,
+            lease_until=None,
+            last_status_code=status_code,
+        )
+    )
+    attempt = _attempt_row(claimed, status_code, latency, None, now)
+    if session.bind.dialect.name != "postgresql":
+        session.execute(update)
+        session.execute(sa.insert(_ATTEMPT).values(attempt))
+        return
+    updated = update.returning(_DELIVERY.c.id).cte("updated")
+    columns = list(attempt)
+    source = sa.select(
+        *(
+            updated.c.id if name == "delivery_id" else sa.literal(value, _ATTEMPT.c[name].type)
+            for name, value in attempt.items()
+        )
+    )
+    session.execute(sa.insert(_ATTEMPT).from_select(columns, source, include_defaults=False))
 
 
 def _disable(

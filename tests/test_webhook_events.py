@@ -31,11 +31,12 @@ def tenant(db, app):
     return {"org": org, "h": factories.auth_headers(app, admin)}
 
 
-def events(db) -> list[tuple[str, dict]]:
+def events(db, org) -> list[tuple[str, dict]]:
+    # Other tests' end-to-end runs commit deliveries of their own organizations.
     rows = db.execute(
-        sa.select(WebhookDelivery.event_type, WebhookDelivery.payload).order_by(
-            WebhookDelivery.created_at, WebhookDelivery.id
-        )
+        sa.select(WebhookDelivery.event_type, WebhookDelivery.payload)
+        .where(WebhookDelivery.organization_id == org.id)
+        .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
     )
     return [(t, p["data"]) for t, p in rows]
 
@@ -59,7 +60,7 @@ def test_job_transitions_are_events(db, tenant, kind, final, expected):
     job = factories.job(db, tenant["org"], kind=kind, status="queued")
     transition_job(db, job_id=job.id, to=JobStatus.RUNNING)
     transition_job(db, job_id=job.id, to=final, error="boom" if final == "failed" else None)
-    got = events(db)
+    got = events(db, tenant["org"])
     assert [t for t, _ in got] == expected
     assert all(d["job_id"] == str(job.id) and d["kind"] == kind for _, d in got)
     if final == JobStatus.FAILED:
@@ -70,13 +71,13 @@ def test_a_cancel_through_the_api_is_an_event(client, db, tenant):
     job = factories.job(db, tenant["org"], status="queued")
     db.commit()
     assert client.post(f"/api/v1/jobs/{job.id}/cancel", headers=tenant["h"]).status_code == 200
-    assert [t for t, _ in events(db)] == ["job.cancelled"]
+    assert [t for t, _ in events(db, tenant["org"])] == ["job.cancelled"]
 
 
 def test_emergency_pause_and_resume_are_events(client, db, tenant):
     assert client.post("/api/v1/emergency/pause-all", headers=tenant["h"]).status_code == 200
     assert client.post("/api/v1/emergency/resume-all", headers=tenant["h"]).status_code == 200
-    assert [t for t, _ in events(db)] == ["emergency.pause", "emergency.resume"]
+    assert [t for t, _ in events(db, tenant["org"])] == ["emergency.pause", "emergency.resume"]
 
 
 def test_a_budget_alert_is_an_event(client, db, tenant):
@@ -95,7 +96,7 @@ def test_a_budget_alert_is_an_event(client, db, tenant):
         headers=tenant["h"],
     )
     assert created.status_code == 201, created.get_json()
-    ((event_type, data),) = events(db)
+    ((event_type, data),) = events(db, tenant["org"])
     assert event_type == "budget.alert" and data["level"] == "warning"
 
 
@@ -104,4 +105,5 @@ def test_nobody_subscribed_means_no_rows(db):
     job = factories.job(db, org, status="queued")
     transition_job(db, job_id=job.id, to=JobStatus.RUNNING)
     transition_job(db, job_id=job.id, to=JobStatus.COMPLETED)
-    assert db.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 0
+    count = sa.select(sa.func.count()).where(WebhookDelivery.organization_id == org.id)
+    assert db.scalar(count) == 0

@@ -361,9 +361,19 @@ def _claim(session: Session, delivery_id: uuid.UUID) -> _Claimed | None:
         )
         return None
     body = json.dumps(row.payload, separators=(",", ":")).encode()
-    signing = _signing_secrets(
-        row.encrypted_secret, row.encrypted_previous_secret, row.previous_secret_expires_at, now
-    )
+    try:
+        signing = _signing_secrets(
+            row.encrypted_secret, row.encrypted_previous_secret, row.previous_secret_expires_at, now
+        )
+    except secrets.SecretUnreadable as exc:
+        # No key decrypts it (BATON_ENCRYPTION_KEY changed): retrying cannot help.
+        log.error("webhook subscription %s: %s", row.subscription_id, exc)
+        session.execute(
+            sa.update(_DELIVERY)
+            .where(_DELIVERY.c.id == delivery_id)
+            .values(status=FAILED, lease_until=None, last_error=f"signing secret unreadable: {exc}")
+        )
+        return None
     # The subscription row is shared by every delivery: it is written on success only
     # when something changes (a failure streak ends, or last_triggered_at is a second old).
     touch = row.consecutive_failures != 0 or (

@@ -271,3 +271,25 @@ def test_beat_resends_an_outbox_row_whose_message_was_lost(database_url, receive
         return status == "delivered"
 
     wait_until(delivered)
+
+
+def test_an_unreadable_secret_fails_the_delivery_without_sending(sessions, db, org, receiver):
+    server = receiver()
+    sub = subscribe(db, org.id, f"{server.url}/hook")
+    sub.encrypted_secret = "not-a-fernet-token"
+    db.commit()
+    (delivery_id,) = emit(sessions, org.id)
+    assert webhooks.deliver(sessions, delivery_id=delivery_id).outcome is Outcome.SKIPPED
+    row = db.get(WebhookDelivery, delivery_id)
+    db.refresh(row)
+    assert row.status == "failed" and "unreadable" in row.last_error
+    assert server.received == []
+
+
+def test_deliveries_are_on_a_queue_every_default_worker_consumes():
+    from baton.cli import worker_command
+
+    command = worker_command()
+    queues = command[command.index("-Q") + 1].split(",")
+    assert webhooks.queue_name() in queues
+    assert webhooks.queue_name().endswith(".webhooks")

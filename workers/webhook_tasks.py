@@ -15,7 +15,11 @@ from orchestration.task_names import TaskName
 
 # Idempotent: the outbox row is claimed by compare-and-set; a delivered row is never sent
 # again, so a redelivered message (acks_late) is a no-op.
-@app.task(name=TaskName.DELIVER_WEBHOOK, acks_late=True, soft_time_limit=90, time_limit=120)
+# No one reads its result: the outbox row is the record (one Redis write less a delivery).
+@app.task(
+    name=TaskName.DELIVER_WEBHOOK, acks_late=True, ignore_result=True, soft_time_limit=90,
+    time_limit=120,
+)  # fmt: skip
 def deliver_webhook(delivery_id: str) -> str:
     result = webhooks.deliver(session_factory(), delivery_id=uuid.UUID(delivery_id))
     if result.outcome is webhooks.Outcome.RETRY and (

@@ -45,6 +45,7 @@ task_routes = {
     str(TaskName.REAP_STALE_JOBS): {"queue": maintenance_queue()},
     str(TaskName.SWEEP_RESERVATIONS): {"queue": maintenance_queue()},
     str(TaskName.PURGE_EXPIRED): {"queue": maintenance_queue()},
+    str(TaskName.RESEND_WEBHOOKS): {"queue": maintenance_queue()},
 }
 beat_schedule = {
     "reap-stale-jobs": {
@@ -62,6 +63,11 @@ beat_schedule = {
         "task": str(TaskName.PURGE_EXPIRED),
         "schedule": 3600.0,
         "options": {"queue": maintenance_queue(), "expires": 3600.0},
+    },
+    "resend-lost-webhooks": {
+        "task": str(TaskName.RESEND_WEBHOOKS),
+        "schedule": 60.0,
+        "options": {"queue": maintenance_queue(), "expires": 60.0},
     },
 }
 

@@ -37,6 +37,11 @@ BLUEPRINT_MODULES = (
     "api.notifications.routes",
     "api.analytics.routes",
     "api.integrations.routes",
+    "api.webhooks.routes",
+    "api.github.routes",
+    "api.project_issues.routes",
+    "api.project_tasks.routes",
+    "api.pull_requests.routes",
 )
 
 

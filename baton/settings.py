@@ -121,6 +121,19 @@ class Settings:
     broker_timeout_seconds: float = 3.0  # a send waits at most about this long for the broker
     db_connect_timeout: int = 5
     unavailable_retry_after: int = 5  # Retry-After on a 503
+    # Issues 9 (item 10) and 12: outbound calls, webhooks out, GitHub in and out.
+    allowed_private_hosts: str = ""
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_seconds: float = 2.0
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_disable_after_failures: int = 5
+    webhook_secret_grace_hours: float = 24.0
+    webhook_resend_after_seconds: float = 300.0
+    github_webhook_secret: str = field(default="", repr=False)
+    github_api_url: str = "https://api.github.com"
+    github_app_private_key: str = field(default="", repr=False)
+    github_timeout_seconds: float = 15.0
 
     @property
     def is_embedded(self) -> bool:
@@ -212,6 +225,14 @@ def _price_entries(data: dict) -> dict[str, dict[str, Decimal]]:
     }
 
 
+def _pem(raw: str) -> str:
+    """GITHUB_APP_PRIVATE_KEY: the PEM itself, or the path of a file holding it."""
+    raw = raw.strip()
+    if not raw or raw.startswith("-----BEGIN"):
+        return raw.replace("\\n", "\n")
+    return Path(raw).read_text()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     env = os.environ
@@ -300,6 +321,21 @@ def get_settings() -> Settings:
         broker_timeout_seconds=float(env.get("BATON_BROKER_TIMEOUT_SECONDS") or 3),
         db_connect_timeout=int(env.get("BATON_DB_CONNECT_TIMEOUT") or 5),
         unavailable_retry_after=int(env.get("BATON_RETRY_AFTER_SECONDS") or 5),
+        # Issues 9 (item 10) and 12.
+        allowed_private_hosts=env.get("BATON_ALLOWED_PRIVATE_HOSTS", ""),
+        webhook_timeout_seconds=float(env.get("BATON_WEBHOOK_TIMEOUT_SECONDS", "10")),
+        webhook_max_attempts=max(1, int(env.get("BATON_WEBHOOK_MAX_ATTEMPTS", "8"))),
+        webhook_backoff_seconds=float(env.get("BATON_WEBHOOK_BACKOFF_SECONDS", "2")),
+        webhook_backoff_max_seconds=float(env.get("BATON_WEBHOOK_BACKOFF_MAX_SECONDS", "3600")),
+        webhook_disable_after_failures=max(
+            1, int(env.get("BATON_WEBHOOK_DISABLE_AFTER_FAILURES", "5"))
+        ),
+        webhook_secret_grace_hours=float(env.get("BATON_WEBHOOK_SECRET_GRACE_HOURS", "24")),
+        webhook_resend_after_seconds=float(env.get("BATON_WEBHOOK_RESEND_AFTER_SECONDS", "300")),
+        github_webhook_secret=env.get("GITHUB_WEBHOOK_SECRET", ""),
+        github_api_url=(env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
+        github_app_private_key=_pem(env.get("GITHUB_APP_PRIVATE_KEY", "")),
+        github_timeout_seconds=float(env.get("GITHUB_TIMEOUT_SECONDS", "15")),
     )
 
 

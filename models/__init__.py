@@ -12,6 +12,7 @@ from models.budget import (
     ScopeType,
 )
 from models.catalog import Agent, Project, Template
+from models.github import GitHubDelivery, ProjectIssue, ProjectPullRequest, ProjectTask
 from models.idempotency import IdempotencyKey
 from models.identity import (
     Organization,
@@ -35,6 +36,7 @@ from models.jobs import (
     StepStatus,
     UsageRecord,
 )
+from models.webhooks import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "BudgetLimit",
@@ -69,4 +71,11 @@ __all__ = [
     "UsageRecord",
     "User",
     "utcnow",
+    "GitHubDelivery",
+    "ProjectIssue",
+    "ProjectPullRequest",
+    "ProjectTask",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

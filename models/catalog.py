@@ -26,6 +26,11 @@ class Project(IdMixin, TimestampMixin, Base):
     status: Mapped[str] = mapped_column(sa.String(20), default="active")
     priority: Mapped[str] = mapped_column(sa.String(10), default="medium")
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # Seed 001: the GitHub repository ("owner/repo") whose webhooks drive the project, and
+    # the GitHub App installation Baton calls GitHub as.
+    github_repo: Mapped[str | None] = mapped_column(sa.String(200), index=True)
+    github_app_id: Mapped[str | None] = mapped_column(sa.String(60))
+    github_installation_id: Mapped[str | None] = mapped_column(sa.String(60))
 
 
 class Agent(IdMixin, TimestampMixin, Base):

@@ -41,7 +41,7 @@ from models import (
     User,
     utcnow,
 )
-from orchestration import metrics
+from orchestration import metrics, webhooks
 from orchestration.errors import BudgetExceeded
 from orchestration.money import money_text
 
@@ -566,6 +566,11 @@ def _alert(
     )
     session.add(note)
     session.flush()
+    if limit.organization_id is not None:
+        webhooks.record_event(
+            session, organization_id=limit.organization_id, event_type="budget.alert",
+            data={**data, "alert": what},
+        )  # fmt: skip
     log.info("budget alert %s for limit %s at %s%%", what, limit.id, percent_text(ratio))
     return note
 

@@ -33,12 +33,19 @@ def maintenance_queue() -> str:
     return f"{get_settings().task_queue_prefix}.maintenance"
 
 
+def webhooks_queue() -> str:
+    """Webhook deliveries: a slow receiver never holds up job steps."""
+    return f"{get_settings().task_queue_prefix}.webhooks"
+
+
 def all_queues() -> list[str]:
-    """Most urgent first: the order a worker started with ``-Q`` lists them. Maintenance
-    last: every worker started by ``baton worker``/``baton up`` runs beat's tasks."""
+    """Most urgent first: the order a worker started with ``-Q`` lists them. Then
+    maintenance (every worker started by ``baton worker``/``baton up`` runs beat's
+    tasks) and webhook deliveries (their own queue, consumed last)."""
     return [
         *(queue_for(p) for p in (Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW)),
         maintenance_queue(),
+        webhooks_queue(),
     ]
 
 

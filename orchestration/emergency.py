@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job, JobStatus, Organization, utcnow
 from models.db import transaction
-from orchestration import canvas
+from orchestration import canvas, webhooks
 from orchestration.principal import Principal
 from orchestration.recovery import unfinished_plan
 from orchestration.state import append_event
@@ -45,6 +45,10 @@ def pause_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
                 type="job.paused",
                 data={"status": "paused", "reason": "emergency"},
             )
+        webhooks.record_event(
+            session, organization_id=principal.organization_id, event_type="emergency.pause",
+            data={"triggered_by": str(principal.user_id), "paused_jobs": len(paused)},
+        )  # fmt: skip
     return len(paused)
 
 
@@ -78,6 +82,10 @@ def resume_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
             )
             phases, steps = unfinished_plan(session, job.id)
             resumed.append((job, phases, steps))
+        webhooks.record_event(
+            session, organization_id=principal.organization_id, event_type="emergency.resume",
+            data={"triggered_by": str(principal.user_id), "resumed_jobs": len(resumed)},
+        )  # fmt: skip
     for job, phases, steps in resumed:
         canvas.enqueue(job, phases, steps)
     return len(resumed)

@@ -53,3 +53,16 @@ class QuotaExceeded(DomainError):
     def __init__(self, message: str, details: Any = None, retry_after: int = 1) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
+
+
+# Issue 12: GitHub in and out, the project task board (seed 001's codes).
+class MalformedPayload(DomainError):
+    code, status = "VALIDATION_ERROR", 400
+
+
+class AgentBusy(DomainError):
+    code, status = "AGENT_BUSY", 409
+
+
+class GitHubApiError(DomainError):
+    code, status = "GITHUB_API_ERROR", 502

@@ -22,7 +22,6 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from baton.settings import PROVIDER_NAME
 from models import Integration, utcnow
 from models.db import transaction
-from orchestration import model_catalog, secrets
+from orchestration import egress, model_catalog, secrets
 from orchestration.errors import Conflict, NotFound, ValidationFailed, field_error
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.model_catalog import Catalog, ProviderContext, ProviderSpec
@@ -62,11 +61,9 @@ def _view(row: Integration) -> IntegrationView:
 
 
 def validate_base_url(url: str, field_name: str = "base_url") -> None:
-    """The outbound rule every organization-configured URL follows today (the API's
-    schema checks the same): an absolute http(s) URL with a host."""
-    parsed = urlsplit(url or "")
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise field_error(field_name, "must be an absolute http or https URL")
+    """The outbound rule every organization-configured URL follows: the egress guard
+    (an http(s) URL whose host resolves to no internal address; a 422 otherwise)."""
+    egress.check_url_field(url, field_name=field_name)
 
 
 # -- the catalog an organization sees (session in, never commit) ---------------------------
@@ -138,6 +135,8 @@ def provider_context(session: Session, *, organization_id: uuid.UUID) -> Provide
 def _check_custom(data: dict[str, Any]) -> None:
     if not data.get("base_url"):
         raise field_error("base_url", "required for a provider Baton does not know")
+    # A tenant must not aim workers at internal hosts (checked again at call time).
+    egress.check_url_field(data["base_url"], field_name="base_url")
     models = data.get("models") or []
     if not models:
         raise field_error("models", "required for a provider Baton does not know")

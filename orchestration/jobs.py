@@ -261,6 +261,14 @@ def submit_job(
     return JobDetail(job=job, phases=phases, steps=steps, events=[])
 
 
+def create_job_rows(
+    session: Session, *, principal: Principal, submission: JobSubmission
+) -> tuple[Job, list[JobPhase], list[JobStep]]:
+    """For a command that writes a job with rows of its own (one transaction); the caller
+    sends it with ``canvas.enqueue`` after the commit."""
+    return _create_job(session, principal=principal, submission=submission)
+
+
 def _create_job(
     session: Session, *, principal: Principal, submission: JobSubmission
 ) -> tuple[Job, list[JobPhase], list[JobStep]]:

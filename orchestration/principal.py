@@ -11,11 +11,11 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     Role.ADMIN: (
         "job:create", "job:read", "job:cancel", "project:write", "agent:write",
         "template:write", "user:admin", "organization:write", "budget:write",
-        "emergency:write", "integration:admin", "job:cancel_any",
+        "emergency:write", "integration:admin", "job:cancel_any", "webhook:admin",
     ),
     Role.MANAGER: (
         "job:create", "job:read", "job:cancel", "project:write", "agent:write",
-        "template:write", "budget:write", "job:cancel_any",
+        "template:write", "budget:write", "job:cancel_any", "webhook:admin",
     ),
     Role.MEMBER: ("job:create", "job:read", "job:cancel", "project:write", "agent:write",
                   "template:write"),

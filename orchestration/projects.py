@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Job, JobKind, Project, UsageRecord, User, utcnow
+from models import Job, JobKind, Project, ProjectIssue, UsageRecord, User, utcnow
 from models.db import transaction
 from orchestration.accounts import users_by_id
 from orchestration.errors import NotFound
@@ -38,6 +38,9 @@ _ATTRIBUTES = {
     "status": "status",
     "priority": "priority",
     "metadata": "metadata_",
+    "github_repo": "github_repo",
+    "github_app_id": "github_app_id",
+    "github_installation_id": "github_installation_id",
 }
 
 
@@ -54,6 +57,7 @@ class ProjectView:
     created_by: User | None = None
     runs: list[Job] = field(default_factory=list)
     today: UsageTotals = field(default_factory=UsageTotals)  # seed 001 ``stats``
+    open_issues: int = 0
 
 
 def like_pattern(text: str) -> str:
@@ -93,6 +97,18 @@ def _today(session: Session, projects: list[Project]) -> dict[uuid.UUID, UsageTo
     )
 
 
+def _open_issues(session: Session, projects: list[Project]) -> dict[uuid.UUID, int]:
+    """Seed 001 ``stats.open_issues``: GitHub issues mirrored open, per project."""
+    if not projects:
+        return {}
+    rows = session.execute(
+        sa.select(ProjectIssue.project_id, sa.func.count())
+        .where(ProjectIssue.project_id.in_([p.id for p in projects]), ProjectIssue.state == "open")
+        .group_by(ProjectIssue.project_id)
+    )
+    return {project_id: count for project_id, count in rows}
+
+
 def _view(session: Session, project: Project, *, with_runs: bool = False) -> ProjectView:
     creators = users_by_id(session, ids=[project.created_by_id])
     runs: list[Job] = []
@@ -110,7 +126,8 @@ def _view(session: Session, project: Project, *, with_runs: bool = False) -> Pro
             )
         )
     today = _today(session, [project]).get(project.id, UsageTotals())
-    return ProjectView(project, creators.get(project.created_by_id), runs, today)  # type: ignore[arg-type]
+    open_issues = _open_issues(session, [project]).get(project.id, 0)
+    return ProjectView(project, creators.get(project.created_by_id), runs, today, open_issues)  # type: ignore[arg-type]
 
 
 # -- commands and queries ------------------------------------------------------------------
@@ -158,8 +175,14 @@ def list_projects(
         result = paginate(session, stmt, page)
         creators = users_by_id(session, ids=[p.created_by_id for p in result.items])
         today = _today(session, result.items)
+        open_issues = _open_issues(session, result.items)
     items = [
-        ProjectView(p, creators.get(p.created_by_id), today=today.get(p.id, UsageTotals()))
+        ProjectView(
+            p,
+            creators.get(p.created_by_id),
+            today=today.get(p.id, UsageTotals()),
+            open_issues=open_issues.get(p.id, 0),
+        )
         for p in result.items
     ]
     return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models import Job, JobEvent, JobPhase, JobStatus, JobStep, StepStatus, utcnow
-from orchestration import metrics
+from orchestration import metrics, webhooks
 
 # Which statuses each status may be entered from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
@@ -31,6 +31,11 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
     ),
 }
 
+
+# Transitions that are webhook events (job.*, orchestration.started, agent.completed).
+WEBHOOK_STATUSES = frozenset(
+    {JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
 
 _JOBS = Job.__table__
 _EVENTS = JobEvent.__table__
@@ -103,6 +108,8 @@ def transition_job(
             type=f"job.{to.value}",
             data={"status": to.value, **(event_data or {})},
         )
+        if to in WEBHOOK_STATUSES:  # the outbox row commits with the transition
+            webhooks.record_job_transition(session, job_id=job_id, status=to.value)
     return bool(changed)
 
 

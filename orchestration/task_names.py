@@ -12,3 +12,5 @@ class TaskName(StrEnum):
     SWEEP_RESERVATIONS = "baton.budget.sweep_reservations"
     CANCEL_EXTERNAL = "baton.external.cancel"  # tell a task server a step was cancelled
     PURGE_EXPIRED = "baton.maintenance.purge_expired"
+    DELIVER_WEBHOOK = "baton.webhooks.deliver"
+    RESEND_WEBHOOKS = "baton.webhooks.resend_lost"

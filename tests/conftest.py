@@ -46,6 +46,15 @@ os.environ.update(
     BATON_STREAM_EVENT_CHARS="64",
     # Integration keys are stored encrypted; a fresh key per run.
     BATON_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+    # Local fake servers (providers, webhook receivers, GitHub) listen on 127.0.0.1: the
+    # egress guard allows that literal host only (localhost, ::1, ... stay refused).
+    BATON_ALLOWED_PRIVATE_HOSTS="127.0.0.1",
+    # Webhook retries in test time: 0.2 s, 0.4 s, ...
+    BATON_WEBHOOK_BACKOFF_SECONDS="0.2",
+    BATON_WEBHOOK_TIMEOUT_SECONDS="3",
+    BATON_WEBHOOK_MAX_ATTEMPTS="4",
+    BATON_WEBHOOK_DISABLE_AFTER_FAILURES="2",
+    GITHUB_WEBHOOK_SECRET="test-github-webhook-secret",
 )
 for _var in ("OPENAI_API_KEY", "GROQ_API_KEY", "BATON_DEFAULT_PROVIDER", "BATON_PROVIDERS"):
     os.environ.pop(_var, None)

@@ -413,7 +413,12 @@ def test_projects_and_agents_carry_todays_spend(client, db, tenant):
 
     projects = {p["name"]: p["stats"] for p in get(client, tenant, "/api/v1/projects")["items"]}
     assert projects["Shop"]["today_cost"] == "0.75" and projects["Shop"]["calls_today"] == 2
-    assert projects["Blog"] == {"today_cost": "0.00", "calls_today": 0, "tokens_today": 0}
+    assert projects["Blog"] == {
+        "today_cost": "0.00",
+        "calls_today": 0,
+        "tokens_today": 0,
+        "open_issues": 0,
+    }
     one = get(client, tenant, f"/api/v1/projects/{shop.id}")["stats"]
     assert one["today_cost"] == "0.75" and one["tokens_today"] == 10 + 150
 

@@ -2,7 +2,7 @@
 worker heartbeat that GET /health counts."""
 
 from baton.celery_app import app
-from workers import observability, tasks  # noqa: F401  (registers tasks and signal handlers)
+from workers import observability, tasks, webhook_tasks  # noqa: F401  (registers tasks and signal handlers)
 from workers.heartbeat import Heartbeat
 
 app.steps["worker"].add(Heartbeat)

@@ -40,7 +40,7 @@ from models import (
     utcnow,
 )
 from models.db import transaction
-from orchestration import budget, integrations, secrets
+from orchestration import budget, egress, integrations, secrets
 from orchestration.errors import DomainError
 from orchestration.state import append_event
 from workers import engine
@@ -83,7 +83,8 @@ def _request(
     idempotency_key: str | None = None,
 ) -> httpx.Response:
     """Every request to a task server. The organization-configured URL follows the
-    outbound rules for such URLs (integrations.validate_base_url); no redirects."""
+    egress rules (checked here for a clear error, then pinned to the checked address by
+    the client); no redirects."""
     url = f"{(server.base_url or '').rstrip('/')}{path}"
     try:
         integrations.validate_base_url(url)
@@ -95,7 +96,7 @@ def _request(
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
     timeout = float(server.timeout_seconds or get_settings().external_request_seconds)
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+    with egress.pinned_client(timeout=timeout) as client:
         return client.request(method, url, json=json, headers=headers)
 
 

@@ -10,6 +10,9 @@ from webargs.fields import DelimitedList
 from api.common.schemas import ListArgsSchema, Money
 from orchestration.projects import PRIORITIES, STATUSES, ProjectView
 
+GITHUB_REPO = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
+GITHUB_ID = validate.Regexp(r"^[0-9]{1,20}$", error="must be GitHub's numeric id")
+
 
 class UserRefSchema(Schema):
     id = fields.UUID()
@@ -30,6 +33,7 @@ class ProjectStatsSchema(Schema):
     today_cost = Money()
     calls_today = fields.Integer()
     tokens_today = fields.Integer()
+    open_issues = fields.Integer()
 
 
 class ProjectSchema(Schema):
@@ -41,6 +45,9 @@ class ProjectSchema(Schema):
     status = fields.String()
     priority = fields.String()
     metadata = fields.Dict()
+    github_repo = fields.String(allow_none=True)
+    github_app_id = fields.String(allow_none=True)
+    github_installation_id = fields.String(allow_none=True)
     created_by = fields.Nested(UserRefSchema, allow_none=True)
     orchestration_runs = fields.List(fields.Nested(RunRefSchema))
     stats = fields.Nested(ProjectStatsSchema)
@@ -59,12 +66,16 @@ class ProjectSchema(Schema):
             "status": p.status,
             "priority": p.priority,
             "metadata": p.metadata_ or {},
+            "github_repo": p.github_repo,
+            "github_app_id": p.github_app_id,
+            "github_installation_id": p.github_installation_id,
             "created_by": view.created_by,
             "orchestration_runs": view.runs,
             "stats": {
                 "today_cost": view.today.cost,
                 "calls_today": view.today.calls,
                 "tokens_today": view.today.total_tokens,
+                "open_issues": view.open_issues,
             },
             "created_at": p.created_at,
             "updated_at": p.updated_at,
@@ -78,6 +89,12 @@ class ProjectUpdateSchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     priority = fields.String(validate=validate.OneOf(PRIORITIES))
     metadata = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)))
+    # Seed 001: the GitHub repository and the GitHub App installation Baton acts as.
+    github_repo = fields.String(
+        allow_none=True, validate=validate.Regexp(GITHUB_REPO, error="must be owner/repo")
+    )
+    github_app_id = fields.String(allow_none=True, validate=GITHUB_ID)
+    github_installation_id = fields.String(allow_none=True, validate=GITHUB_ID)
 
 
 class ProjectCreateSchema(ProjectUpdateSchema):

@@ -14,6 +14,7 @@ import httpx
 import openai
 
 from baton.settings import get_settings
+from orchestration import egress
 from orchestration.model_catalog import ProviderContext, ProviderSpec
 from workers.providers.errors import ProviderError
 from workers.providers.sim import SimTransport
@@ -81,7 +82,13 @@ def get_client(spec: ProviderSpec, context: ProviderContext | None = None) -> op
 
 
 def _build(spec: ProviderSpec, key: str) -> openai.OpenAI:
-    http_client = httpx.Client(transport=SimTransport()) if spec.name == "sim" else None
+    http_client: httpx.Client | None = None
+    if spec.name == "sim":
+        http_client = httpx.Client(transport=SimTransport())
+    elif spec.owner is not None:
+        # An organization's own server: every request is checked and pinned to the address
+        # it resolved to, redirects are not followed (the operator's providers are trusted).
+        http_client = egress.pinned_client(timeout=spec.timeout_seconds)
     return openai.OpenAI(
         api_key=key,
         base_url=spec.base_url,

@@ -33,6 +33,7 @@ BLUEPRINT_MODULES = (
     "api.notifications.routes",
     "api.analytics.routes",
     "api.integrations.routes",
+    "api.streams.routes",
 )
 
 

@@ -24,12 +24,13 @@ def rate_limit_key() -> str:
     Uses the same cached principal as the view, so a request's token (and its revocation
     check) is verified once.
     """
-    from api.security import current_principal
     from orchestration.errors import DomainError
 
-    if request.headers.get("Authorization"):
+    if request.headers.get("Authorization") or request.args.get("token"):
+        from api.security import stream_principal
+
         try:
-            principal = current_principal()
+            principal = stream_principal()
             return f"user:{principal.organization_id}:{principal.user_id}"
         except DomainError:  # an invalid token is answered by the view's own auth check
             pass

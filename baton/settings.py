@@ -82,6 +82,11 @@ class Settings:
     stream_event_chars: int = 200
     stream_event_seconds: float = 0.25
     worker_heartbeat_seconds: float = 10.0
+    # Issue 10: live streams (SSE, WebSocket, Socket.IO).
+    stream_heartbeat_seconds: float = 15.0
+    stream_poll_seconds: float = 1.0
+    stream_buffer_messages: int = 1000
+    stream_max_per_user: int = 20
 
     @property
     def is_embedded(self) -> bool:
@@ -219,6 +224,11 @@ def get_settings() -> Settings:
         stream_event_chars=int(env.get("BATON_STREAM_EVENT_CHARS", "200")),
         stream_event_seconds=float(env.get("BATON_STREAM_EVENT_SECONDS", "0.25")),
         worker_heartbeat_seconds=float(env.get("BATON_WORKER_HEARTBEAT_SECONDS", "10")),
+        # Issue 10: live streams.
+        stream_heartbeat_seconds=float(env.get("BATON_STREAM_HEARTBEAT_SECONDS", "15")),
+        stream_poll_seconds=float(env.get("BATON_STREAM_POLL_SECONDS", "1")),
+        stream_buffer_messages=max(10, int(env.get("BATON_STREAM_BUFFER_MESSAGES", "1000"))),
+        stream_max_per_user=max(1, int(env.get("BATON_STREAM_MAX_PER_USER", "20"))),
     )
 
 

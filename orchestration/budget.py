@@ -41,6 +41,7 @@ from models import (
     User,
     utcnow,
 )
+from orchestration import live
 from orchestration.errors import BudgetExceeded
 from orchestration.money import money_text
 
@@ -495,6 +496,7 @@ def _alert(
     )
     session.add(note)
     session.flush()
+    live.emit_after_commit(session, "budget_alert", data, organization_id=limit.organization_id)
     log.info("budget alert %s for limit %s at %s%%", what, limit.id, percent_text(ratio))
     return note
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job, JobStatus, Organization, utcnow
 from models.db import transaction
-from orchestration import canvas
+from orchestration import canvas, live
 from orchestration.principal import Principal
 from orchestration.recovery import unfinished_plan
 from orchestration.state import append_event
@@ -45,6 +45,18 @@ def pause_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
                 type="job.paused",
                 data={"status": "paused", "reason": "emergency"},
             )
+        live.emit_after_commit(
+            session,
+            "emergency_pause",
+            {
+                "triggered_by": "user",
+                "user_id": str(principal.user_id),
+                "reason": "Emergency pause by an administrator",
+                "paused_jobs": len(paused),
+                "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+            },
+            organization_id=principal.organization_id,
+        )
     return len(paused)
 
 

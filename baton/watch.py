@@ -61,6 +61,7 @@ class Watcher:
     shown: dict[tuple[str, str, int], int] = field(default_factory=dict)  # chars per attempt
     streamed_phases: set[str] = field(default_factory=set)
     pending: dict[str, str] = field(default_factory=dict)  # a streamed line not yet ended
+    printed: set[str] = field(default_factory=set)  # phase outputs shown in full
     last_id: int = 0
     end: dict[str, Any] | None = None
 
@@ -129,6 +130,7 @@ class Watcher:
             elif data.get("output"):
                 self.console.rule(f"{phase}")
                 self.console.print(data["output"], highlight=False, markup=False)
+                self.printed.add(data["output"])
             self.console.print(
                 f"[green]✓ {phase}[/green] ({data.get('execution_time_ms')} ms, {tokens} tokens)"
             )
@@ -153,7 +155,7 @@ class Watcher:
         usage = job.get("token_usage") or {}
         result = job.get("result") or {}
         text = result.get("summary") or result.get("output")
-        if text:
+        if text and text not in self.printed:  # an orchestration's summary is its last phase
             self.console.rule("result")
             self.console.print(text, highlight=False, markup=False)
         colour = "green" if status == "completed" else "red"

@@ -42,6 +42,7 @@ BLUEPRINT_MODULES = (
     "api.project_issues.routes",
     "api.project_tasks.routes",
     "api.pull_requests.routes",
+    "api.streams.routes",
 )
 
 
@@ -143,23 +144,15 @@ def _measure_requests(app: Flask) -> None:
 
 
 def _register_jwt_callbacks(app: Flask) -> None:
-    from api.security import sessions
-    from orchestration import accounts
+    from api.security import live_session_of
 
     @jwt.token_in_blocklist_loader
     def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
         """Every bearer request: is the user still active and the login still alive?"""
         if payload.get("type") != "access":
             return False
-        try:
-            user_id = uuid.UUID(payload["sub"])
-            family_id = uuid.UUID(payload["fam"])
-        except (KeyError, TypeError, ValueError):
-            return True  # not a token Baton issued for a login
-        live = accounts.live_session(
-            sessions(), user_id=user_id, jti=payload["jti"], family_id=family_id
-        )
-        if live is None or str(live.organization_id) != payload.get("org"):
+        live = live_session_of(payload)
+        if live is None:
             return True
         g.live_session = live
         return False

@@ -26,12 +26,13 @@ def authenticated_principal():  # type: ignore[no-untyped-def]
 
     Uses the same cached principal as the view, so a token is verified once per request.
     """
-    from api.security import current_principal
+    from api.security import stream_principal
 
-    if not request.headers.get("Authorization"):
+    # Streams may carry their token as ``?token=`` (an EventSource cannot set headers).
+    if not (request.headers.get("Authorization") or request.args.get("token")):
         return None
     try:
-        return current_principal()
+        return stream_principal()
     except DomainError:
         return None
 

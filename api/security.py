@@ -7,8 +7,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import current_app, g
-from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from flask import current_app, g, request
+from flask_jwt_extended import decode_token, get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,13 +46,65 @@ def current_principal() -> Principal:
     return g.principal
 
 
-def requires(permission: str | None = None) -> Callable[[F], F]:
-    """Authenticate, then check one permission of the caller's role."""
+def live_session_of(claims: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """The login behind an access token's claims, or None when it must be refused: not an
+    access token Baton issued, the user gone or deactivated, the token logged out, or its
+    login (refresh family) revoked."""
+    from orchestration import accounts
+
+    if claims.get("type") != "access":
+        return None
+    try:
+        user_id = uuid.UUID(claims["sub"])
+        family_id = uuid.UUID(claims["fam"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    live = accounts.live_session(
+        sessions(), user_id=user_id, jti=claims["jti"], family_id=family_id
+    )
+    if live is None or str(live.organization_id) != claims.get("org"):
+        return None
+    return live
+
+
+def principal_from_token(token: str | None) -> Principal:
+    """A principal from a bare access token (WebSocket ``?token=`` or ``auth`` frame,
+    Socket.IO ``auth``), checked like a bearer header: signature, expiry, type, and a
+    live login of an active user."""
+    if not token:
+        raise AuthenticationRequired("A valid access token is required")
+    try:
+        claims = decode_token(token)
+    except (JWTExtendedException, PyJWTError) as exc:
+        raise AuthenticationRequired("A valid access token is required") from exc
+    live = live_session_of(claims)
+    if live is None:
+        raise AuthenticationRequired("A valid access token is required")
+    return Principal(
+        user_id=uuid.UUID(claims["sub"]), organization_id=live.organization_id, role=live.role
+    )
+
+
+def stream_principal() -> Principal:
+    """The bearer header, else ``?token=`` (an EventSource cannot set headers)."""
+    if request.headers.get("Authorization") or not request.args.get("token"):
+        return current_principal()
+    # Cached apart from g.principal: a ``?token=`` never authenticates a REST route.
+    if "query_principal" not in g:
+        g.query_principal = principal_from_token(request.args.get("token"))
+    return g.query_principal
+
+
+def requires(
+    permission: str | None = None, *, authenticate: Callable[[], Principal] | None = None
+) -> Callable[[F], F]:
+    """Authenticate (the bearer header, or ``authenticate``), then check one permission of
+    the caller's role."""
 
     def decorator(fn: F) -> F:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            principal = current_principal()
+            principal = (authenticate or current_principal)()
             if permission and not principal.can(permission):
                 raise Forbidden(f"Your role ({principal.role}) does not allow {permission}")
             return fn(*args, **kwargs)

@@ -3,6 +3,8 @@
     baton up [--port 8000]          embedded API + a real Celery worker (no services needed)
     baton demo [--url URL]          submit an orchestration to a running Baton and follow it
     baton demo --embedded           start an embedded Baton, run the demo, stop it
+    baton watch JOB_ID --token T    follow a job live (SSE) with a progress bar per phase
+    baton stream [--port 8001]      the live-stream process (SSE, WebSocket, Socket.IO; gevent)
     baton db upgrade|downgrade|revision -m MSG|current|history   migrations
     baton api|worker|beat|flower    the production processes (thin wrappers)
 
@@ -26,6 +28,7 @@ import httpx
 
 from baton.observability import prepare_worker_metrics
 from baton.settings import get_settings, reset_settings_cache
+from baton.stream import stream_command
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -149,13 +152,20 @@ def _interrupt(signum: int, _frame: object) -> None:
 class Stack:
     """The API and one worker (with beat) as child processes, stopped together."""
 
-    def __init__(self, host: str, port: int, quiet: bool = False) -> None:
+    def __init__(
+        self, host: str, port: int, quiet: bool = False, stream_port: int | None = None
+    ) -> None:
         self.host, self.port, self.quiet = host, port, quiet
+        self.stream_port = stream_port or port + 1
         self.procs: list[subprocess.Popen] = []
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def stream_url(self) -> str:
+        return f"http://{self.host}:{self.stream_port}"
 
     def start(self) -> None:
         from models.migrate import upgrade
@@ -182,7 +192,13 @@ class Stack:
             api_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT
         )
         self.procs.append(api)
+        # Issue 10: the live-stream process (SSE, WebSocket, Socket.IO on gevent).
+        stream = subprocess.Popen(
+            stream_command(self.host, self.stream_port), stdout=out, stderr=subprocess.STDOUT
+        )
+        self.procs.append(stream)
         _wait_http(self.url, proc=api)
+        _wait_http(self.stream_url, proc=stream)
 
     def stop(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
@@ -212,13 +228,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     try:
         stack.start()
-        print(f"Baton is up at {stack.url} — {mode}. Ctrl-C stops it.", flush=True)
+        print(
+            f"Baton is up at {stack.url} (live streams at {stack.stream_url}) — {mode}. "
+            "Ctrl-C stops it.",
+            flush=True,
+        )
         return stack.wait()
     finally:
         stack.stop()
 
 
-def _demo(url: str, topic: str, model: str | None, timeout: float) -> int:
+def _demo(
+    url: str, topic: str, model: str | None, timeout: float, stream_url: str | None = None
+) -> int:
     client = httpx.Client(base_url=url, timeout=30)
     email = f"demo-{uuid.uuid4().hex[:8]}@example.com"
     password = uuid.uuid4().hex
@@ -245,58 +267,36 @@ def _demo(url: str, topic: str, model: str | None, timeout: float) -> int:
     if accepted.status_code != 202:
         print(f"submit failed: {accepted.status_code} {accepted.text}", file=sys.stderr)
         return 1
-    location = accepted.headers["Location"]
-    print(f"orchestration {accepted.json()['run_id']} accepted: {topic}")
-    seen: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        data = client.get(location, headers=headers).json()
-        run = data["run"]
-        phases = data["phases"]
-        for phase in phases:
-            if seen.get(phase["code"]) != phase["status"]:
-                seen[phase["code"]] = phase["status"]
-                usage = phase["token_usage"]["total_tokens"]
-                timing = (
-                    f" {phase['execution_time_ms']} ms, {usage} tokens"
-                    if phase["status"] == "completed"
-                    else ""
-                )
-                # Progress as of this phase, not as of the poll: a fast run would print
-                # 100% beside its first phase.
-                done = sum(seen.get(p["code"]) == "completed" for p in phases)
-                progress = done * 100 // max(len(phases), 1)
-                print(
-                    f"  [{progress:3d}%] {phase['code']} {phase['name']}: {phase['status']}{timing}"
-                )
-        if run["status"] in TERMINAL:
-            break
-        time.sleep(0.3)
-    print(
-        f"run {run.get('status')}: {run.get('completed_phases')}/{run.get('total_phases')} phases, "
-        f"{run.get('token_usage', {}).get('total_tokens')} tokens, cost ${run.get('cost')}"
-    )
-    if run.get("error"):
-        print(f"error: {run['error']}")
-    return 0 if run.get("status") == "completed" else 1
+    job_id = accepted.json()["run_id"]
+    print(f"orchestration {job_id} accepted: {topic}")
+    # Issue 10: follow it live over SSE (progress bars, phase outputs, result, cost).
+    from baton.watch import follow
+
+    return follow(stream_url or url, job_id, reg.json()["access_token"], timeout=timeout)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if not args.embedded:
-        return _demo(args.url.rstrip("/"), args.topic, args.model, args.timeout)
+        stream_url = args.stream_url.rstrip("/") if args.stream_url else None
+        return _demo(args.url.rstrip("/"), args.topic, args.model, args.timeout, stream_url)
     if "BATON_HOME" not in os.environ and "DATABASE_URL" not in os.environ:
         os.environ["BATON_HOME"] = tempfile.mkdtemp(prefix="baton-demo-")
         reset_settings_cache()
-    stack = Stack("127.0.0.1", _free_port(), quiet=True)
+    stack = Stack("127.0.0.1", _free_port(), quiet=True, stream_port=_free_port())
     print(
         f"starting an embedded Baton (API + Celery worker) in {get_settings().home} ...", flush=True
     )
     try:
         stack.start()
-        return _demo(stack.url, args.topic, args.model, args.timeout)
+        return _demo(stack.url, args.topic, args.model, args.timeout, stack.stream_url)
     finally:
         stack.stop()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from baton.watch import follow
+
+    return follow(args.url, args.job_id, args.token, timeout=args.timeout)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -374,15 +374,29 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="embedded API + worker (no services needed)")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--stream-port", type=int, default=None, help="default: --port + 1")
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="submit an orchestration and follow it to the end")
     demo.add_argument("--url", default="http://127.0.0.1:8000")
+    demo.add_argument("--stream-url", default=None, help="the stream process; default: --url")
     demo.add_argument("--embedded", action="store_true", help="start (and stop) an embedded Baton")
     demo.add_argument("--topic", default="A REST API for user management")
     demo.add_argument("--model", default=None, help="e.g. sim/slow; default: routing decides")
     demo.add_argument("--timeout", type=float, default=300)
     demo.set_defaults(func=cmd_demo)
+
+    watch = sub.add_parser("watch", help="follow a job live (SSE) to its end")
+    watch.add_argument("job_id")
+    watch.add_argument("--url", default="http://127.0.0.1:8001", help="the stream process")
+    watch.add_argument("--token", required=True, help="an access token")
+    watch.add_argument("--timeout", type=float, default=3600)
+    watch.set_defaults(func=cmd_watch)
+
+    stream = sub.add_parser("stream", help="the live-stream process under gunicorn (gevent)")
+    stream.add_argument("--host", default="0.0.0.0")
+    stream.add_argument("--port", type=int, default=8001)
+    stream.set_defaults(func=lambda a: _exec(stream_command(a.host, a.port)))
 
     db = sub.add_parser("db", help="migrations")
     db.add_argument("action", choices=["upgrade", "downgrade", "revision", "current", "history"])

@@ -134,6 +134,11 @@ class Settings:
     github_api_url: str = "https://api.github.com"
     github_app_private_key: str = field(default="", repr=False)
     github_timeout_seconds: float = 15.0
+    # Issue 10: live streams (SSE, WebSocket, Socket.IO).
+    stream_heartbeat_seconds: float = 15.0
+    stream_poll_seconds: float = 1.0
+    stream_buffer_messages: int = 1000
+    stream_max_per_user: int = 20
 
     @property
     def is_embedded(self) -> bool:
@@ -336,6 +341,11 @@ def get_settings() -> Settings:
         github_api_url=(env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
         github_app_private_key=_pem(env.get("GITHUB_APP_PRIVATE_KEY", "")),
         github_timeout_seconds=float(env.get("GITHUB_TIMEOUT_SECONDS", "15")),
+        # Issue 10: live streams.
+        stream_heartbeat_seconds=float(env.get("BATON_STREAM_HEARTBEAT_SECONDS", "15")),
+        stream_poll_seconds=float(env.get("BATON_STREAM_POLL_SECONDS", "1")),
+        stream_buffer_messages=max(10, int(env.get("BATON_STREAM_BUFFER_MESSAGES", "1000"))),
+        stream_max_per_user=max(1, int(env.get("BATON_STREAM_MAX_PER_USER", "20"))),
     )
 
 

@@ -41,7 +41,7 @@ from models import (
     User,
     utcnow,
 )
-from orchestration import metrics, webhooks
+from orchestration import live, metrics, webhooks
 from orchestration.errors import BudgetExceeded
 from orchestration.money import money_text
 
@@ -571,6 +571,7 @@ def _alert(
             session, organization_id=limit.organization_id, event_type="budget.alert",
             data={**data, "alert": what},
         )  # fmt: skip
+    live.emit_after_commit(session, "budget_alert", data, organization_id=limit.organization_id)
     log.info("budget alert %s for limit %s at %s%%", what, limit.id, percent_text(ratio))
     return note
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job, JobStatus, Organization, utcnow
 from models.db import transaction
-from orchestration import canvas, webhooks
+from orchestration import canvas, live, webhooks
 from orchestration.principal import Principal
 from orchestration.recovery import unfinished_plan
 from orchestration.state import append_event
@@ -49,6 +49,18 @@ def pause_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
             session, organization_id=principal.organization_id, event_type="emergency.pause",
             data={"triggered_by": str(principal.user_id), "paused_jobs": len(paused)},
         )  # fmt: skip
+        live.emit_after_commit(
+            session,
+            "emergency_pause",
+            {
+                "triggered_by": "user",
+                "user_id": str(principal.user_id),
+                "reason": "Emergency pause by an administrator",
+                "paused_jobs": len(paused),
+                "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+            },
+            organization_id=principal.organization_id,
+        )
     return len(paused)
 
 

@@ -448,6 +448,18 @@ def _detail(session: Session, job: Job) -> JobDetail:
     )  # fmt: skip
 
 
+def get_owned_job(
+    session: Session, *, principal: Principal, job_id: uuid.UUID, kind: JobKind | None = None
+) -> Job:
+    """The caller's job (of ``kind``); another organization's is a 404 like a missing one."""
+    return _get_job(session, principal, job_id, kind)
+
+
+def detail_of(session: Session, job: Job) -> JobDetail:
+    """A job with its phases, steps, events, creator and project."""
+    return _detail(session, job)
+
+
 def get_job(
     sessions: sessionmaker[Session],
     *,

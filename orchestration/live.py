@@ -1,6 +1,14 @@
-"""Live job output over Redis pub/sub, for the SSE and WebSocket endpoints.
+"""Live job output over Redis pub/sub, for the SSE, WebSocket and Socket.IO streams.
 
-Channel ``<BATON_REDIS_PREFIX>:jobs:<job id>:live``; one JSON message per streamed chunk:
+Channel ``<BATON_REDIS_PREFIX>:jobs:<job id>:live`` carries two kinds of JSON message:
+
+- every event row, once its transaction commits (``append_event`` queues it on the
+  session; ``after_commit`` publishes it)::
+
+    {"type": "event", "job_id": "...", "seq": 7, "event": "step.completed",
+     "data": {...}, "created_at": "2026-...Z", "status": "running", "progress": 40}
+
+- every streamed chunk, as the provider sends it (not an event row)::
 
     {"type": "step.delta", "job_id": "...", "step_id": "...", "phase": "Execution",
      "step": "execution", "attempt": 1, "index": 0, "delta": "Simulated answer",
@@ -9,7 +17,15 @@ Channel ``<BATON_REDIS_PREFIX>:jobs:<job id>:live``; one JSON message per stream
 ``attempt`` numbers the provider calls of the step (a retried or fallen-back stream starts
 again with a new attempt); ``index`` numbers the chunks of an attempt; concatenating the
 deltas of one attempt gives its text. Pub/sub is fire-and-forget: the durable record is
-the job's ``step.progress`` event rows, which carry the same text in coarser pieces.
+the event rows (``step.progress`` carries the streamed text in coarser pieces), so a
+stream that misses a message reads the rows instead (see ``orchestration.streams``).
+
+The same commit also emits seed 001's Socket.IO events (``task_progress``,
+``agent_status``, ``budget_alert``, ``emergency_pause``, ``error``) to the organization's
+room through Flask-SocketIO's Redis message queue (python-socketio's ``RedisManager``, the
+class Flask-SocketIO uses for ``message_queue=redis://...``), write-only, so workers and
+the API emit without a Socket.IO server of their own.
+
 Publishing is best effort: no Redis (embedded mode) or a Redis error never fails a step.
 """
 
@@ -17,8 +33,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from orchestration import redis_store
 
@@ -26,17 +48,223 @@ log = logging.getLogger(__name__)
 
 _WARN_EVERY_SECONDS = 30.0
 _warned_at = 0.0
+_PENDING = "baton.live.pending"
+TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled"})
+# Event types that move a task along for Socket.IO's task_progress (not every token).
+PROGRESS_EVENTS = frozenset(
+    {"phase.started", "phase.completed", "step.started", "step.completed", "step.failed"}
+)
+AGENT_STATUS = {
+    "job.running": "working",
+    "job.completed": "idle",
+    "job.cancelled": "idle",
+    "job.paused": "paused",
+    "job.failed": "error",
+}
+
+
+def _warn(what: str, exc: Exception) -> None:
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at > _WARN_EVERY_SECONDS:
+        _warned_at = now
+        log.warning("%s not published (redis): %s", what, exc)
 
 
 def publish(job_id: str, message: dict[str, Any]) -> None:
-    global _warned_at
     client = redis_store.redis_client()
     if client is None:
         return
     try:
         client.publish(redis_store.job_channel(job_id), json.dumps(message, default=str))
     except Exception as exc:
-        now = time.monotonic()
-        if now - _warned_at > _WARN_EVERY_SECONDS:
-            _warned_at = now
-            log.warning("live output not published (redis): %s", exc)
+        _warn("live output", exc)
+
+
+def socketio_channel() -> str:
+    """Flask-SocketIO's message-queue channel, under this deployment's prefix."""
+    return redis_store.key("socketio")
+
+
+def organization_room(organization_id: Any) -> str:
+    return f"org:{organization_id}"
+
+
+_emitter_lock = threading.Lock()
+_emitter: tuple[int, str, Any] | None = None
+
+
+def _socketio_emitter() -> Any | None:
+    """A write-only Socket.IO emitter per process (re-created after a fork)."""
+    global _emitter
+    from baton.settings import get_settings
+
+    url = get_settings().redis_url
+    if not url:
+        return None
+    with _emitter_lock:
+        if _emitter is None or _emitter[0] != os.getpid() or _emitter[1] != url:
+            import socketio
+
+            manager = socketio.RedisManager(
+                url,
+                channel=socketio_channel(),
+                write_only=True,
+                redis_options={
+                    "socket_timeout": redis_store.SOCKET_TIMEOUT_SECONDS,
+                    "socket_connect_timeout": redis_store.SOCKET_TIMEOUT_SECONDS,
+                },
+            )
+            _emitter = (os.getpid(), url, manager)
+        return _emitter[2]
+
+
+def emit(event: str, data: dict[str, Any], *, organization_id: Any) -> None:
+    """Emit one Socket.IO event to the organization's room, now (best effort)."""
+    emitter = _socketio_emitter()
+    if emitter is None:
+        return
+    try:
+        emitter.emit(
+            event,
+            json.loads(json.dumps(data, default=str)),
+            room=organization_room(organization_id),
+        )
+    except Exception as exc:
+        _warn("socket.io event", exc)
+
+
+# -- after commit ------------------------------------------------------------------------
+
+
+def queue_event(session: Session, event: dict[str, Any]) -> None:
+    """Publish this event row once the session's transaction commits (never before: a
+    stream must not announce a row that a rollback takes back)."""
+    _listen_once()
+    session.info.setdefault(_PENDING, []).append(("event", event))
+
+
+def emit_after_commit(
+    session: Session, event: str, data: dict[str, Any], *, organization_id: Any
+) -> None:
+    """Emit a Socket.IO event once the session's transaction commits."""
+    _listen_once()
+    session.info.setdefault(_PENDING, []).append(("socketio", (event, data, organization_id)))
+
+
+_listening = False
+
+
+def _listen_once() -> None:
+    global _listening
+    if not _listening:
+        sa.event.listen(Session, "after_commit", _after_commit)
+        sa.event.listen(Session, "after_rollback", _after_rollback)
+        _listening = True
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _after_commit(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    for kind, item in pending:
+        try:
+            if kind == "event":
+                _publish_event(item)
+            else:
+                event, data, organization_id = item
+                emit(event, data, organization_id=organization_id)
+        except Exception:  # the commit happened; a failed announcement must not undo it
+            log.exception("publishing a live %s failed", kind)
+
+
+def iso(value: datetime) -> str:
+    """UTC ISO 8601 with a Z (SQLite hands back naive UTC times)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def event_message(event: dict[str, Any]) -> dict[str, Any]:
+    """The job channel's message for one committed event row."""
+    return {
+        "type": "event",
+        "job_id": str(event["job_id"]),
+        "seq": event["seq"],
+        "event": event["type"],
+        "data": event["data"],
+        "created_at": iso(event["created_at"]),
+        "status": event.get("status"),
+        "progress": event.get("progress"),
+    }
+
+
+def _publish_event(event: dict[str, Any]) -> None:
+    job_id = str(event["job_id"])
+    publish(job_id, event_message(event))
+    organization_id = event.get("organization_id")
+    if organization_id is None:
+        return
+    for name, data in socketio_events(event):
+        emit(name, data, organization_id=organization_id)
+
+
+def socketio_events(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Seed 001's Socket.IO events that one job event row stands for."""
+    kind, data = event["type"], event.get("data") or {}
+    job_id = str(event["job_id"])
+    timestamp = iso(event["created_at"])
+    out: list[tuple[str, dict[str, Any]]] = []
+    if kind.startswith("job.") or kind in PROGRESS_EVENTS:
+        where = data.get("step") or data.get("phase")
+        message = f"{kind.replace('.', ' ')}" + (f": {where}" if where else "")
+        if kind == "job.failed" and data.get("error"):
+            message = f"failed: {data['error']}"
+        out.append(
+            (
+                "task_progress",
+                {
+                    "task_id": job_id,
+                    "job_id": job_id,
+                    "kind": event.get("kind"),
+                    "progress": event.get("progress"),
+                    "status": event.get("status"),
+                    "event": kind,
+                    "seq": event["seq"],
+                    "message": message,
+                    "timestamp": timestamp,
+                },
+            )
+        )
+    if event.get("agent_id") and kind in AGENT_STATUS:
+        out.append(
+            (
+                "agent_status",
+                {
+                    "agent_id": str(event["agent_id"]),
+                    "status": AGENT_STATUS[kind],
+                    "current_task": (
+                        {"id": job_id, "title": event.get("title")}
+                        if kind == "job.running"
+                        else None
+                    ),
+                    "timestamp": timestamp,
+                },
+            )
+        )
+    if kind == "job.failed":
+        out.append(
+            (
+                "error",
+                {
+                    "code": "JOB_FAILED",
+                    "message": data.get("error") or "The job failed",
+                    "details": {"job_id": job_id, "kind": event.get("kind")},
+                },
+            )
+        )
+    return out

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models import Job, JobEvent, JobPhase, JobStatus, JobStep, StepStatus, utcnow
-from orchestration import metrics, webhooks
+from orchestration import live, metrics, webhooks
 
 # Which statuses each status may be entered from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
@@ -39,22 +39,29 @@ WEBHOOK_STATUSES = frozenset(
 
 _JOBS = Job.__table__
 _EVENTS = JobEvent.__table__
+# What a live message says about the job besides the event (see orchestration.live).
+_LIVE_COLUMNS = (
+    _JOBS.c.organization_id, _JOBS.c.agent_id, _JOBS.c.kind, _JOBS.c.title, _JOBS.c.status,
+    _JOBS.c.progress,
+)  # fmt: skip
 
 
 def append_event(
     session: Session, *, job_id: uuid.UUID, type: str, data: dict[str, Any] | None = None
 ) -> int:
-    """Number the event from the job's counter (one row lock), then insert it.
+    """Number the event from the job's counter (one row lock), then insert it; it goes out
+    on the job's live channel (and Socket.IO) once the transaction commits.
 
     A step writes five or so events: on PostgreSQL the bump and the insert are one
-    statement (a data-modifying CTE), a third of the cost of two ORM round trips.
+    statement (a data-modifying CTE), a third of the cost of two ORM round trips. The bump
+    also returns what the live message needs (organization, agent, status, progress).
     """
     now = utcnow()
     bump = (
         sa.update(_JOBS)
         .where(_JOBS.c.id == job_id)
         .values(event_seq=_JOBS.c.event_seq + 1, updated_at=now)
-        .returning(_JOBS.c.event_seq)
+        .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
     )
     if session.bind.dialect.name == "postgresql":
         numbered = bump.cte("numbered")
@@ -66,14 +73,30 @@ def append_event(
             sa.literal(now, _EVENTS.c.created_at.type),
         )
         columns = ["job_id", "seq", "type", "data", "created_at"]
-        insert = sa.insert(_EVENTS).from_select(columns, row, include_defaults=False)
-        return session.execute(insert.returning(_EVENTS.c.seq)).scalar_one()
-    seq = session.execute(bump).scalar_one()
-    session.execute(
-        sa.insert(_EVENTS).values(
-            job_id=job_id, seq=seq, type=type, data=data or {}, created_at=now
+        inserted = (
+            sa.insert(_EVENTS)
+            .from_select(columns, row, include_defaults=False)
+            .returning(_EVENTS.c.seq)
+            .cte("inserted")
         )
-    )
+        live_columns = [numbered.c[c.name] for c in _LIVE_COLUMNS]
+        both = inserted.join(numbered, sa.true())  # one row each
+        result = session.execute(sa.select(inserted.c.seq, *live_columns).select_from(both)).one()
+    else:
+        result = session.execute(bump).one()
+        session.execute(
+            sa.insert(_EVENTS).values(
+                job_id=job_id, seq=result[0], type=type, data=data or {}, created_at=now
+            )
+        )
+    seq = result[0]
+    live.queue_event(
+        session,
+        {
+            "job_id": job_id, "seq": seq, "type": type, "data": data or {}, "created_at": now,
+            **{c.name: value for c, value in zip(_LIVE_COLUMNS, result[1:], strict=True)},
+        },
+    )  # fmt: skip
     return seq
 
 

@@ -44,11 +44,11 @@ def test_baton_up_stops_its_api_and_worker_on_sigterm(tmp_path):
     port = _free_port()
     env = {**os.environ, "BATON_HOME": str(tmp_path)}
     up = subprocess.Popen(
-        [sys.executable, "-m", "baton.cli", "up", "--port", str(port)],
+        [sys.executable, "-m", "baton.cli", "up", "--port", str(port), "--stream-port", str(_free_port())],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # three processes start at once on a busy machine
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/api/v1/health/live").status_code == 200:
@@ -58,7 +58,7 @@ def test_baton_up_stops_its_api_and_worker_on_sigterm(tmp_path):
         else:
             pytest.fail("baton up did not come up")
         children = _children(up.pid)
-        assert len(children) == 2  # the API (gunicorn) and the worker (with beat)
+        assert len(children) == 3  # the API, the stream process (gunicorn) and the worker
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=40) == 130

@@ -268,12 +268,16 @@ def test_a_streamed_job_publishes_its_output_in_order_and_costs_what_unstreamed_
     )
     assert of_type(history, "provider.attempt")[0]["stream"] is True
 
-    # Live channel: one message per chunk, in order, for this job only.
+    # Live channel: one message per chunk, in order, for this job only; beside them, each
+    # committed event row (issue 10), by number.
     mine = [m for m in received if m["job_id"] == streamed["id"]]
-    assert [m["index"] for m in mine] == list(range(len(mine)))
-    assert "".join(m["delta"] for m in mine) == output
-    assert {m["type"] for m in mine} == {"step.delta"}
-    assert not [m for m in received if m["job_id"] == plain["id"]]
+    deltas = [m for m in mine if m["type"] == "step.delta"]
+    assert [m["index"] for m in deltas] == list(range(len(deltas)))
+    assert "".join(m["delta"] for m in deltas) == output
+    assert {m["type"] for m in mine} == {"step.delta", "event"}
+    rows = [m["seq"] for m in mine if m["type"] == "event"]
+    assert set(rows) <= {e.seq for e in history} and len(rows) == len(set(rows))
+    assert not [m for m in received if m["job_id"] == plain["id"] and m["type"] == "step.delta"]
 
     # Usage and price: exactly as the same call unstreamed.
     assert streamed_job["token_usage"] == plain_job["token_usage"]

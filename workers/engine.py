@@ -997,6 +997,8 @@ def _complete_phase(session: Session, *, job_id: uuid.UUID, phase_id: uuid.UUID)
         data={
             "phase": phase.name,
             "code": phase.code,
+            # The phase's output travels with its event: a stream prints it as it arrives.
+            "output": output,
             "execution_time_ms": elapsed,
             "token_usage": {
                 "prompt_tokens": phase.prompt_tokens,

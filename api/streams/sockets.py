@@ -1,0 +1,307 @@
+"""WebSocket (plain JSON frames, flask-sock) and Socket.IO (Flask-SocketIO) transports.
+
+- ``/api/ws/build/{id}`` and ``/api/ws/analysis/{id}`` (seed 004): ``?token=``, then
+  ``connected``, ``progress`` ..., ``completion`` or ``error``, then a normal close.
+  ``?after=N`` resumes after event N (every progress frame carries its ``seq``).
+- ``/api/v1/ws`` (seed 002): an ``auth`` frame first, then ``subscribe`` (``job_id``,
+  optional ``after``), ``unsubscribe``, ``agent_execute`` and ``ping`` frames; each
+  subscribed job sends ``event``, ``delta`` and ``end`` frames.
+- Socket.IO at ``/socket.io`` (seed 001): ``auth: {token}``; the connection joins its
+  organization's room, where workers emit ``task_progress``, ``agent_status``,
+  ``budget_alert``, ``emergency_pause`` and ``error`` through the Redis message queue.
+
+Close codes: 4401 for a missing, bad, expired or revoked token (before any data frame),
+1008 (policy violation) for an unknown or another organization's job or too many open
+streams, 1013 (try again later) for a client that fell behind (it resumes with
+``after``), 1000 at the end of a job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, current_app, request
+from flask_sock import ConnectionClosed, Sock
+from flask_socketio import SocketIO, join_room
+
+from api.security import principal_from_token, sessions
+from api.streams.schemas import BuildFrames, ws_event_frame
+from baton.settings import get_settings
+from models import JobKind
+from models.base import utcnow
+from orchestration import agent_runs, live, streams
+from orchestration.errors import AuthenticationRequired, DomainError, NotFound
+from orchestration.principal import Principal
+
+log = logging.getLogger(__name__)
+
+sock = Sock()
+socketio = SocketIO()
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+AUTH_TIMEOUT_SECONDS = 10
+MAX_SUBSCRIPTIONS = 50
+FRAMES_PER_MINUTE = 100  # seed 001: "WebSocket: 100 messages per minute per connection"
+
+
+def _now() -> str:
+    return live.iso(utcnow())
+
+
+def _after() -> int:
+    raw = request.args.get("after", "")
+    return int(raw) if raw.isdigit() else 0
+
+
+def _follow_build(ws: Any, job_id: uuid.UUID, kind: JobKind, what: str) -> None:
+    try:
+        principal = principal_from_token(request.args.get("token"))
+        if not principal.can("job:read"):
+            raise NotFound(f"{what} {job_id} not found")
+        stream = streams.open_job_stream(
+            sessions(), principal=principal, job_id=job_id, after=_after(), kind=kind
+        )
+        streams.connections.acquire(principal.user_id)
+    except AuthenticationRequired as exc:
+        ws.close(CLOSE_UNAUTHORIZED, exc.message)
+        return
+    except DomainError as exc:
+        ws.close(CLOSE_POLICY, exc.message)
+        return
+    frames = BuildFrames(str(job_id), what)
+    items = iter(stream)
+    try:
+        ws.send(frames.connected(_now()))
+        for item in items:
+            if item.kind == "dropped":
+                ws.close(CLOSE_TRY_AGAIN, f"fell behind; reconnect with ?after={stream.last}")
+                return
+            frame = frames(item, _now())
+            if frame:
+                ws.send(frame)
+            if item.kind == "heartbeat" and not ws.connected:
+                return
+        ws.close(1000, f"{what} finished")
+    finally:
+        items.close()  # type: ignore[attr-defined]
+        streams.connections.release(principal.user_id)
+
+
+@sock.route("/api/ws/build/<uuid:job_id>")
+def build_socket(ws: Any, job_id: uuid.UUID) -> None:
+    _follow_build(ws, job_id, JobKind.BUILD, "build")
+
+
+@sock.route("/api/ws/analysis/<uuid:job_id>")
+def analysis_socket(ws: Any, job_id: uuid.UUID) -> None:
+    _follow_build(ws, job_id, JobKind.ANALYSIS, "analysis")
+
+
+class Multiplexed:
+    """One ``/api/v1/ws`` connection: its subscriptions, each followed by its own thread
+    (a greenlet under gevent), and one lock around sends."""
+
+    def __init__(self, ws: Any, principal: Principal, app: Flask) -> None:
+        self.ws, self.principal, self.app = ws, principal, app
+        self.send_lock = threading.Lock()
+        self.following: dict[uuid.UUID, threading.Event] = {}
+        self.frames: list[float] = []
+
+    def send(self, frame: dict[str, Any] | str) -> None:
+        text = frame if isinstance(frame, str) else json.dumps(frame, default=str)
+        with self.send_lock:
+            self.ws.send(text)
+
+    def error(self, code: str, message: str, **details: Any) -> None:
+        self.send({"type": "error", "code": code, "message": message, "details": details})
+
+    def rate_limited(self) -> bool:
+        now = time.monotonic()
+        self.frames = [t for t in self.frames if now - t < 60] + [now]
+        return len(self.frames) > FRAMES_PER_MINUTE
+
+    def subscribe(self, job_id: uuid.UUID, after: int) -> bool:
+        """False when the job is not the caller's (the connection is then closed)."""
+        if job_id in self.following:
+            return True
+        if len(self.following) >= MAX_SUBSCRIPTIONS:
+            self.error("RATE_LIMIT_EXCEEDED", f"At most {MAX_SUBSCRIPTIONS} jobs per connection")
+            return True
+        try:
+            stream = streams.open_job_stream(
+                sessions(), principal=self.principal, job_id=job_id, after=after
+            )
+        except NotFound:
+            return False
+        stop = threading.Event()
+        self.following[job_id] = stop
+        self.send({"type": "subscribed", "job_id": str(job_id), "after": after})
+        threading.Thread(target=self._follow, args=(job_id, stream, stop), daemon=True).start()
+        return True
+
+    def _follow(self, job_id: uuid.UUID, stream: streams.JobStream, stop: threading.Event) -> None:
+        items = iter(stream)
+        try:
+            for item in items:
+                if stop.is_set() or not self.ws.connected:
+                    return
+                if item.kind == "dropped":
+                    self.send({"type": "dropped", "job_id": str(job_id), "after": stream.last})
+                    return
+                frame = ws_event_frame(item)
+                if frame:
+                    self.send(frame)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("following job %s over /api/v1/ws failed", job_id)
+        finally:
+            items.close()  # type: ignore[attr-defined]
+            self.following.pop(job_id, None)
+
+    def agent_execute(self, frame: dict[str, Any]) -> bool:
+        if not self.principal.can("job:create"):
+            self.error("FORBIDDEN", f"Your role ({self.principal.role}) does not allow job:create")
+            return True
+        try:
+            agent_id = uuid.UUID(str(frame.get("agent_id")))
+            text = frame.get("input")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("input")
+        except ValueError:
+            self.error("VALIDATION_ERROR", "agent_execute needs agent_id (a UUID) and input")
+            return True
+        try:
+            detail = agent_runs.run_agent(
+                sessions(), principal=self.principal, agent_id=agent_id, input_text=text,
+                task_type=frame.get("task_type"), metadata=frame.get("metadata") or {},
+                wait_seconds=0, purpose="execute",
+            )  # fmt: skip
+        except DomainError as exc:
+            self.error(exc.code, exc.message, agent_id=str(agent_id))
+            return True
+        job_id = detail.job.id
+        self.send(
+            {"type": "agent_execution_started", "agent_id": str(agent_id), "job_id": str(job_id)}
+        )
+        return self.subscribe(job_id, 0)
+
+    def handle(self, raw: Any) -> bool:
+        """One client frame; False closes the connection (policy violation)."""
+        if self.rate_limited():
+            self.error("RATE_LIMIT_EXCEEDED", f"At most {FRAMES_PER_MINUTE} frames a minute")
+            return True
+        try:
+            frame = json.loads(raw)
+            kind = frame["type"]
+        except (ValueError, TypeError, KeyError):
+            self.error("VALIDATION_ERROR", "Frames are JSON objects with a type")
+            return True
+        if kind == "ping":
+            self.send({"type": "pong", "timestamp": _now()})
+        elif kind in ("subscribe", "unsubscribe"):
+            try:
+                job_id = uuid.UUID(str(frame.get("job_id")))
+                after = int(frame.get("after") or 0)
+            except ValueError:
+                self.error("VALIDATION_ERROR", f"{kind} needs job_id (a UUID)")
+                return True
+            if kind == "unsubscribe":
+                if stop := self.following.pop(job_id, None):
+                    stop.set()
+                self.send({"type": "unsubscribed", "job_id": str(job_id)})
+                return True
+            if not self.principal.can("job:read"):
+                return False
+            return self.subscribe(job_id, max(after, 0))
+        elif kind == "agent_execute":
+            return self.agent_execute(frame)
+        elif kind == "auth":
+            self.error("VALIDATION_ERROR", "Already authenticated")
+        else:
+            self.error("VALIDATION_ERROR", f"Unknown frame type '{kind}'")
+        return True
+
+    def close(self) -> None:
+        for stop in list(self.following.values()):
+            stop.set()
+
+
+@sock.route("/api/v1/ws")
+def multiplexed_socket(ws: Any) -> None:
+    try:
+        raw = ws.receive(timeout=AUTH_TIMEOUT_SECONDS)
+        frame = json.loads(raw) if raw else {}
+        if not isinstance(frame, dict) or frame.get("type") != "auth":
+            raise AuthenticationRequired("The first frame must be {type: auth, token}")
+        principal = principal_from_token(frame.get("token"))
+        streams.connections.acquire(principal.user_id)
+    except (AuthenticationRequired, ValueError) as exc:
+        ws.close(CLOSE_UNAUTHORIZED, getattr(exc, "message", "A valid access token is required"))
+        return
+    except DomainError as exc:
+        ws.close(CLOSE_POLICY, exc.message)
+        return
+    conn = Multiplexed(ws, principal, current_app._get_current_object())  # type: ignore[attr-defined]
+    try:
+        conn.send(
+            {"type": "authenticated", "user_id": str(principal.user_id),
+             "organization_id": str(principal.organization_id), "role": principal.role}
+        )  # fmt: skip
+        while ws.connected:
+            raw = ws.receive(timeout=get_settings().stream_heartbeat_seconds)
+            if raw is None:
+                continue
+            if not conn.handle(raw):
+                ws.close(CLOSE_POLICY, "job not found")
+                return
+    finally:
+        conn.close()
+        streams.connections.release(principal.user_id)
+
+
+# -- Socket.IO ------------------------------------------------------------------------------
+
+_socket_users: dict[str, uuid.UUID] = {}
+
+
+@socketio.on("connect")
+def _socketio_connect(auth: dict[str, Any] | None = None) -> None:
+    token = (auth or {}).get("token") if isinstance(auth, dict) else None
+    try:
+        principal = principal_from_token(token or request.args.get("token"))
+        streams.connections.acquire(principal.user_id)
+    except DomainError as exc:
+        raise ConnectionRefusedError({"code": exc.code, "message": exc.message}) from exc
+    _socket_users[request.sid] = principal.user_id  # type: ignore[attr-defined]
+    join_room(live.organization_room(principal.organization_id))
+    join_room(f"user:{principal.user_id}")
+
+
+@socketio.on("disconnect")
+def _socketio_disconnect(*_args: Any) -> None:
+    user_id = _socket_users.pop(request.sid, None)  # type: ignore[attr-defined]
+    if user_id is not None:
+        streams.connections.release(user_id)
+
+
+def init_sockets(app: Flask, *, async_mode: str) -> None:
+    """WebSocket routes and Socket.IO on ``app``; Socket.IO hears workers through the
+    Redis message queue (without Redis, only what this process emits)."""
+    sock.init_app(app)
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": 25})
+    redis_url = get_settings().redis_url
+    socketio.init_app(
+        app,
+        async_mode=async_mode,
+        message_queue=redis_url or None,
+        channel=live.socketio_channel(),
+        cors_allowed_origins="*",
+    )

@@ -1,0 +1,134 @@
+"""The pieces under the live streams, on real PostgreSQL and Redis: an event row goes out
+on its job's channel only once committed; the hub drops a client that falls behind; the
+per-user cap; a stream without Redis follows the rows to the end."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from baton.settings import get_settings
+from models import Job, JobStatus
+from models.db import session_factory, transaction
+from orchestration import redis_store, streams
+from orchestration.errors import NotFound
+from orchestration.principal import Principal
+from orchestration.state import append_event, transition_job
+from tests import factories
+
+
+@pytest.fixture
+def job(database_url):
+    sessions = session_factory(database_url)
+    with transaction(sessions) as session:
+        org = factories.organization(session)
+        user = factories.user(session, org)
+        row = Job(id=uuid.uuid4(), organization_id=org.id, created_by_id=user.id, kind="task",
+                  status="running", priority="medium", title="t", input={}, settings={},
+                  progress=0, total_steps=1, completed_steps=0, event_seq=0)  # fmt: skip
+        session.add(row)
+    return {"id": row.id, "org_id": org.id, "user_id": user.id, "sessions": sessions}
+
+
+def listen(job_id: uuid.UUID) -> redis.client.PubSub:
+    pubsub = redis_store.redis_client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(redis_store.job_channel(str(job_id)))
+    return pubsub
+
+
+def messages(pubsub: redis.client.PubSub, wait: float = 1.0) -> list[dict]:
+    out, deadline = [], time.monotonic() + wait
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.1)
+        if message is not None:
+            out.append(json.loads(message["data"]))
+    return out
+
+
+def test_an_event_row_is_published_after_commit_and_never_after_rollback(job):
+    pubsub = listen(job["id"])
+    with pytest.raises(RuntimeError), transaction(job["sessions"]) as session:
+        append_event(session, job_id=job["id"], type="step.started", data={"step": "x"})
+        raise RuntimeError("rolled back")
+    assert messages(pubsub, 0.5) == []
+
+    with transaction(job["sessions"]) as session:
+        seq = append_event(session, job_id=job["id"], type="step.started", data={"step": "x"})
+        assert messages(pubsub, 0.3) == []  # not before the commit
+    [message] = messages(pubsub)
+    assert (
+        message["type"] == "event" and message["seq"] == seq == 1
+    )  # the rollback took its number back
+    assert message["event"] == "step.started" and message["data"] == {"step": "x"}
+    assert message["status"] == "running" and message["job_id"] == str(job["id"])
+    pubsub.close()
+
+
+def test_the_hub_drops_a_client_that_falls_behind(job):
+    hub = streams.LiveHub(get_settings().redis_url, redis_store.job_channel("*"), 10)
+    slow, fast = hub.subscribe(str(job["id"])), hub.subscribe(str(job["id"]))
+    for n in range(11):
+        hub._dispatch(str(job["id"]), streams.LiveMessage({"type": "event", "seq": n + 1}))
+        fast.get(0.01)  # this one keeps up
+    assert slow.overflowed and not fast.overflowed
+    assert hub.open_streams() == 1  # the slow one no longer receives anything
+    hub.stop()
+
+
+def test_open_streams_are_capped_per_user(monkeypatch):
+    from baton.settings import reset_settings_cache
+
+    monkeypatch.setenv("BATON_STREAM_MAX_PER_USER", "2")
+    reset_settings_cache()
+    try:
+        limit, user = streams.ConnectionLimit(), uuid.uuid4()
+        limit.acquire(user)
+        limit.acquire(user)
+        with pytest.raises(streams.TooManyStreams):
+            limit.acquire(user)
+        limit.acquire(uuid.uuid4())  # another user is not affected
+        limit.release(user)
+        limit.acquire(user)
+    finally:
+        monkeypatch.undo()
+        reset_settings_cache()
+
+
+def test_without_redis_a_stream_follows_the_rows_to_the_end(job, monkeypatch):
+    from baton.settings import reset_settings_cache
+
+    monkeypatch.setenv("REDIS_URL", "")
+    monkeypatch.setenv("BATON_STREAM_POLL_SECONDS", "0.05")
+    reset_settings_cache()
+    try:
+        principal = Principal(user_id=job["user_id"], organization_id=job["org_id"], role="viewer")
+        with transaction(job["sessions"]) as session:
+            append_event(session, job_id=job["id"], type="step.started", data={"step": "a"})
+        stream = streams.open_job_stream(job["sessions"], principal=principal, job_id=job["id"])
+        assert stream.hub is None
+        items: list[streams.StreamItem] = []
+        reader = threading.Thread(target=lambda: items.extend(stream))
+        reader.start()
+        time.sleep(0.3)
+        with transaction(job["sessions"]) as session:
+            append_event(session, job_id=job["id"], type="step.completed",
+                         data={"step": "a", "progress": 100})  # fmt: skip
+            transition_job(session, job_id=job["id"], to=JobStatus.COMPLETED)
+        reader.join(timeout=10)
+        assert not reader.is_alive()
+        events = [(i.body["seq"], i.body["event"]) for i in items if i.kind == "event"]
+        assert events == [(1, "step.started"), (2, "step.completed"), (3, "job.completed")]
+        assert items[-1].kind == "end" and items[-1].detail.job.status == "completed"
+        assert items[-2].progress == 100
+
+        stranger = Principal(user_id=uuid.uuid4(), organization_id=uuid.uuid4(), role="admin")
+        with pytest.raises(NotFound):
+            streams.open_job_stream(job["sessions"], principal=stranger, job_id=job["id"])
+    finally:
+        monkeypatch.undo()
+        reset_settings_cache()

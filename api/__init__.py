@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 

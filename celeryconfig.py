@@ -84,10 +84,7 @@ if _s.broker_is_filesystem:
         "polling_interval": 0.1,
     }
 else:
-    # A broker that does not answer (down, paused) fails a send in bounded time.
-    broker_transport_options = {
-        "visibility_timeout": _s.visibility_timeout,
-        "socket_timeout": _s.broker_timeout_seconds,
-        "socket_connect_timeout": _s.broker_timeout_seconds,
-    }
+    # The API bounds its own sends (orchestration.canvas.bound_broker_waits); workers keep
+    # the transport's defaults.
+    broker_transport_options = {"visibility_timeout": _s.visibility_timeout}
     result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}

@@ -15,6 +15,7 @@ from api.errors import register_error_handlers, request_id
 from api.extensions import BatonApi, jwt, limiter
 from baton.observability import configure_logging
 from baton.settings import get_settings
+from orchestration import canvas
 
 # One blueprint per resource; each module exposes ``blp``.
 BLUEPRINT_MODULES = (
@@ -96,6 +97,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         )
 
     configure_logging()
+    canvas.bound_broker_waits()  # a submission answers 503 in bounded time, never hangs
     observability.init_app(app)
     jwt.init_app(app)
     limiter.init_app(app)

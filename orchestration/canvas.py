@@ -102,6 +102,22 @@ def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Sign
     return chain(*parts)
 
 
+def bound_broker_waits() -> None:
+    """A process that answers clients (the API) gives up on a broker that does not answer
+    (down, paused) after about BATON_BROKER_TIMEOUT_SECONDS per attempt. Call it before the
+    first send: the producer pool is built then. Workers keep the transport's defaults (a
+    worker's sends are retried by Celery; a consumer must not time out an idle socket)."""
+    settings = get_settings()
+    if settings.broker_is_filesystem:
+        return
+    seconds = settings.broker_timeout_seconds
+    app.conf.broker_transport_options = {
+        **(app.conf.broker_transport_options or {}),
+        "socket_timeout": seconds,
+        "socket_connect_timeout": seconds,
+    }
+
+
 def enqueue(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> None:
     """Send the whole job once (one message for the first task; the rest ride along).
 

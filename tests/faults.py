@@ -11,17 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
+from tests.processes import free_port
+from tests.tcp_proxy import TcpProxy
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["RedisServer", "Stack", "TcpProxy", "free_port", "wait_until"]
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.1):  # noqa: ANN001, ANN201
@@ -70,70 +68,6 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
-
-
-class TcpProxy:
-    """127.0.0.1:<port> -> 127.0.0.1:<target>, one thread pair per connection.
-    ``cut()`` closes every connection and closes new ones at once; ``restore()`` ends it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = True
-        self.lock = threading.Lock()
-        self.sockets: set[socket.socket] = set()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            with self.lock:
-                self.sockets.difference_update((src, dst))
-
-    def cut(self) -> None:
-        self.up = False
-        with self.lock:
-            live = list(self.sockets)
-        for sock in live:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def restore(self) -> None:
-        self.up = True
-
-    def close(self) -> None:
-        self.closed = True
-        self.cut()
-        self.listener.close()
 
 
 class Stack:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.processes import free_port
 
 
 def _children(pid: int) -> list[int]:
@@ -41,10 +35,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.usefixtures("database_url")
 def test_baton_up_stops_its_api_and_worker_on_sigterm(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BATON_HOME": str(tmp_path)}
     up = subprocess.Popen(
-        [sys.executable, "-m", "baton.cli", "up", "--port", str(port), "--stream-port", str(_free_port())],
+        [sys.executable, "-m", "baton.cli", "up", "--port", str(port), "--stream-port", str(free_port())],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

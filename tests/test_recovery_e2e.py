@@ -99,7 +99,7 @@ def fault_stack(database_url: str) -> Iterator[FaultStack]:
     db_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + f"/{db_name}"
     upgrade(db_url)
     pg = make_url(db_url)
-    proxy = TcpProxy(pg.port or 5432)
+    proxy = TcpProxy(pg.host or "127.0.0.1", pg.port or 5432)
     proxied_url = pg.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
     log_dir = Path(os.environ["BATON_HOME"]) / f"faults-{uuid.uuid4().hex[:6]}"

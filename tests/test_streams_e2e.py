@@ -27,6 +27,7 @@ from baton.stream import stream_command
 from baton.watch import parse_sse
 from tests.conftest import ROOT, WorkerPool
 from tests.helpers import live_tenant, wait_terminal
+from tests.processes import free_port
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -34,12 +35,6 @@ ORCHESTRATION = {
     "topic": "A small key-value store",
     "custom_phases": ["ideation", "design", "implementation"],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class StreamServer:

@@ -9,7 +9,8 @@ from typing import Any
 
 from flask import Flask
 
-from api.errors import register_error_handlers, request_id
+from api.common import edge
+from api.errors import register_error_handlers
 from api.extensions import BatonApi, jwt, limiter
 from baton.settings import get_settings
 
@@ -70,6 +71,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.config["DATABASE_URL"]
         )
 
+    # Before the limiter: its after_request hook (rate-limit headers) must run before
+    # edge's, which keeps Retry-After to 429 and 503 answers.
+    edge.install(app, max_url_chars=settings.max_url_chars)
     jwt.init_app(app)
     limiter.init_app(app)
     api = BatonApi(app)
@@ -82,11 +86,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for module_name in BLUEPRINT_MODULES:
         module = importlib.import_module(module_name)
         api.register_blueprint(module.blp)
-
-    @app.after_request
-    def _request_id_header(response):  # type: ignore[no-untyped-def]
-        response.headers["X-Request-ID"] = request_id()
-        return response
 
     logging.getLogger("baton").setLevel(logging.INFO)
     return app

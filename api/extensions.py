@@ -8,14 +8,29 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_smorest import Api
 
+from api.common import openapi
+from api.common.schemas import ErrorEnvelopeSchema
 from api.errors import handle_http_exception
+from orchestration.principal import PERMISSIONS
 
 
 class BatonApi(Api):
-    """flask-smorest Api whose HTTP errors use Baton's envelope."""
+    """flask-smorest Api whose HTTP errors use Baton's envelope, in the answers and in the
+    OpenAPI document (``openapi.finalize`` completes it when it is built)."""
+
+    ERROR_SCHEMA = ErrorEnvelopeSchema
 
     def handle_http_exception(self, error):  # type: ignore[no-untyped-def,override]
         return handle_http_exception(error)
+
+    def _init_spec(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._init_spec(*args, **kwargs)
+        openapi.register_fields(self)
+        generate = self.spec.to_dict
+        everyone = set.intersection(*(set(p) for p in PERMISSIONS.values()))
+        self.spec.to_dict = lambda: openapi.finalize(  # type: ignore[method-assign]
+            generate(), public_permissions=everyone
+        )
 
 
 def rate_limit_key() -> str:

@@ -82,6 +82,9 @@ class Settings:
     stream_event_chars: int = 200
     stream_event_seconds: float = 0.25
     worker_heartbeat_seconds: float = 10.0
+    # Issue 9 (API contract): a request URL (path + query) longer than this is a 414 in
+    # the error envelope; gunicorn's own request-line limit is set above it (baton api).
+    max_url_chars: int = 4096
 
     @property
     def is_embedded(self) -> bool:
@@ -219,6 +222,8 @@ def get_settings() -> Settings:
         stream_event_chars=int(env.get("BATON_STREAM_EVENT_CHARS", "200")),
         stream_event_seconds=float(env.get("BATON_STREAM_EVENT_SECONDS", "0.25")),
         worker_heartbeat_seconds=float(env.get("BATON_WORKER_HEARTBEAT_SECONDS", "10")),
+        # Issue 9 (API contract)
+        max_url_chars=int(env.get("BATON_MAX_URL_CHARS", "4096")),
     )
 
 

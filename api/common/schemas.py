@@ -57,3 +57,23 @@ def max_places(places: int) -> Any:
             raise ValidationError(f"at most {places} decimal places")
 
     return check
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(
+        required=True,
+        metadata={"description": "VALIDATION_ERROR, AUTHENTICATION_REQUIRED, FORBIDDEN, ..."},
+    )
+    message = fields.String(required=True)
+    details = fields.Raw(
+        required=True,
+        metadata={"description": "For invalid input, a list of {field, message}."},
+    )
+    request_id = fields.String(required=True)
+    timestamp = fields.DateTime(required=True)
+
+
+class ErrorEnvelopeSchema(Schema):
+    """Every 4xx and 5xx answer: ``{"error": {code, message, details, request_id}}``."""
+
+    error = fields.Nested(ErrorBodySchema, required=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from api.common import edge
+from api.common import docs, edge
 from api.errors import register_error_handlers
 from api.extensions import BatonApi, jwt, limiter
 from baton.settings import get_settings
@@ -52,6 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
+        **docs.settings(),
         # Every route takes a bearer token unless it says otherwise (auth, health).
         API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
@@ -80,6 +81,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
+    docs.install(app)
     register_error_handlers(app)
     _register_jwt_callbacks(app)
 

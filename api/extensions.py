@@ -6,12 +6,29 @@ from flask import request
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_smorest import Api
+from flask_smorest import Api, Blueprint
+from webargs.flaskparser import FlaskParser
 
 from api.common import openapi
 from api.common.schemas import ErrorEnvelopeSchema
 from api.errors import handle_http_exception
 from orchestration.principal import PERMISSIONS
+
+
+class StrictQueryParser(FlaskParser):
+    """An unknown query parameter is a 422 (a misspelt filter must not silently list
+    everything): query schemas use their own ``unknown`` (RAISE), like bodies."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": None,
+        "querystring": None,
+    }
+
+
+# Every blueprint's @blp.arguments binds this parser when its module is imported, which
+# create_app does after importing this module.
+Blueprint.ARGUMENTS_PARSER = StrictQueryParser()
 
 
 class BatonApi(Api):

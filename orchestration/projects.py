@@ -162,7 +162,7 @@ def list_projects(
         ProjectView(p, creators.get(p.created_by_id), today=today.get(p.id, UsageTotals()))
         for p in result.items
     ]
-    return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
+    return result.with_items(items)
 
 
 def get_project(

@@ -18,7 +18,7 @@ from marshmallow import (
 )
 from webargs.fields import DelimitedList
 
-from api.common.schemas import ListArgsSchema, Money
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema, Money
 from orchestration.agents import STATUSES, AgentView
 
 
@@ -139,8 +139,5 @@ class AgentListArgsSchema(ListArgsSchema):
     type = fields.String(validate=validate.Length(min=1, max=60))
 
 
-class AgentListSchema(Schema):
+class AgentListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(AgentSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, pre_dump, validate
 
-from api.common.schemas import ListArgsSchema, Money, max_places
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema, Money, max_places
 from models import LimitAction, Period, ScopeType
 from orchestration.budget_limits import LimitView
 from orchestration.reports import GRANULARITIES, Bucket, PeriodSpend, SpendReport, Timeline
@@ -104,11 +104,8 @@ class LimitListArgsSchema(ListArgsSchema):
     is_active = fields.Boolean()
 
 
-class LimitListSchema(Schema):
+class LimitListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(LimitSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()
 
 
 # -- reports ---------------------------------------------------------------------------------

@@ -1,44 +1,141 @@
-"""Schemas shared by every resource: list arguments, the list envelope, money."""
+"""Schemas shared by every resource: list arguments, the list envelope, money, errors.
+
+Every list pages the same way, through ``ListArgsSchema`` -> ``page_request`` ->
+``orchestration.listing.paginate`` -> ``ListEnvelopeSchema``: ``offset``, ``page`` or an
+opaque ``cursor`` (seed 003: ``next_cursor``/``prev_cursor``, ``has_next``/``has_prev``).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    pre_dump,
+    validate,
+    validates_schema,
+)
 
-from orchestration.listing import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from orchestration.errors import field_error
+from orchestration.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Page, PageRequest
 from orchestration.money import money_text
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """A point in time; without an offset it is UTC. Years stay within 1-9999 with room
+    for any offset, so comparing or shifting them never leaves the calendar."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(default_timezone=UTC, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        if not 1 < moment.year < 9999:
+            raise ValidationError("must be between years 2 and 9998")
+        return moment.astimezone(UTC)
 
 
 class ListArgsSchema(Schema):
     limit = fields.Integer(
         load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT)
     )
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    page = fields.Integer(validate=validate.Range(min=1))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
+    page = fields.Integer(validate=validate.Range(min=1, max=MAX_OFFSET // MAX_LIMIT))
+    cursor = fields.String(
+        validate=validate.Length(min=1, max=500),
+        metadata={"description": "next_cursor or prev_cursor of a previous page."},
+    )
     sort = fields.String(validate=validate.Length(max=200))
+    created_after = UtcDateTime(metadata={"description": "created at or after (inclusive)"})
+    created_before = UtcDateTime(metadata={"description": "created before (exclusive)"})
 
     @validates_schema
-    def _one_of_page_or_offset(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("page") and data.get("offset"):
-            raise ValidationError("use either page or offset, not both", "page")
+    def _one_way_to_page(self, data: dict[str, Any], **_: Any) -> None:
+        given = [name for name in ("page", "offset", "cursor") if data.get(name)]
+        if len(given) > 1:
+            raise ValidationError(f"use one of page, offset or cursor, not {given}", given[1])
+
+
+def encode_cursor(offset: int, sort: str | None) -> str:
+    raw = json.dumps({"offset": offset, "sort": sort}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str | None) -> int:
+    """The offset a cursor stands for; it must come from a list in the same order."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+        offset = position["offset"]
+        valid = isinstance(offset, int) and 0 <= offset <= MAX_OFFSET
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        valid = False
+    if not valid:
+        raise ValidationError("is not a cursor this API issued", "cursor")
+    if position.get("sort") != sort:
+        raise ValidationError("was issued for another sort order", "cursor")
+    return offset
 
 
 def page_request(args: dict[str, Any]) -> PageRequest:
     limit = args.get("limit", DEFAULT_LIMIT)
-    offset = (args["page"] - 1) * limit if args.get("page") else args.get("offset", 0)
-    return PageRequest(limit=limit, offset=offset, sort=args.get("sort"))
+    if args.get("cursor"):
+        try:
+            offset = decode_cursor(args["cursor"], args.get("sort"))
+        except ValidationError as exc:
+            raise field_error("cursor", str(exc.messages[0])) from None
+    elif args.get("page"):
+        offset = (args["page"] - 1) * limit
+    else:
+        offset = args.get("offset", 0)
+    return PageRequest(
+        limit=limit,
+        offset=offset,
+        sort=args.get("sort"),
+        created_after=args.get("created_after"),
+        created_before=args.get("created_before"),
+    )
 
 
-def list_envelope(page: Any) -> dict[str, Any]:
-    """Rows as they are: the view's response schema dumps them (once)."""
-    return {
-        "items": page.items,
-        "total": page.total,
-        "limit": page.limit,
-        "offset": page.offset,
-    }
+def list_envelope(page: Page[Any]) -> Page[Any]:
+    """Rows as they are: the view's response schema (a ListEnvelopeSchema) dumps them."""
+    return page
+
+
+class ListEnvelopeSchema(Schema):
+    """``{"items", "total", "limit", "offset", "has_next", "has_prev", "next_cursor",
+    "prev_cursor"}``; each list adds its own ``items``."""
+
+    total = fields.Integer(required=True)
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+    has_next = fields.Boolean(required=True)
+    has_prev = fields.Boolean(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+    prev_cursor = fields.String(required=True, allow_none=True)
+
+    @pre_dump
+    def _paging(self, page: Page[Any], **_: Any) -> dict[str, Any]:
+        previous = max(page.offset - page.limit, 0)
+        return {
+            "items": page.items,
+            "total": page.total,
+            "limit": page.limit,
+            "offset": page.offset,
+            "has_next": page.has_next,
+            "has_prev": page.has_prev,
+            "next_cursor": (
+                encode_cursor(page.offset + page.limit, page.sort) if page.has_next else None
+            ),
+            "prev_cursor": encode_cursor(previous, page.sort) if page.has_prev else None,
+        }
 
 
 class Money(fields.Field):

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from webargs.fields import DelimitedList
 
-from api.common.schemas import ListArgsSchema
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema
 from models import JobKind, JobStatus, Priority
 from orchestration.jobs import JobDetail
 from orchestration.model_catalog import SIM_MODELS
@@ -141,11 +141,8 @@ class JobSummarySchema(Schema):
     finished_at = fields.DateTime(allow_none=True)
 
 
-class JobListSchema(Schema):
+class JobListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(JobSummarySchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()
 
 
 class AcceptedPhaseSchema(Schema):

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, pre_dump, validate
 from webargs.fields import DelimitedList
 
-from api.common.schemas import ListArgsSchema, Money
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema, Money
 from orchestration.projects import PRIORITIES, STATUSES, ProjectView
 
 
@@ -91,8 +91,5 @@ class ProjectListArgsSchema(ListArgsSchema):
     search = fields.String(validate=validate.Length(min=1, max=200))
 
 
-class ProjectListSchema(Schema):
+class ProjectListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(ProjectSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()

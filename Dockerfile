@@ -9,4 +9,4 @@ COPY orchestration ./orchestration
 COPY workers ./workers
 RUN pip install --no-cache-dir .
 EXPOSE 8000
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "api:create_app()"]
+CMD ["gunicorn", "-c", "python:baton.gunicorn_conf", "--bind", "0.0.0.0:8000", "api:create_app()"]

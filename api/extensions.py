@@ -46,7 +46,10 @@ class BatonApi(Api):
         generate = self.spec.to_dict
         everyone = set.intersection(*(set(p) for p in PERMISSIONS.values()))
         self.spec.to_dict = lambda: openapi.finalize(  # type: ignore[method-assign]
-            generate(), public_permissions=everyone
+            generate(),
+            public_permissions=everyone,
+            # Blueprints given to limiter.exempt (read when the document is built).
+            unlimited_tags=set(getattr(limiter, "_blueprint_exemptions", {})),
         )
 
 

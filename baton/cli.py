@@ -48,7 +48,8 @@ def worker_command(extra: list[str] | None = None, concurrency: int = 2) -> list
 
 def api_command(host: str, port: int, workers: int = 2) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+        sys.executable, "-m", "gunicorn", "-c", "python:baton.gunicorn_conf",
+        "--bind", f"{host}:{port}", "--workers", str(workers),
         "--threads", "4", "--access-logfile", "-", "api:create_app()",
     ]  # fmt: skip
 

@@ -104,7 +104,7 @@ class AgentSchema(Schema):
     project_id = fields.UUID(allow_none=True)
     name = fields.String()
     type = fields.String()
-    status = fields.String()
+    status = fields.String(metadata={"enum": STATUSES})
     is_active = fields.Boolean()
     config = fields.Dict()
     stats = fields.Nested(AgentStatsSchema)

@@ -22,6 +22,7 @@ from api.auth.schemas import (
     TokenSchema,
 )
 from api.auth.tokens import access_token_for, refresh_token_for
+from api.common.openapi import answers
 from api.extensions import ip_key, limiter
 from api.security import current_principal, requires, sessions
 from baton.settings import get_settings
@@ -82,6 +83,7 @@ class Register(MethodView):
     @limiter.limit(_login_limit, key_func=ip_key)
     @blp.arguments(RegisterSchema)
     @blp.response(201, TokenSchema)
+    @answers(409, "The email or username is taken.")
     def post(self, data: dict[str, Any]):
         """Create an organization and its first user (an admin); answers like login."""
         registration = accounts.Registration(**data)
@@ -93,6 +95,7 @@ class Login(MethodView):
     @limiter.limit(_login_limit, key_func=ip_key)
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
+    @answers(401, "Wrong email/username or password.")
     def post(self, data: dict[str, Any]):
         """Email or username + password -> access and refresh tokens (5 attempts/min per IP)."""
         return _present(
@@ -110,6 +113,7 @@ class Login(MethodView):
 class Refresh(MethodView):
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokenSchema)
+    @answers(401, "The refresh token is invalid, expired or already spent.")
     def post(self, data: dict[str, Any]):
         """Rotate a refresh token; presenting a spent one revokes its whole login (401)."""
         claims = _refresh_claims(data["refresh_token"])

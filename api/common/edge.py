@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from orchestration.errors import DomainError, ValidationFailed
 
@@ -90,9 +91,13 @@ def check_request(max_url_chars: int) -> None:
             raise _nul_error(key.replace(NUL, "\\0"))
     if request.method not in BODY_METHODS or not _has_body():
         return
-    # Read the body first: an oversized one raises 413 here, chunked or not, instead of
-    # being reported by the JSON parser as a malformed document.
+    # Read the body first: an oversized one is a 413 here, instead of being reported by
+    # the JSON parser as a malformed document. A sized one raises as it is read; a chunked
+    # one is cut silently at the limit by werkzeug, so reaching the limit is too much.
     data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        raise RequestEntityTooLarge()
     if not data:
         return
     if not request.is_json:

@@ -175,9 +175,12 @@ def _untangle_inline_names(schemas: dict[str, Any]) -> None:
             schemas[parent]["properties"][prop]["title"] = f"{_pascal(prop)}Values"
 
 
-def finalize(document: dict[str, Any], *, public_permissions: set[str]) -> dict[str, Any]:
+def finalize(
+    document: dict[str, Any], *, public_permissions: set[str], unlimited_tags: set[str]
+) -> dict[str, Any]:
     """Complete the generated document. ``public_permissions``: held by every role, so a
-    view checking only one of them never answers 403."""
+    view checking only one of them never answers 403; ``unlimited_tags``: blueprints
+    exempt from rate limits (no 429)."""
     components = document.setdefault("components", {})
     responses = components.setdefault("responses", {})
     for status, (name, _) in STANDARD_RESPONSES.items():
@@ -196,7 +199,9 @@ def finalize(document: dict[str, Any], *, public_permissions: set[str]) -> dict[
             particular = operation.pop(RESPONSES_MARK, {})
             idempotent = operation.pop(IDEMPOTENT_MARK, False)
             has_body = "requestBody" in operation
-            statuses = {"414", "422", "429"}
+            statuses = {"414", "422"}
+            if not set(operation.get("tags", [])) & unlimited_tags:
+                statuses.add("429")
             if permission is None:
                 operation["security"] = []
             else:

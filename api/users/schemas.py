@@ -16,7 +16,7 @@ class UserSchema(Schema):
     email = fields.String()
     username = fields.String(allow_none=True)
     full_name = fields.String(allow_none=True)
-    role = fields.String()
+    role = fields.String(metadata={"enum": ROLES})
     organization_id = fields.UUID()
     is_active = fields.Boolean()
     created_at = fields.DateTime()

@@ -209,6 +209,29 @@ def test_out_of_range_list_arguments_are_a_422(client, tenant, query):
     assert_error(response, 422, "VALIDATION_ERROR", query.split("=")[0])
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "start_date=9999-12-31&end_date=9999-12-31",
+        "granularity=month&end_date=9999-12-31",
+        "start_date=0001-01-01",
+    ],
+)
+def test_report_dates_past_the_calendar_are_a_422(client, tenant, query):
+    response = client.get(f"/api/v1/budget/timeline?{query}", headers=tenant["headers"])
+    assert_error(response, 422, "VALIDATION_ERROR")
+    by_project = client.get(f"/api/v1/budget/by-project?{query}", headers=tenant["headers"])
+    assert by_project.status_code == 422
+
+
+def test_a_due_date_past_the_calendar_is_a_422(client, tenant):
+    for due in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        response = client.post(
+            "/api/v1/tasks", json={"description": "x", "due_date": due}, headers=tenant["headers"]
+        )
+        assert_error(response, 422, "VALIDATION_ERROR", "due_date")
+
+
 def test_a_body_that_is_not_json_is_a_415(client, tenant):
     response = client.post(
         "/api/v1/projects",

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, pre_dump, validate
 
-from api.common.schemas import ListArgsSchema, ListEnvelopeSchema, Money, max_places
+from api.common.schemas import CalendarDate, ListArgsSchema, ListEnvelopeSchema, Money, max_places
 from models import LimitAction, Period, ScopeType
 from orchestration.budget_limits import LimitView
 from orchestration.reports import GRANULARITIES, Bucket, PeriodSpend, SpendReport, Timeline
@@ -112,8 +112,8 @@ class LimitListSchema(ListEnvelopeSchema):
 
 
 class DateRangeArgsSchema(Schema):
-    start_date = fields.Date()
-    end_date = fields.Date()
+    start_date = CalendarDate()
+    end_date = CalendarDate()
 
 
 class TimelineArgsSchema(DateRangeArgsSchema):

@@ -27,19 +27,37 @@ from orchestration.errors import field_error
 from orchestration.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Page, PageRequest
 from orchestration.money import money_text
 
+# Years a date or time may name: room on both sides for any UTC offset and for a day,
+# week or month of arithmetic, so nothing computed from it leaves the calendar (a 500).
+MIN_YEAR, MAX_YEAR = 2, 9998
+
+
+def _in_calendar(year: int) -> None:
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise ValidationError(f"must be between years {MIN_YEAR} and {MAX_YEAR}")
+
 
 class UtcDateTime(fields.AwareDateTime):
-    """A point in time; without an offset it is UTC. Years stay within 1-9999 with room
-    for any offset, so comparing or shifting them never leaves the calendar."""
+    """A point in time, answered in UTC; without an offset it is UTC (unless
+    ``default_timezone=None``: then an offset is required)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(default_timezone=UTC, **kwargs)
+        kwargs.setdefault("default_timezone", UTC)
+        super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         moment = super()._deserialize(value, attr, data, **kwargs)
-        if not 1 < moment.year < 9999:
-            raise ValidationError("must be between years 2 and 9998")
+        _in_calendar(moment.year)
         return moment.astimezone(UTC)
+
+
+class CalendarDate(fields.Date):
+    """A date within the years every report can compute with."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        day = super()._deserialize(value, attr, data, **kwargs)
+        _in_calendar(day.year)
+        return day
 
 
 class ListArgsSchema(Schema):

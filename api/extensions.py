@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 from flask import request
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
@@ -45,8 +47,9 @@ class BatonApi(Api):
         openapi.register_fields(self)
         generate = self.spec.to_dict
         everyone = set.intersection(*(set(p) for p in PERMISSIONS.values()))
+        # apispec hands out its own dicts: finish a copy, so every build starts afresh.
         self.spec.to_dict = lambda: openapi.finalize(  # type: ignore[method-assign]
-            generate(),
+            deepcopy(generate()),
             public_permissions=everyone,
             # Blueprints given to limiter.exempt (read when the document is built).
             unlimited_tags=set(getattr(limiter, "_blueprint_exemptions", {})),

@@ -53,9 +53,10 @@ def assert_error(response, status: int, code: str, field: str | None = None) -> 
 # -- 1. the OpenAPI document -------------------------------------------------------------
 
 
-def test_document_validates(document):
+def test_document_validates(document, client):
     errors = [str(e)[:200] for e in OpenAPIV30SpecValidator(document).iter_errors()]
     assert errors == []
+    assert client.get("/api/v1/openapi.json").get_json() == document  # built alike each time
 
 
 def test_every_ref_resolves_and_every_operation_id_is_unique(document):

@@ -64,6 +64,16 @@ def fuzz_headers(sessions, db):
     CURRENT_SESSIONS.factory = sessions
     org = factories.organization(db)
     user = factories.user(db, org, role="admin")
+    # Real rows for the path parameters that name them, so generated bodies reach the
+    # code behind the lookup (updates, cancels) and not only the 404 in front of it.
+    REAL_IDS.clear()
+    REAL_IDS.update(
+        project_id=factories.project(db, org).id,
+        agent_id=factories.agent(db, org).id,
+        limit_id=factories.budget_limit(db, org).id,
+        notification_id=factories.notification(db, org).id,
+        job_id=factories.job(db, org, status="running", input={"description": "x"}).id,
+    )
     db.commit()
     # Rate limits would answer most generated requests with 429 (documented, but hiding
     # what this run is for; they have their own tests). The limiter is one object shared
@@ -74,6 +84,25 @@ def fuzz_headers(sessions, db):
     finally:
         limiter.enabled = True
         CURRENT_SESSIONS.factory = None
+
+
+REAL_IDS: dict[str, uuid.UUID] = {}
+
+
+def _real_ids(case) -> None:
+    """Valid-looking ids become the tenant's own rows (invalid ones stay, for 404/422);
+    the job (a task) only where a task is looked up: /jobs and /tasks."""
+    for name, value in (case.path_parameters or {}).items():
+        if name == "job_id":
+            applies = case.path.startswith(("/api/v1/jobs/", "/api/v1/tasks/"))
+        else:
+            applies = name in REAL_IDS
+        try:
+            uuid.UUID(str(value))
+        except ValueError:
+            continue
+        if applies:
+            case.path_parameters[name] = str(REAL_IDS[name])
 
 
 def _no_waiting(case) -> None:
@@ -93,6 +122,7 @@ def _no_waiting(case) -> None:
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_answers_as_documented(case, fuzz_headers):
+    _real_ids(case)
     _no_waiting(case)
     case.call_and_validate(
         headers={**fuzz_headers, "X-Request-ID": f"fuzz-{uuid.uuid4().hex}"}, checks=CHECKS

@@ -11,7 +11,8 @@ from typing import Any
 from flask import Flask, g
 
 from api import idempotency, observability, quotas, ratelimits
-from api.errors import register_error_handlers, request_id
+from api.common import docs, edge
+from api.errors import register_error_handlers
 from api.extensions import BatonApi, jwt, limiter
 from baton.observability import configure_logging
 from baton.settings import get_settings
@@ -61,6 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
+        **docs.settings(),
         # Every route takes a bearer token unless it says otherwise (auth, health).
         API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
@@ -99,6 +101,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure_logging()
     canvas.bound_broker_waits()  # a submission answers 503 in bounded time, never hangs
     observability.init_app(app)
+    # Before the limiter: its after_request hook (rate-limit headers) must run before
+    # edge's, which keeps Retry-After to 429 and 503 answers.
+    edge.install(app, max_url_chars=settings.max_url_chars)
     jwt.init_app(app)
     limiter.init_app(app)
     limiter.exempt(app.view_functions["metrics"])
@@ -106,6 +111,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
+    docs.install(app)
     register_error_handlers(app)
     ratelimits.install(app, limiter)
     quotas.install(app)
@@ -115,11 +121,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for module_name in BLUEPRINT_MODULES:
         module = importlib.import_module(module_name)
         api.register_blueprint(module.blp)
-
-    @app.after_request
-    def _request_id_header(response):  # type: ignore[no-untyped-def]
-        response.headers["X-Request-ID"] = request_id()
-        return response
 
     _measure_requests(app)
 

@@ -7,15 +7,15 @@ with a generic 500.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from api.common.edge import request_id
 from baton.settings import get_settings
 from models.base import utcnow
 from orchestration.errors import DomainError
@@ -42,18 +42,13 @@ CODE_BY_STATUS = {
     405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
     429: "RATE_LIMIT_EXCEEDED",
     500: "INTERNAL_SERVER_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
-
-
-def request_id() -> str:
-    if "request_id" not in g:
-        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
-    return g.request_id
 
 
 def error_response(

@@ -13,6 +13,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.common.openapi import mark_authenticated
 from baton import observability
 from orchestration.errors import AuthenticationRequired, Forbidden
 from orchestration.principal import Principal
@@ -109,6 +110,7 @@ def requires(
                 raise Forbidden(f"Your role ({principal.role}) does not allow {permission}")
             return fn(*args, **kwargs)
 
+        mark_authenticated(wrapper, permission)
         return wrapper  # type: ignore[return-value]
 
     return decorator

@@ -139,6 +139,9 @@ class Settings:
     stream_poll_seconds: float = 1.0
     stream_buffer_messages: int = 1000
     stream_max_per_user: int = 20
+    # Issue 9 (API contract): a request URL (path + query) longer than this is a 414 in
+    # the error envelope; gunicorn's own request-line limit is set above it (baton api).
+    max_url_chars: int = 4096
 
     @property
     def is_embedded(self) -> bool:
@@ -346,6 +349,8 @@ def get_settings() -> Settings:
         stream_poll_seconds=float(env.get("BATON_STREAM_POLL_SECONDS", "1")),
         stream_buffer_messages=max(10, int(env.get("BATON_STREAM_BUFFER_MESSAGES", "1000"))),
         stream_max_per_user=max(1, int(env.get("BATON_STREAM_MAX_PER_USER", "20"))),
+        # Issue 9 (API contract)
+        max_url_chars=int(env.get("BATON_MAX_URL_CHARS", "4096")),
     )
 
 

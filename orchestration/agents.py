@@ -167,7 +167,7 @@ def list_agents(
     with sessions() as session:
         result = paginate(session, stmt, page)
         items = _views(session, result.items)
-    return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
+    return result.with_items(items)
 
 
 def get_agent(

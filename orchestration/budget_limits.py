@@ -178,7 +178,7 @@ def list_limits(
     with transaction(sessions) as session:
         result = paginate(session, stmt, page)
         items = _views(session, result.items)
-    return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
+    return result.with_items(items)
 
 
 def get_limit(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -14,6 +15,8 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# Bounds that keep offset arithmetic inside PostgreSQL's bigint and any real list.
+MAX_OFFSET = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,9 @@ class PageRequest:
     limit: int = DEFAULT_LIMIT
     offset: int = 0
     sort: str | None = None
+    # Every list's rows have created_at: the window applies to all of them alike.
+    created_after: datetime | None = None
+    created_before: datetime | None = None
 
 
 @dataclass
@@ -29,6 +35,19 @@ class Page(Generic[T]):
     total: int
     limit: int
     offset: int
+    sort: str | None = None
+
+    @property
+    def has_next(self) -> bool:
+        return self.offset + len(self.items) < self.total
+
+    @property
+    def has_prev(self) -> bool:
+        return self.offset > 0
+
+    def with_items(self, items: list[Any]) -> Page[Any]:
+        """The same page over presented rows (views built from the ORM rows)."""
+        return replace(self, items=items)  # type: ignore[return-value]
 
 
 def apply_sort(
@@ -51,6 +70,12 @@ def apply_sort(
 
 
 def paginate(session: Session, stmt: sa.Select[Any], page: PageRequest) -> Page[Any]:
+    """One page of ``stmt`` (already filtered and sorted), within the created_at window."""
+    created_at = stmt.column_descriptions[0]["entity"].created_at
+    if page.created_after is not None:
+        stmt = stmt.where(created_at >= page.created_after)
+    if page.created_before is not None:
+        stmt = stmt.where(created_at < page.created_before)
     total = session.scalar(sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery()))
     items = list(session.scalars(stmt.limit(page.limit).offset(page.offset)))
-    return Page(items=items, total=total or 0, limit=page.limit, offset=page.offset)
+    return Page(items=items, total=total or 0, limit=page.limit, offset=page.offset, sort=page.sort)

@@ -110,7 +110,7 @@ def list_notifications(
         result = paginate(session, stmt, page)
         read_at = _read_times(session, principal, [n.id for n in result.items])
     items = [NotificationView(n, read_at.get(n.id)) for n in result.items]
-    return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
+    return result.with_items(items)
 
 
 def mark_read(

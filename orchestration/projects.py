@@ -185,7 +185,7 @@ def list_projects(
         )
         for p in result.items
     ]
-    return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
+    return result.with_items(items)
 
 
 def get_project(

@@ -143,7 +143,7 @@ def list_templates(
         result = paginate(session, stmt, page)
         creators = users_by_id(session, ids=[t.created_by_id for t in result.items])
     items = [TemplateView(t, creators.get(t.created_by_id)) for t in result.items]
-    return Page(items=items, total=result.total, limit=result.limit, offset=result.offset)
+    return result.with_items(items)
 
 
 def get_template(

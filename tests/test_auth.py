@@ -189,7 +189,8 @@ def test_login_non_json_body(client):
         content_type="text/plain",
         environ_base={"REMOTE_ADDR": unique_ip()},
     )
-    assert_error(text_body, 422, "VALIDATION_ERROR", "password")
+    # A body that is not JSON is refused for what it is (issue 9), not as a missing field.
+    assert_error(text_body, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type")
 
 
 def test_body_over_one_mib_is_413(client):

@@ -20,6 +20,7 @@ from api.agent_runs.schemas import (
     present_run,
     present_test,
 )
+from api.common.openapi import answers
 from api.security import current_principal, requires, sessions
 from models import TERMINAL_STATUSES
 from orchestration import agent_runs
@@ -40,6 +41,7 @@ class AgentTest(MethodView):
     @blp.arguments(AgentTestSchema)
     @blp.response(200, AgentTestResultSchema)
     @blp.alt_response(202, schema=AgentTestResultSchema, description="Still running")
+    @answers(402, "A blocking budget limit is already spent.")
     def post(self, data, agent_id: uuid.UUID):
         """Dry run: one real provider round trip with the agent's configuration."""
         detail = agent_runs.run_agent(
@@ -57,6 +59,7 @@ class AgentExecute(MethodView):
     @blp.arguments(AgentExecuteSchema)
     @blp.response(200, AgentRunSchema)
     @blp.alt_response(202, schema=AgentRunSchema, description="Still running")
+    @answers(402, "A blocking budget limit is already spent.")
     def post(self, data, agent_id: uuid.UUID):
         """Run the agent on an input; waits up to ``wait_seconds`` for the answer."""
         detail = agent_runs.run_agent(

@@ -21,7 +21,7 @@ from marshmallow import (
 )
 from webargs.fields import DelimitedList
 
-from api.common.schemas import ListArgsSchema, Money
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema, Money
 from orchestration.agents import STATUSES, AgentView
 from orchestration.tools import TOOL_NAMES
 
@@ -156,7 +156,7 @@ class AgentSchema(Schema):
     project_id = fields.UUID(allow_none=True)
     name = fields.String()
     type = fields.String()
-    status = fields.String()
+    status = fields.String(metadata={"enum": STATUSES})
     is_active = fields.Boolean()
     config = fields.Dict()
     # Seed 002's view of the same config.
@@ -208,8 +208,5 @@ class AgentListArgsSchema(ListArgsSchema):
     type = fields.String(validate=validate.Length(min=1, max=60))
 
 
-class AgentListSchema(Schema):
+class AgentListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(AgentSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()

@@ -10,6 +10,7 @@ from marshmallow import fields
 
 from api.analyses.schemas import AnalysisCreateSchema, AnalysisSchema, present_analysis
 from api.builds.routes import CancelledSchema
+from api.common.openapi import answers, job_submission
 from api.common.schemas import list_envelope
 from api.extensions import limiter
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
@@ -35,6 +36,7 @@ class Analyses(MethodView):
     @requires("job:create")
     @blp.arguments(AnalysisCreateSchema)
     @blp.response(202, AnalysisAcceptedSchema)
+    @job_submission
     def post(self, data):
         """Start an analysis; the analysis types run in parallel."""
         submission = submission_from(
@@ -74,6 +76,7 @@ class AnalysisById(MethodView):
 
     @requires("job:cancel")
     @blp.response(200, CancelledSchema)
+    @answers(409, "The analysis has already finished.")
     def delete(self, job_id: uuid.UUID):
         """Cancel an analysis; a finished one answers 409."""
         job = jobs.cancel_job(

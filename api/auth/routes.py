@@ -34,6 +34,7 @@ from api.auth.tokens import (
     refresh_token_for,
     temp_token_for,
 )
+from api.common.openapi import answers
 from api.extensions import limiter
 from api.ratelimits import ip_key, login_limit, two_factor_key, two_factor_limit
 from api.security import current_principal, requires, sessions
@@ -98,6 +99,7 @@ class Register(MethodView):
     @limiter.limit(login_limit, key_func=ip_key)
     @blp.arguments(RegisterSchema)
     @blp.response(201, TokenSchema)
+    @answers(409, "The email or username is taken.")
     def post(self, data: dict[str, Any]):
         """Create an organization and its first user (an admin); answers like login."""
         registration = accounts.Registration(**data)
@@ -109,6 +111,7 @@ class Login(MethodView):
     @limiter.limit(login_limit, key_func=ip_key)
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
+    @answers(401, "Wrong email/username or password.")
     def post(self, data: dict[str, Any]):
         """Email or username + password -> access and refresh tokens (5 attempts/min per IP)."""
         return _present(
@@ -126,6 +129,7 @@ class Login(MethodView):
 class Refresh(MethodView):
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokenSchema)
+    @answers(401, "The refresh token is invalid, expired or already spent.")
     def post(self, data: dict[str, Any]):
         """Rotate a refresh token; presenting a spent one revokes its whole login (401)."""
         claims = _refresh_claims(data["refresh_token"])

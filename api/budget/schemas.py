@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, pre_dump, validate
 
-from api.common.schemas import ListArgsSchema, Money, max_places
+from api.common.schemas import CalendarDate, ListArgsSchema, ListEnvelopeSchema, Money, max_places
 from models import LimitAction, Period, ScopeType
 from orchestration.budget_limits import LimitView
 from orchestration.reports import GRANULARITIES, Bucket, PeriodSpend, SpendReport, Timeline
@@ -53,13 +53,13 @@ class LimitCreateSchema(LimitUpdateSchema):
 class LimitSchema(Schema):
     id = fields.UUID()
     name = fields.String()
-    scope_type = fields.String()
+    scope_type = fields.String(metadata={"enum": SCOPE_TYPES})
     scope_id = fields.UUID(allow_none=True)
     scope_name = fields.String(allow_none=True)
     amount_usd = Money()
-    period = fields.String()
+    period = fields.String(metadata={"enum": PERIODS})
     alert_threshold = fields.Float()
-    action_on_exceed = fields.String()
+    action_on_exceed = fields.String(metadata={"enum": ACTIONS})
     is_active = fields.Boolean()
     window_start = fields.DateTime()
     window_end = fields.DateTime(allow_none=True)
@@ -104,19 +104,16 @@ class LimitListArgsSchema(ListArgsSchema):
     is_active = fields.Boolean()
 
 
-class LimitListSchema(Schema):
+class LimitListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(LimitSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()
 
 
 # -- reports ---------------------------------------------------------------------------------
 
 
 class DateRangeArgsSchema(Schema):
-    start_date = fields.Date()
-    end_date = fields.Date()
+    start_date = CalendarDate()
+    end_date = CalendarDate()
 
 
 class TimelineArgsSchema(DateRangeArgsSchema):

@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from api.builds.schemas import BuildCreateSchema, BuildSchema, present_build
+from api.common.openapi import answers, job_submission
 from api.common.schemas import list_envelope
 from api.extensions import limiter
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
@@ -38,6 +39,7 @@ class Builds(MethodView):
     @requires("job:create")
     @blp.arguments(BuildCreateSchema)
     @blp.response(202, BuildAcceptedSchema)
+    @job_submission
     def post(self, data):
         """Create a build; answers 202 with ``task_id`` and a Location to poll."""
         submission = submission_from(
@@ -76,6 +78,7 @@ class BuildById(MethodView):
 
     @requires("job:cancel")
     @blp.response(200, CancelledSchema)
+    @answers(409, "The build has already finished.")
     def delete(self, job_id: uuid.UUID):
         """Cancel a build; completed, failed or cancelled builds answer 409."""
         job = jobs.cancel_job(

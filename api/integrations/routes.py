@@ -8,6 +8,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from api.common.openapi import answers
 from api.common.schemas import page_request
 from api.integrations.schemas import (
     IntegrationCreateSchema,
@@ -44,6 +45,7 @@ class Integrations(MethodView):
     @requires("integration:admin")
     @blp.arguments(IntegrationCreateSchema)
     @blp.response(201, IntegrationSchema)
+    @answers(409, "An integration with this name exists.")
     def post(self, data: dict[str, Any]):
         """Add a provider server, or the organization's own key for a known provider.
         A key is stored encrypted (422 when no BATON_ENCRYPTION_KEY is configured)."""
@@ -65,6 +67,7 @@ class IntegrationById(MethodView):
     @requires("integration:admin")
     @blp.arguments(IntegrationUpdateSchema)
     @blp.response(200, IntegrationSchema)
+    @answers(409, "An integration with this name exists.")
     def put(self, changes: dict[str, Any], integration_id: uuid.UUID):
         """Change fields given; ``"api_key": null`` removes the stored key."""
         view = integrations.update_integration(
@@ -76,6 +79,7 @@ class IntegrationById(MethodView):
     @requires("integration:admin")
     @blp.arguments(IntegrationUpdateSchema)
     @blp.response(200, IntegrationSchema)
+    @answers(409, "An integration with this name exists.")
     def patch(self, changes: dict[str, Any], integration_id: uuid.UUID):
         """Same as PUT: partial."""
         view = integrations.update_integration(

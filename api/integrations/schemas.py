@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from api.common.schemas import ListArgsSchema
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema
 
 MODEL_NAME = validate.Length(min=1, max=120)
 
@@ -70,11 +70,8 @@ class IntegrationSchema(Schema):
     updated_at = fields.DateTime()
 
 
-class IntegrationListSchema(Schema):
+class IntegrationListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(IntegrationSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()
 
 
 def present_integration(view: Any) -> dict[str, Any]:

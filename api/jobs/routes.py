@@ -7,6 +7,7 @@ import uuid
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from api.common.openapi import answers
 from api.common.schemas import list_envelope
 from api.jobs.schemas import (
     JobListArgsSchema,
@@ -45,6 +46,7 @@ class JobById(MethodView):
 class JobResume(MethodView):
     @requires("job:cancel")
     @blp.response(200, JobSummarySchema)
+    @answers(409, "The job is not paused.")
     def post(self, job_id: uuid.UUID):
         """Resume a paused job from the step it stopped before; other states answer 409."""
         return jobs.resume_job(sessions(), principal=current_principal(), job_id=job_id)
@@ -54,6 +56,7 @@ class JobResume(MethodView):
 class JobCancel(MethodView):
     @requires("job:cancel")
     @blp.response(200, JobSummarySchema)
+    @answers(409, "The job has already finished.")
     def post(self, job_id: uuid.UUID):
         """Cancel a job before its next step; a terminal job answers 409."""
         return jobs.cancel_job(sessions(), principal=current_principal(), job_id=job_id)

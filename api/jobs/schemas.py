@@ -7,13 +7,21 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from webargs.fields import DelimitedList
 
-from api.common.schemas import ListArgsSchema
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema
 from models import JobKind, JobStatus, Priority
+from models.jobs import StepStatus
 from orchestration.jobs import JobDetail
 from orchestration.model_catalog import SIM_MODELS
 
 PRIORITIES = [p.value for p in Priority]
 STATUSES = [s.value for s in JobStatus]
+KINDS = [k.value for k in JobKind]
+STEP_STATUSES = [s.value for s in StepStatus]
+
+
+def _one_of(values: list[str], **kwargs: Any) -> fields.String:
+    """An output string documented with its enum (the values the API ever sends)."""
+    return fields.String(metadata={"enum": values}, **kwargs)
 
 
 class JobSettingsSchema(Schema):
@@ -46,7 +54,7 @@ def _csv(allowed: list[str]) -> fields.Field:
 class JobListArgsSchema(ListArgsSchema):
     status = _csv(STATUSES)
     priority = _csv(PRIORITIES)
-    kind = fields.String(validate=validate.OneOf([k.value for k in JobKind]))
+    kind = fields.String(validate=validate.OneOf(KINDS))
     project_id = fields.UUID()
     agent_id = fields.UUID()
 
@@ -60,7 +68,7 @@ class TokenUsageSchema(Schema):
 class StepSchema(Schema):
     id = fields.UUID()
     name = fields.String()
-    status = fields.String()
+    status = _one_of(STEP_STATUSES)
     attempts = fields.Integer()
     provider = fields.String(allow_none=True)
     model = fields.String(allow_none=True)
@@ -81,7 +89,7 @@ class PhaseSchema(Schema):
     name = fields.String()
     phase_name = fields.String()
     position = fields.Integer()
-    status = fields.String()
+    status = _one_of(STEP_STATUSES)
     response_text = fields.String(allow_none=True)
     token_usage = fields.Nested(TokenUsageSchema)
     cost = fields.Decimal(as_string=True)
@@ -102,9 +110,9 @@ class EventSchema(Schema):
 
 class JobSchema(Schema):
     id = fields.UUID()
-    kind = fields.String()
-    status = fields.String()
-    priority = fields.String()
+    kind = _one_of(KINDS)
+    status = _one_of(STATUSES)
+    priority = _one_of(PRIORITIES)
     progress = fields.Integer()
     title = fields.String()
     project_id = fields.UUID(allow_none=True)
@@ -129,9 +137,9 @@ class JobSchema(Schema):
 
 class JobSummarySchema(Schema):
     id = fields.UUID()
-    kind = fields.String()
-    status = fields.String()
-    priority = fields.String()
+    kind = _one_of(KINDS)
+    status = _one_of(STATUSES)
+    priority = _one_of(PRIORITIES)
     progress = fields.Integer()
     title = fields.String()
     project_id = fields.UUID(allow_none=True)
@@ -142,17 +150,14 @@ class JobSummarySchema(Schema):
     finished_at = fields.DateTime(allow_none=True)
 
 
-class JobListSchema(Schema):
+class JobListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(JobSummarySchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()
 
 
 class AcceptedPhaseSchema(Schema):
     code = fields.String()
     name = fields.String()
-    status = fields.String()
+    status = _one_of(STEP_STATUSES)
     steps = fields.List(fields.String())
 
 
@@ -161,9 +166,9 @@ class AcceptedSchema(Schema):
 
     id = fields.UUID()
     job_id = fields.UUID()
-    kind = fields.String()
-    status = fields.String()
-    priority = fields.String()
+    kind = _one_of(KINDS)
+    status = _one_of(STATUSES)
+    priority = _one_of(PRIORITIES)
     message = fields.String()
     location = fields.String()
     phases = fields.List(fields.Nested(AcceptedPhaseSchema))

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, pre_dump, validate
 
-from api.common.schemas import ListArgsSchema
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema
 from orchestration.notifications import SEVERITIES, NotificationView
 
 
@@ -44,11 +44,8 @@ class NotificationSchema(Schema):
         }
 
 
-class NotificationListSchema(Schema):
+class NotificationListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(NotificationSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()
 
 
 class ReadAllSchema(Schema):

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from api.common.openapi import answers, job_submission
 from api.common.schemas import list_envelope
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema
 from api.jobs.views import list_for, submission_from, submit
@@ -34,6 +35,7 @@ class Orchestrate(MethodView):
     @requires("job:create")
     @blp.arguments(OrchestrateSchema)
     @blp.response(202, RunAcceptedSchema)
+    @job_submission
     def post(self, data):
         """Start an orchestration run: phases from custom_phases, a template, or the default."""
         submission = submission_from(
@@ -79,6 +81,7 @@ class OrchestrationById(MethodView):
 class OrchestrationCancel(MethodView):
     @requires("job:cancel")
     @blp.response(200, RunCancelledSchema)
+    @answers(409, "The run has already finished.")
     def post(self, job_id: uuid.UUID):
         """Cancel a run before its next phase; a finished run answers 409."""
         job = jobs.cancel_job(

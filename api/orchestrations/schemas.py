@@ -5,6 +5,8 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from api.jobs.schemas import (
+    PRIORITIES,
+    STATUSES,
     EventSchema,
     JobSubmitBaseSchema,
     PhaseSchema,
@@ -32,8 +34,8 @@ class RunSchema(Schema):
     agent_id = fields.UUID(allow_none=True)
     template_id = fields.UUID(allow_none=True)
     topic = fields.String()
-    status = fields.String()
-    priority = fields.String()
+    status = fields.String(metadata={"enum": STATUSES})
+    priority = fields.String(metadata={"enum": PRIORITIES})
     progress = fields.Integer()
     total_phases = fields.Integer()
     completed_phases = fields.Integer()

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, pre_dump, validate
 from webargs.fields import DelimitedList
 
-from api.common.schemas import ListArgsSchema, Money
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema, Money
 from orchestration.projects import PRIORITIES, STATUSES, ProjectView
 
 GITHUB_REPO = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
@@ -42,8 +42,8 @@ class ProjectSchema(Schema):
     name = fields.String()
     description = fields.String(allow_none=True)
     topic = fields.String(allow_none=True)
-    status = fields.String()
-    priority = fields.String()
+    status = fields.String(metadata={"enum": STATUSES})
+    priority = fields.String(metadata={"enum": PRIORITIES})
     metadata = fields.Dict()
     github_repo = fields.String(allow_none=True)
     github_app_id = fields.String(allow_none=True)
@@ -108,8 +108,5 @@ class ProjectListArgsSchema(ListArgsSchema):
     search = fields.String(validate=validate.Length(min=1, max=200))
 
 
-class ProjectListSchema(Schema):
+class ProjectListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(ProjectSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields
 
+from api.common.openapi import answers, job_submission
 from api.common.schemas import list_envelope
 from api.jobs.schemas import AcceptedSchema, JobListArgsSchema, JobListSchema, JobSummarySchema
 from api.jobs.views import list_for, submission_from, submit
@@ -28,6 +29,7 @@ class Tasks(MethodView):
     @requires("job:create")
     @blp.arguments(TaskCreateSchema)
     @blp.response(202, TaskAcceptedSchema)
+    @job_submission
     def post(self, data):
         """Create a task and start it; answers 202 with the job id and a Location."""
         job_input = {
@@ -70,6 +72,7 @@ class TaskById(MethodView):
 class TaskCancel(MethodView):
     @requires("job:cancel")
     @blp.response(200, JobSummarySchema)
+    @answers(409, "The task has already finished.")
     def post(self, job_id: uuid.UUID):
         """Cancel a running task; a finished one answers 409."""
         return jobs.cancel_job(

@@ -4,6 +4,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from api.common.schemas import UtcDateTime
 from api.jobs.schemas import JobSchema, JobSubmitBaseSchema, present_job
 from orchestration.jobs import JobDetail
 
@@ -15,7 +16,7 @@ class TaskCreateSchema(JobSubmitBaseSchema):
     description = fields.String(validate=validate.Length(min=1, max=20_000))
     parameters = fields.Dict(keys=fields.String(), load_default=dict)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
-    due_date = fields.AwareDateTime(default_timezone=None)
+    due_date = UtcDateTime(default_timezone=None)
 
     @validates_schema
     def _needs_text(self, data: dict[str, Any], **_: Any) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, pre_dump, validate
 
-from api.common.schemas import ListArgsSchema
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema
 from api.projects.schemas import UserRefSchema
 from orchestration.templates import TemplateView
 
@@ -77,8 +77,5 @@ class TemplateListArgsSchema(ListArgsSchema):
     search = fields.String(validate=validate.Length(min=1, max=200))
 
 
-class TemplateListSchema(Schema):
+class TemplateListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(TemplateSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()

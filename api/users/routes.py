@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from api.common.openapi import answers
 from api.common.schemas import page_request
 from api.security import current_principal, requires, sessions
 from api.users.schemas import (
@@ -32,6 +33,7 @@ class Me(MethodView):
     @requires()
     @blp.arguments(UserUpdateSchema)
     @blp.response(200, UserSchema)
+    @answers(409, "The email or username is taken.")
     def put(self, changes: dict[str, Any]):
         """Change the caller's email, password, full name or username (409 if taken)."""
         return accounts.update_current_user(
@@ -58,6 +60,7 @@ class Users(MethodView):
     @requires("user:admin")
     @blp.arguments(UserCreateSchema)
     @blp.response(201, UserSchema)
+    @answers(409, "The email or username is taken.")
     def post(self, data: dict[str, Any]):
         """Add a user with a role to the caller's organization (admin only)."""
         return accounts.create_user(

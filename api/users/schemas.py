@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from api.auth.schemas import PASSWORD, USERNAME
-from api.common.schemas import ListArgsSchema
+from api.common.schemas import ListArgsSchema, ListEnvelopeSchema
 from models import Role
 
 ROLES = [r.value for r in Role]
@@ -16,7 +16,7 @@ class UserSchema(Schema):
     email = fields.String()
     username = fields.String(allow_none=True)
     full_name = fields.String(allow_none=True)
-    role = fields.String()
+    role = fields.String(metadata={"enum": ROLES})
     organization_id = fields.UUID()
     is_active = fields.Boolean()
     created_at = fields.DateTime()
@@ -44,8 +44,5 @@ class UserListArgsSchema(ListArgsSchema):
     role = fields.String(validate=validate.OneOf(ROLES))
 
 
-class UserListSchema(Schema):
+class UserListSchema(ListEnvelopeSchema):
     items = fields.List(fields.Nested(UserSchema))
-    total = fields.Integer()
-    limit = fields.Integer()
-    offset = fields.Integer()

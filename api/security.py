@@ -30,9 +30,11 @@ def current_principal() -> Principal:
     if "principal" in g:
         return g.principal
     try:
-        verify_jwt_in_request()
+        verified = verify_jwt_in_request()
     except (JWTExtendedException, PyJWTError) as exc:
         raise AuthenticationRequired("A valid bearer token is required") from exc
+    if verified is None:  # an exempt method (OPTIONS): flask-jwt-extended checked nothing
+        raise AuthenticationRequired("A valid bearer token is required")
     claims = get_jwt()
     if claims.get("type") != "access":
         raise AuthenticationRequired("A valid bearer token is required")
@@ -81,6 +83,7 @@ def principal_from_token(token: str | None) -> Principal:
     live = live_session_of(claims)
     if live is None:
         raise AuthenticationRequired("A valid access token is required")
+    g.live_session = live  # what the bearer check leaves too (the quota reads its limit)
     return Principal(
         user_id=uuid.UUID(claims["sub"]), organization_id=live.organization_id, role=live.role
     )

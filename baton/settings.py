@@ -7,9 +7,11 @@ simulated provider), so ``baton up`` needs no services. Values are read when
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -241,6 +243,25 @@ def _pem(raw: str) -> str:
     return Path(raw).read_text()
 
 
+def _embedded_encryption_key(home: Path) -> str:
+    """The embedded mode's Fernet key, made once and kept in BATON_HOME (mode 0600), so
+    secrets at rest (2FA, integration keys) work on a first run with no configuration.
+    With services (DATABASE_URL set), BATON_ENCRYPTION_KEY must be given."""
+    path = home / "encryption.key"
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made by an earlier run, or by a sibling process just now
+        for _ in range(50):
+            if key := path.read_text().strip():
+                return key
+            time.sleep(0.02)  # the sibling is writing it
+        raise RuntimeError(f"{path} is empty: delete it to make a new key") from None
+    with os.fdopen(fd, "w") as out:
+        out.write(base64.urlsafe_b64encode(os.urandom(32)).decode())
+    return path.read_text().strip()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     env = os.environ
@@ -260,7 +281,8 @@ def get_settings() -> Settings:
         redis_url=env.get("REDIS_URL", ""),
         jwt_secret_key=env.get("JWT_SECRET_KEY")
         or "baton-dev-secret-change-me-in-production-0123456789",
-        encryption_key=env.get("BATON_ENCRYPTION_KEY", ""),
+        encryption_key=env.get("BATON_ENCRYPTION_KEY")
+        or ("" if env.get("DATABASE_URL") else _embedded_encryption_key(home)),
         openai_api_key=env.get("OPENAI_API_KEY", ""),
         groq_api_key=env.get("GROQ_API_KEY", ""),
         default_provider=env.get("BATON_DEFAULT_PROVIDER", ""),

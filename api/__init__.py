@@ -43,6 +43,7 @@ BLUEPRINT_MODULES = (
     "api.project_tasks.routes",
     "api.pull_requests.routes",
     "api.streams.routes",
+    "api.conversations.routes",
 )
 
 

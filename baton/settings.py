@@ -139,6 +139,10 @@ class Settings:
     stream_poll_seconds: float = 1.0
     stream_buffer_messages: int = 1000
     stream_max_per_user: int = 20
+    # Issue 11: conversations.
+    chat_max_message_chars: int = 32000  # a longer message is a 422
+    chat_history_tokens: int = 6000  # the prompt's budget for a conversation's history
+    chat_wait_seconds: float = 30.0  # how long a POST without ``stream`` waits for the reply
 
     @property
     def is_embedded(self) -> bool:
@@ -346,6 +350,9 @@ def get_settings() -> Settings:
         stream_poll_seconds=float(env.get("BATON_STREAM_POLL_SECONDS", "1")),
         stream_buffer_messages=max(10, int(env.get("BATON_STREAM_BUFFER_MESSAGES", "1000"))),
         stream_max_per_user=max(1, int(env.get("BATON_STREAM_MAX_PER_USER", "20"))),
+        chat_max_message_chars=max(1, int(env.get("BATON_CHAT_MAX_MESSAGE_CHARS", "32000"))),
+        chat_history_tokens=max(100, int(env.get("BATON_CHAT_HISTORY_TOKENS", "6000"))),
+        chat_wait_seconds=max(0.0, float(env.get("BATON_CHAT_WAIT_SECONDS", "30"))),
     )
 
 

@@ -368,3 +368,105 @@ def test_seed_001_pause_resume_cursor_pages_and_stats(live_client, tenant, datab
     assert live_client.get(url, headers=h).get_json()["status"] == "completed"
     assert live_client.post(f"{url}/messages", json={"content": "x"}, headers=h).status_code == 409
     assert live_client.get(base, headers=h).get_json()["stats"]["active_conversations"] == 0
+
+
+# -- live: seed 002's WebSocket ``chat`` frame, seed 001's Socket.IO ------------------------
+
+
+@pytest.fixture(scope="module")
+def stream_server(database_url):
+    from tests.test_streams_e2e import StreamServer
+
+    server = StreamServer().start()
+    yield server
+    server.stop()
+
+
+def bearer(tenant) -> str:
+    return tenant["headers"]["Authorization"].split(" ", 1)[1]
+
+
+def test_websocket_chat_frame_streams_the_reply(stream_server, live_client, tenant, database_url):
+    import websocket
+
+    agent_id = agent_on(database_url, tenant["org_id"], "sim/slow-stream")
+    conversation = chat(live_client, tenant, agent_id)
+    ws = websocket.create_connection(
+        stream_server.url.replace("http", "ws") + "/api/v1/ws", timeout=60
+    )
+    try:
+        ws.send(json.dumps({"type": "auth", "token": bearer(tenant)}))
+        assert json.loads(ws.recv())["type"] == "authenticated"
+        ws.send(json.dumps({"type": "chat", "conversation_id": conversation["id"], "message": ""}))
+        assert json.loads(ws.recv())["code"] == "VALIDATION_ERROR"  # an empty message
+        ws.send(
+            json.dumps(
+                {"type": "chat", "conversation_id": conversation["id"], "message": "Hello there"}
+            )
+        )
+        frames = []
+        while not frames or frames[-1].get("event") not in ("done", "pending"):
+            frames.append(json.loads(ws.recv()))
+    finally:
+        ws.close()
+    assert all(f["type"] == "chat" for f in frames)
+    assert frames[0]["event"] == "start" and frames[-1]["event"] == "done", frames
+    tokens = [f["content"] for f in frames if f["event"] == "token"]
+    with transaction(session_factory(database_url)) as s:
+        reply = s.get(ConversationMessage, uuid.UUID(frames[0]["message_id"]))
+        assert "".join(tokens) == reply.content and len(tokens) > 1
+        assert Decimal(frames[-1]["cost"]) == reply.cost > 0
+
+
+def test_socketio_conversation_room_carries_messages_tokens_and_typing(
+    stream_server, live_client, tenant, database_url
+):
+    import socketio
+
+    agent_id = agent_on(database_url, tenant["org_id"], "sim/slow-stream")
+    conversation = chat(live_client, tenant, agent_id)
+    stranger = live_tenant(live_client.application, database_url)
+    received: list[tuple[str, dict]] = []
+
+    def connect(token, into):
+        client = socketio.Client(reconnection=False)
+        for event in ("message", "agent_typing", "agent_status", "typing", "error"):
+            client.on(event, lambda data, event=event: into.append((event, data)))
+        client.connect(
+            stream_server.url, auth={"token": token}, transports=["websocket"], wait_timeout=20
+        )
+        return client
+
+    mine = connect(bearer(tenant), received)
+    theirs_events: list[tuple[str, dict]] = []
+    theirs = connect(bearer(stranger), theirs_events)
+    try:
+        mine.emit("join_conversation", {"conversation_id": conversation["id"]})
+        theirs.emit("join_conversation", {"conversation_id": conversation["id"]})
+        time.sleep(0.5)
+        mine.emit("send_message", {"conversation_id": conversation["id"], "content": "Hi socket"})
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            done = [
+                d for k, d in received
+                if k == "message" and d.get("role") == "assistant" and d.get("status") == "completed"
+            ]  # fmt: skip
+            if done:
+                break
+            time.sleep(0.1)
+        assert done, received
+        user = [d for k, d in received if k == "message" and d.get("role") == "user"]
+        assert user and user[0]["content"] == "Hi socket"
+        deltas = [
+            d["delta"] for k, d in received if k == "message" and d.get("status") == "streaming"
+        ]
+        assert len(deltas) > 1 and "".join(deltas) == done[0]["content"]
+        typing = [d["is_typing"] for k, d in received if k == "agent_typing"]
+        assert typing[0] is True and typing[-1] is False
+        assert any(k == "agent_status" for k, _ in received)
+        # Another organization cannot join the room: an error, and nothing of this chat.
+        assert any(k == "error" and d["code"] == "RESOURCE_NOT_FOUND" for k, d in theirs_events)
+        assert not [k for k, _ in theirs_events if k == "message"]
+    finally:
+        mine.disconnect()
+        theirs.disconnect()

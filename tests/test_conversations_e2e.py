@@ -355,6 +355,19 @@ def test_seed_001_pause_resume_cursor_pages_and_stats(live_client, tenant, datab
     assert agent_message["author_type"] == "agent" and agent_message["agent"]["id"] == str(agent_id)
     assert agent_message["tokens_in"] > 0 and Decimal(agent_message["cost_usd"]) > 0
 
+    # The replies are in the reports per agent and per project (and in their spend).
+    cost = sum(Decimal(m["cost"]) for m in full["messages"])
+    agents = live_client.get("/api/v1/analytics/agents", headers=h).get_json()["agents"]
+    metrics = next(a["metrics"] for a in agents if a["id"] == str(agent_id))
+    assert metrics["conversations"] == 1 and metrics["conversation_messages"] == 3
+    assert Decimal(metrics["conversation_cost"]) == cost == Decimal(metrics["total_cost"])
+    by_agent = live_client.get("/api/v1/budget/by-agent", headers=h).get_json()["items"]
+    row = next(r for r in by_agent if r["agent_id"] == str(agent_id))
+    assert row["conversation_messages"] == 3 and Decimal(row["conversation_cost"]) == cost
+    by_project = live_client.get("/api/v1/budget/by-project", headers=h).get_json()["items"]
+    row = next(r for r in by_project if r["project_id"] == str(tenant["project_id"]))
+    assert row["conversations"] == 1 and Decimal(row["spent"]) >= cost
+
     listed = live_client.get(f"{base}/conversations", query_string={"type": "issue"}, headers=h)
     assert [c["id"] for c in listed.get_json()["items"]] == [conversation["id"]]
 

@@ -44,6 +44,7 @@ BLUEPRINT_MODULES = (
     "api.pull_requests.routes",
     "api.streams.routes",
     "api.conversations.routes",
+    "api.project_agents.routes",
 )
 
 

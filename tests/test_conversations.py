@@ -102,3 +102,28 @@ def test_search_finds_messages_of_the_organization_only(db, sessions):
     assert message.conversation_id == conversation.id and message.job_title == "Chat"
     assert hits[0].rank >= hits[1].rank
     assert other_org.id != org.id
+
+
+def test_seed_001_nested_agent_routes_alias_the_agent_views(client, db, app):
+    org, other = factories.organization(db), factories.organization(db)
+    user = factories.user(db, org, role="admin")
+    project, foreign = factories.project(db, org), factories.project(db, other)
+    elsewhere = factories.project(db, org)
+    db.commit()
+    h = factories.auth_headers(app, user)
+    base = f"/api/v1/projects/{project.id}/agents"
+    created = client.post(base, json={"name": "Architect", "type": "architect"}, headers=h)
+    assert created.status_code == 201, created.get_json()
+    agent = created.get_json()
+    assert agent["project_id"] == str(project.id)
+    client.post(f"/api/v1/projects/{elsewhere.id}/agents", json={"name": "Other"}, headers=h)
+    listed = client.get(base, headers=h).get_json()
+    assert [a["name"] for a in listed["items"]] == ["Architect"]
+    patched = client.patch(f"{base}/{agent['id']}", json={"status": "paused"}, headers=h)
+    assert patched.status_code == 200 and patched.get_json()["status"] == "paused"
+    assert client.get(f"/api/v1/agents/{agent['id']}", headers=h).get_json()["status"] == "paused"
+    wrong = client.patch(
+        f"/api/v1/projects/{elsewhere.id}/agents/{agent['id']}", json={"name": "x"}, headers=h
+    )
+    assert wrong.status_code == 404
+    assert client.get(f"/api/v1/projects/{foreign.id}/agents", headers=h).status_code == 404

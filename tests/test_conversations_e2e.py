@@ -480,6 +480,15 @@ def test_socketio_conversation_room_carries_messages_tokens_and_typing(
         # Another organization cannot join the room: an error, and nothing of this chat.
         assert any(k == "error" and d["code"] == "RESOURCE_NOT_FOUND" for k, d in theirs_events)
         assert not [k for k, _ in theirs_events if k == "message"]
+        # Seed 001: at most 100 client events a minute per connection.
+        for _ in range(100):
+            theirs.emit("typing", {"conversation_id": conversation["id"], "is_typing": True})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            k == "error" and d["code"] == "RATE_LIMIT_EXCEEDED" for k, d in theirs_events
+        ):
+            time.sleep(0.1)
+        assert any(k == "error" and d["code"] == "RATE_LIMIT_EXCEEDED" for k, d in theirs_events)
     finally:
         mine.disconnect()
         theirs.disconnect()

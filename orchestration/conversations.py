@@ -419,11 +419,19 @@ def _reply_of_job(session: Session, job: Job) -> tuple[ConversationMessage, Conv
     reply_id = (job.input or {}).get("reply_message_id")
     if not reply_id:
         return None
-    reply = session.get(ConversationMessage, uuid.UUID(reply_id), with_for_update=True)
-    if reply is None:
+    conversation_id = session.scalar(
+        sa.select(ConversationMessage.conversation_id).where(
+            ConversationMessage.id == uuid.UUID(reply_id)
+        )
+    )
+    if conversation_id is None:
         return None
+    # The conversation's row lock first, as a post takes it: one lock order, no deadlock.
     conversation = session.scalar(
-        sa.select(Conversation).where(Conversation.id == reply.conversation_id).with_for_update()
+        sa.select(Conversation).where(Conversation.id == conversation_id).with_for_update()
+    )
+    reply = session.get(
+        ConversationMessage, uuid.UUID(reply_id), with_for_update=True, populate_existing=True
     )
     return reply, conversation
 

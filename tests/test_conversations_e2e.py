@@ -492,3 +492,19 @@ def test_socketio_conversation_room_carries_messages_tokens_and_typing(
     finally:
         mine.disconnect()
         theirs.disconnect()
+
+
+def test_a_cancelled_reply_fails_and_the_conversation_goes_on(live_client, tenant, database_url):
+    agent_id = agent_on(database_url, tenant["org_id"], "sim/slow-stream")
+    conversation = chat(live_client, tenant, agent_id)
+    url = f"/api/v1/chat/conversations/{conversation['id']}/messages"
+    h = tenant["headers"]
+    first = live_client.post(url, json={"message": "one", "wait_seconds": 0}, headers=h)
+    assert first.status_code == 202
+    job_id = first.get_json()["job_id"]
+    assert live_client.post(f"/api/v1/jobs/{job_id}/cancel", headers=h).status_code == 200
+    second = live_client.post(url, json={"message": "two", "wait_seconds": 60}, headers=h)
+    assert second.status_code == 200 and second.get_json()["status"] == "completed"
+    assert "two" in second.get_json()["content"]
+    replies = wait_replies(database_url, conversation["id"], 2)
+    assert replies[0].status == "failed" and "CANCELLED" in replies[0].error

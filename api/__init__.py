@@ -44,6 +44,8 @@ BLUEPRINT_MODULES = (
     "api.project_tasks.routes",
     "api.pull_requests.routes",
     "api.streams.routes",
+    "api.conversations.routes",
+    "api.project_agents.routes",
 )
 
 

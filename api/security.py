@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 from flask_jwt_extended import decode_token, get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
@@ -83,7 +83,8 @@ def principal_from_token(token: str | None) -> Principal:
     live = live_session_of(claims)
     if live is None:
         raise AuthenticationRequired("A valid access token is required")
-    g.live_session = live  # what the bearer check leaves too (the quota reads its limit)
+    if has_request_context() and "live_session" not in g:
+        g.live_session = live  # the quota hook reads it, as for a bearer header
     return Principal(
         user_id=uuid.UUID(claims["sub"]), organization_id=live.organization_id, role=live.role
     )

@@ -144,6 +144,10 @@ class Settings:
     # Issue 9 (API contract): a request URL (path + query) longer than this is a 414 in
     # the error envelope; gunicorn's own request-line limit is set above it (baton api).
     max_url_chars: int = 4096
+    # Issue 11: conversations.
+    chat_max_message_chars: int = 32000  # a longer message is a 422
+    chat_history_tokens: int = 6000  # the prompt's budget for a conversation's history
+    chat_wait_seconds: float = 30.0  # how long a POST without ``stream`` waits for the reply
 
     @property
     def is_embedded(self) -> bool:
@@ -373,6 +377,9 @@ def get_settings() -> Settings:
         stream_max_per_user=max(1, int(env.get("BATON_STREAM_MAX_PER_USER", "20"))),
         # Issue 9 (API contract)
         max_url_chars=int(env.get("BATON_MAX_URL_CHARS", "4096")),
+        chat_max_message_chars=max(1, int(env.get("BATON_CHAT_MAX_MESSAGE_CHARS", "32000"))),
+        chat_history_tokens=max(100, int(env.get("BATON_CHAT_HISTORY_TOKENS", "6000"))),
+        chat_wait_seconds=max(0.0, float(env.get("BATON_CHAT_WAIT_SECONDS", "30"))),
     )
 
 

@@ -12,6 +12,12 @@ from models.budget import (
     ScopeType,
 )
 from models.catalog import Agent, Project, Template
+from models.conversations import (
+    Conversation,
+    ConversationMessage,
+    ConversationStatus,
+    MessageStatus,
+)
 from models.github import GitHubDelivery, ProjectIssue, ProjectPullRequest, ProjectTask
 from models.idempotency import IdempotencyKey
 from models.identity import (
@@ -39,6 +45,10 @@ from models.jobs import (
 from models.webhooks import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 __all__ = [
+    "Conversation",
+    "ConversationMessage",
+    "ConversationStatus",
+    "MessageStatus",
     "BudgetLimit",
     "BudgetReservation",
     "BudgetWindow",

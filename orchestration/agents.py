@@ -221,3 +221,37 @@ def delete_agent(
     """Jobs that ran with the agent keep their history (agent_id SET NULL)."""
     with transaction(sessions) as session:
         session.delete(owned_agent(session, principal=principal, agent_id=agent_id))
+
+
+# -- seed 001's nested spellings (issue 11): /projects/{id}/agents ------------------------
+
+
+def list_project_agents(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    project_id: uuid.UUID,
+    filters: AgentFilters,
+    page: PageRequest,
+) -> Page[AgentView]:
+    """The project's agents; another organization's project is a 404."""
+    with sessions() as session:
+        owned_project(session, principal=principal, project_id=project_id)
+    filters.project_id = project_id
+    return list_agents(sessions, principal=principal, filters=filters, page=page)
+
+
+def update_project_agent(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    project_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    changes: dict[str, Any],
+) -> AgentView:
+    """``update_agent`` for an agent of the project (an agent of another project: 404)."""
+    with sessions() as session:
+        owned_project(session, principal=principal, project_id=project_id)
+        if owned_agent(session, principal=principal, agent_id=agent_id).project_id != project_id:
+            raise NotFound(f"agent {agent_id} not found in project {project_id}")
+    return update_agent(sessions, principal=principal, agent_id=agent_id, changes=changes)

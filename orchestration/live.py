@@ -119,8 +119,16 @@ def _socketio_emitter() -> Any | None:
         return _emitter[2]
 
 
-def emit(event: str, data: dict[str, Any], *, organization_id: Any) -> None:
-    """Emit one Socket.IO event to the organization's room, now (best effort)."""
+def conversation_room(conversation_id: Any) -> str:
+    """Seed 001's ``join_conversation`` room (issue 11)."""
+    return f"conversation:{conversation_id}"
+
+
+def emit(
+    event: str, data: dict[str, Any], *, organization_id: Any, room: str | None = None
+) -> None:
+    """Emit one Socket.IO event to the organization's room (or to ``room``, e.g. a
+    conversation's), now (best effort)."""
     emitter = _socketio_emitter()
     if emitter is None:
         return
@@ -128,7 +136,7 @@ def emit(event: str, data: dict[str, Any], *, organization_id: Any) -> None:
         emitter.emit(
             event,
             json.loads(json.dumps(data, default=str)),
-            room=organization_room(organization_id),
+            room=room or organization_room(organization_id),
         )
     except Exception as exc:
         _warn("socket.io event", exc)
@@ -145,11 +153,16 @@ def queue_event(session: Session, event: dict[str, Any]) -> None:
 
 
 def emit_after_commit(
-    session: Session, event: str, data: dict[str, Any], *, organization_id: Any
+    session: Session,
+    event: str,
+    data: dict[str, Any],
+    *,
+    organization_id: Any,
+    room: str | None = None,
 ) -> None:
     """Emit a Socket.IO event once the session's transaction commits."""
     _listen_once()
-    session.info.setdefault(_PENDING, []).append(("socketio", (event, data, organization_id)))
+    session.info.setdefault(_PENDING, []).append(("socketio", (event, data, organization_id, room)))
 
 
 _listening = False
@@ -176,8 +189,8 @@ def _after_commit(session: Session) -> None:
             if kind == "event":
                 _publish_event(item)
             else:
-                event, data, organization_id = item
-                emit(event, data, organization_id=organization_id)
+                event, data, organization_id, room = item
+                emit(event, data, organization_id=organization_id, room=room)
         except Exception:  # the commit happened; a failed announcement must not undo it
             log.exception("publishing a live %s failed", kind)
 

@@ -144,6 +144,22 @@ def agent_run_plan(data: dict[str, Any]) -> list[PhasePlan]:
     ]
 
 
+def chat_plan(data: dict[str, Any]) -> list[PhasePlan]:
+    """A conversation's reply: one call; the worker builds the prompt from the history."""
+    return [
+        PhasePlan(
+            "reply",
+            [
+                _llm_step(
+                    "reply", "chat", data["message"],
+                    conversation_id=data["conversation_id"],
+                    reply_message_id=data["reply_message_id"],
+                )
+            ],
+        )
+    ]  # fmt: skip
+
+
 def plan_for(
     kind: JobKind, data: dict[str, Any], phase_names: list[str] | None = None
 ) -> list[PhasePlan]:
@@ -155,6 +171,8 @@ def plan_for(
         return analysis_plan(data)
     if kind == JobKind.AGENT_RUN:
         return agent_run_plan(data)
+    if kind == JobKind.CHAT:
+        return chat_plan(data)
     if kind == JobKind.ORCHESTRATION:
         return orchestration_plan(data, phase_names or list(DEFAULT_ORCHESTRATION_PHASES))
     raise ValueError(f"no plan for job kind {kind}")

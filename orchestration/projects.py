@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job, JobKind, Project, ProjectIssue, UsageRecord, User, utcnow
 from models.db import transaction
+from orchestration import conversations
 from orchestration.accounts import users_by_id
 from orchestration.errors import NotFound
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
@@ -58,6 +59,7 @@ class ProjectView:
     runs: list[Job] = field(default_factory=list)
     today: UsageTotals = field(default_factory=UsageTotals)  # seed 001 ``stats``
     open_issues: int = 0
+    active_conversations: int = 0  # seed 001 ``stats`` (issue 11)
 
 
 def like_pattern(text: str) -> str:
@@ -127,7 +129,10 @@ def _view(session: Session, project: Project, *, with_runs: bool = False) -> Pro
         )
     today = _today(session, [project]).get(project.id, UsageTotals())
     open_issues = _open_issues(session, [project]).get(project.id, 0)
-    return ProjectView(project, creators.get(project.created_by_id), runs, today, open_issues)  # type: ignore[arg-type]
+    talking = conversations.active_conversations(session, [project.id]).get(project.id, 0)
+    return ProjectView(
+        project, creators.get(project.created_by_id), runs, today, open_issues, talking
+    )  # type: ignore[arg-type]
 
 
 # -- commands and queries ------------------------------------------------------------------
@@ -176,12 +181,14 @@ def list_projects(
         creators = users_by_id(session, ids=[p.created_by_id for p in result.items])
         today = _today(session, result.items)
         open_issues = _open_issues(session, result.items)
+        talking = conversations.active_conversations(session, [p.id for p in result.items])
     items = [
         ProjectView(
             p,
             creators.get(p.created_by_id),
             today=today.get(p.id, UsageTotals()),
             open_issues=open_issues.get(p.id, 0),
+            active_conversations=talking.get(p.id, 0),
         )
         for p in result.items
     ]

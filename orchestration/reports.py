@@ -20,6 +20,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from models import (
     Agent,
     BudgetLimit,
+    Conversation,
+    ConversationMessage,
     Job,
     JobStatus,
     JobStep,
@@ -109,11 +111,23 @@ class BudgetSummary:
 
 
 @dataclass
+class ChatTotals:
+    """A project's or an agent's conversations (issue 11): how many had a reply in the
+    span, the replies written (finished or failed) and what they cost (their ledger rows,
+    already inside the usage totals)."""
+
+    conversations: int = 0
+    messages: int = 0
+    cost: Decimal = Decimal(0)
+
+
+@dataclass
 class SpendRow:
     id: uuid.UUID | None
     name: str | None
     usage: UsageTotals
     type: str | None = None
+    chat: ChatTotals = field(default_factory=ChatTotals)
 
 
 @dataclass
@@ -151,6 +165,7 @@ class AgentMetrics:
     usage: UsageTotals
     tasks_completed: int
     tasks_failed: int
+    chat: ChatTotals = field(default_factory=ChatTotals)
 
     @property
     def avg_cost_per_message(self) -> Decimal | None:
@@ -455,6 +470,41 @@ def budget_summary(sessions: sessionmaker[Session], *, principal: Principal) -> 
     return BudgetSummary(*periods, limits=org_wide, alerts=alerts)
 
 
+def chat_totals(
+    session: Session,
+    *,
+    organization_id: uuid.UUID,
+    dimension: str,
+    start: datetime | None,
+    end: datetime | None,
+) -> dict[uuid.UUID | None, ChatTotals]:
+    """Replies per project (the conversation's) or per agent (the one that wrote it)."""
+    key = Conversation.project_id if dimension == "project" else ConversationMessage.agent_id
+    stmt = (
+        sa.select(
+            key,
+            sa.func.count(sa.distinct(ConversationMessage.conversation_id)),
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(ConversationMessage.cost), 0),
+        )
+        .join(Conversation, Conversation.id == ConversationMessage.conversation_id)
+        .where(
+            ConversationMessage.organization_id == organization_id,
+            ConversationMessage.role == "assistant",
+            ConversationMessage.status.in_(["completed", "failed"]),
+        )
+        .group_by(key)
+    )
+    if start is not None:
+        stmt = stmt.where(ConversationMessage.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(ConversationMessage.created_at < end)
+    return {
+        row_id: ChatTotals(conversations, messages, Decimal(cost))
+        for row_id, conversations, messages, cost in session.execute(stmt)
+    }
+
+
 def spend_by(
     sessions: sessionmaker[Session],
     *,
@@ -476,6 +526,13 @@ def spend_by(
             start=span.start_at,
             end=span.end_before,
         )
+        chats = chat_totals(
+            session,
+            organization_id=principal.organization_id,
+            dimension=dimension,
+            start=span.start_at,
+            end=span.end_before,
+        )
         known = [i for i in totals if i is not None]
         rows = {
             r.id: r
@@ -487,6 +544,7 @@ def spend_by(
             name=rows[row_id].name if row_id in rows else None,
             type=getattr(rows.get(row_id), "type", None) if dimension == "agent" else None,
             usage=usage,
+            chat=chats.get(row_id, ChatTotals()),
         )
         for row_id, usage in totals.items()
     ]
@@ -546,6 +604,13 @@ def agent_analytics(
             start=window[0],
             end=window[1],
         )
+        chats = chat_totals(
+            session,
+            organization_id=principal.organization_id,
+            dimension="agent",
+            start=window[0],
+            end=window[1],
+        )
         jobs = sa.select(Job.agent_id, Job.status, sa.func.count()).where(
             Job.organization_id == principal.organization_id,
             Job.agent_id.is_not(None),
@@ -565,6 +630,7 @@ def agent_analytics(
             usage=usage.get(agent.id, UsageTotals()),
             tasks_completed=finished.get((agent.id, JobStatus.COMPLETED.value), 0),
             tasks_failed=finished.get((agent.id, JobStatus.FAILED.value), 0),
+            chat=chats.get(agent.id, ChatTotals()),
         )
         for agent in agents
     ]

@@ -418,6 +418,7 @@ def test_projects_and_agents_carry_todays_spend(client, db, tenant):
         "calls_today": 0,
         "tokens_today": 0,
         "open_issues": 0,
+        "active_conversations": 0,
     }
     one = get(client, tenant, f"/api/v1/projects/{shop.id}")["stats"]
     assert one["today_cost"] == "0.75" and one["tokens_today"] == 10 + 150

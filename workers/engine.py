@@ -59,7 +59,7 @@ from orchestration.state import (
     set_step_status,
     transition_job,
 )
-from workers import external, ledger, tool_loop
+from workers import chat, external, ledger, tool_loop
 from workers.providers import (
     Attempt,
     CallHooks,
@@ -193,6 +193,8 @@ def run_step(
             return external.run(sessions, claimed)  # submits, then PollLater (tasks.py)
         else:
             request = _request(claimed)
+            if chat.is_chat(claimed):  # a conversation's reply: its history is the prompt
+                request = chat.with_history(sessions, claimed, request)
             calls = StepCalls(sessions, claimed, request)
             if tools := tool_loop.agent_tools(claimed.agent):
                 looped = tool_loop.run_tool_loop(calls, request, tools)
@@ -370,6 +372,8 @@ class StepCalls(CallHooks):
                 "index": progress.chunks, "delta": text, "output_chars": total,
             },
         )  # fmt: skip
+        if chat.is_chat(self.ctx):
+            chat.on_token(self.ctx, attempt, text, progress.chunks)
         progress.chunks += 1
         progress.pending.append(text)
         if (
@@ -783,6 +787,12 @@ def _complete(
                     "recorded_in_ledger": result is not None,
                 },
             )  # fmt: skip
+            if chat.is_chat(ctx):
+                chat.reply_failed(
+                    session, ctx, error=f"JOB_{str(job_status).upper()}: the reply's job stopped",
+                    prompt_tokens=usage["prompt_tokens"],
+                    completion_tokens=usage["completion_tokens"], cost=usage["cost"],
+                )  # fmt: skip
             if result is not None:
                 _settle(session, ctx, call_key, result.cost)
             return Outcome.STOP
@@ -845,6 +855,8 @@ def _complete(
         if siblings == 1:
             _complete_phase(session, job_id=job.id, phase_id=step.phase_id)
         status = session.scalar(sa.select(Job.status).where(Job.id == job.id))
+        if chat.is_chat(ctx):  # the reply message, and the conversation's next reply
+            chat.reply_written(session, ctx, text=output, usage=usage)
         if result is not None:
             _settle(session, ctx, call_key, result.cost)
     # Paused meanwhile: the chain stops here and resume sends the rest.
@@ -964,6 +976,11 @@ def _fail_in(
         error=f"Step '{ctx.step.name}' of phase '{ctx.phase.name}' failed: {error}",
         event_data={"error": error, "phase": ctx.phase.name, "step": ctx.step.name},
     )
+    if chat.is_chat(ctx):  # the reply keeps what was generated; the conversation goes on
+        chat.reply_failed(
+            session, ctx, error=error, prompt_tokens=prompt, completion_tokens=completion,
+            cost=cost,
+        )  # fmt: skip
     if reached_limit_id:  # last: it may update the limit's hot window row
         _limit_reached(session, ctx, reached_limit_id)
 

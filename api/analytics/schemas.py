@@ -19,7 +19,10 @@ class UsageAnalyticsArgsSchema(Schema):
 
 
 class AgentMetricsSchema(Schema):
-    total_messages = fields.Integer()
+    total_messages = fields.Integer()  # provider calls (a reply in a conversation is one)
+    conversations = fields.Integer()
+    conversation_messages = fields.Integer()  # replies the agent wrote in conversations
+    conversation_cost = Money()
     total_tokens = fields.Integer()
     total_cost = Money()
     avg_cost_per_message = Money(allow_none=True)
@@ -47,6 +50,9 @@ class AgentPerformanceSchema(Schema):
             "project_id": agent.project_id,
             "metrics": {
                 "total_messages": row.usage.calls,
+                "conversations": row.chat.conversations,
+                "conversation_messages": row.chat.messages,
+                "conversation_cost": row.chat.cost,
                 "total_tokens": row.usage.total_tokens,
                 "total_cost": row.usage.cost,
                 "avg_cost_per_message": row.avg_cost_per_message,

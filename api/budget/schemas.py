@@ -191,12 +191,28 @@ class _UsageFields(Schema):
     total_tokens = fields.Integer()
 
 
-class ProjectSpendSchema(_UsageFields):
+class _ChatFields(Schema):
+    """Issue 11: the conversations in the row's spend (their cost is inside ``spent``)."""
+
+    conversations = fields.Integer()
+    conversation_messages = fields.Integer()
+    conversation_cost = Money()
+
+
+def chat_fields(chat: Any) -> dict[str, Any]:
+    return {
+        "conversations": chat.conversations,
+        "conversation_messages": chat.messages,
+        "conversation_cost": chat.cost,
+    }
+
+
+class ProjectSpendSchema(_UsageFields, _ChatFields):
     project_id = fields.UUID(allow_none=True)
     project_name = fields.String(allow_none=True)
 
 
-class AgentSpendSchema(_UsageFields):
+class AgentSpendSchema(_UsageFields, _ChatFields):
     agent_id = fields.UUID(allow_none=True)
     agent_name = fields.String(allow_none=True)
     agent_type = fields.String(allow_none=True)
@@ -220,7 +236,12 @@ class ProjectSpendReportSchema(Schema):
     @pre_dump
     def _from_report(self, report: SpendReport, **_: Any) -> dict[str, Any]:
         rows = [
-            {"project_id": r.id, "project_name": r.name, **usage_fields(r.usage)}
+            {
+                "project_id": r.id,
+                "project_name": r.name,
+                **usage_fields(r.usage),
+                **chat_fields(r.chat),
+            }
             for r in report.items
         ]
         return _report(report, rows)
@@ -235,7 +256,13 @@ class AgentSpendReportSchema(Schema):
     @pre_dump
     def _from_report(self, report: SpendReport, **_: Any) -> dict[str, Any]:
         rows = [
-            {"agent_id": r.id, "agent_name": r.name, "agent_type": r.type, **usage_fields(r.usage)}
+            {
+                "agent_id": r.id,
+                "agent_name": r.name,
+                "agent_type": r.type,
+                **usage_fields(r.usage),
+                **chat_fields(r.chat),
+            }  # fmt: skip
             for r in report.items
         ]
         return _report(report, rows)

@@ -34,6 +34,7 @@ class ProjectStatsSchema(Schema):
     calls_today = fields.Integer()
     tokens_today = fields.Integer()
     open_issues = fields.Integer()
+    active_conversations = fields.Integer()
 
 
 class ProjectSchema(Schema):
@@ -76,6 +77,7 @@ class ProjectSchema(Schema):
                 "calls_today": view.today.calls,
                 "tokens_today": view.today.total_tokens,
                 "open_issues": view.open_issues,
+                "active_conversations": view.active_conversations,
             },
             "created_at": p.created_at,
             "updated_at": p.updated_at,

@@ -6,9 +6,16 @@
 - ``/api/v1/ws`` (seed 002): an ``auth`` frame first, then ``subscribe`` (``job_id``,
   optional ``after``), ``unsubscribe``, ``agent_execute`` and ``ping`` frames; each
   subscribed job sends ``event``, ``delta`` and ``end`` frames.
+  A ``chat`` frame (``conversation_id``, ``message``) sends a message and answers with
+  ``chat`` frames: ``event`` ``start`` (the reply's ``message_id``), ``token``...,
+  ``done`` (``tokens_used``, ``cost``), as the POST's ``stream: true`` does.
 - Socket.IO at ``/socket.io`` (seed 001): ``auth: {token}``; the connection joins its
   organization's room, where workers emit ``task_progress``, ``agent_status``,
   ``budget_alert``, ``emergency_pause`` and ``error`` through the Redis message queue.
+  ``join_conversation``/``leave_conversation`` enter a conversation's room, which gets
+  ``message`` (each stored message, and the reply's tokens as ``status: streaming`` with
+  a ``delta``), ``agent_typing`` and others' ``typing``; ``send_message`` posts a message.
+  At most 100 client events a minute per connection (seed 001).
 
 Close codes: 4401 for a missing, bad, expired or revoked token (before any data frame),
 1008 (policy violation) for an unknown or another organization's job or too many open
@@ -27,14 +34,14 @@ from typing import Any
 
 from flask import Flask, current_app, request
 from flask_sock import ConnectionClosed, Sock
-from flask_socketio import SocketIO, join_room
+from flask_socketio import SocketIO, emit, join_room, leave_room
 
 from api.security import principal_from_token, sessions
 from api.streams.schemas import BuildFrames, ws_event_frame
 from baton.settings import get_settings
 from models import JobKind
 from models.base import utcnow
-from orchestration import agent_runs, live, streams
+from orchestration import agent_runs, conversations, live, streams
 from orchestration.errors import AuthenticationRequired, DomainError, NotFound
 from orchestration.principal import Principal
 
@@ -193,6 +200,55 @@ class Multiplexed:
         )
         return self.subscribe(job_id, 0)
 
+    def chat(self, frame: dict[str, Any]) -> bool:
+        """Seed 002's chat frame: the message is stored and the reply streams back."""
+        if not self.principal.can("job:create"):
+            self.error("FORBIDDEN", f"Your role ({self.principal.role}) does not allow job:create")
+            return True
+        try:
+            conversation_id = uuid.UUID(str(frame.get("conversation_id")))
+        except ValueError:
+            self.error("VALIDATION_ERROR", "chat needs conversation_id (a UUID) and message")
+            return True
+        text = frame.get("message")
+        try:
+            posted = conversations.post_message(
+                sessions(), principal=self.principal, conversation_id=conversation_id,
+                content=text if isinstance(text, str) else "",
+            )  # fmt: skip
+        except DomainError as exc:
+            self.error(exc.code, exc.message, conversation_id=str(conversation_id))
+            return True
+        events = conversations.reply_events(
+            sessions(), principal=self.principal, reply=posted.reply,
+            seconds=get_settings().chat_wait_seconds,
+        )  # fmt: skip
+        threading.Thread(
+            target=self._chat_reply, args=(conversation_id, events), daemon=True
+        ).start()
+        return True
+
+    def _chat_reply(self, conversation_id: uuid.UUID, events: Any) -> None:
+        try:
+            for event in events:
+                if not self.ws.connected:
+                    return  # the reply goes on in the worker and is stored
+                kind = event.pop("type")
+                self.send(
+                    {
+                        "type": "chat",
+                        "event": kind,
+                        "conversation_id": str(conversation_id),
+                        **event,
+                    }
+                )
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("streaming a reply over /api/v1/ws failed")
+        finally:
+            events.close()
+
     def handle(self, raw: Any) -> bool:
         """One client frame; False closes the connection (policy violation)."""
         if self.rate_limited():
@@ -223,6 +279,8 @@ class Multiplexed:
             return self.subscribe(job_id, max(after, 0))
         elif kind == "agent_execute":
             return self.agent_execute(frame)
+        elif kind == "chat":
+            return self.chat(frame)
         elif kind == "auth":
             self.error("VALIDATION_ERROR", "Already authenticated")
         else:
@@ -270,6 +328,8 @@ def multiplexed_socket(ws: Any) -> None:
 # -- Socket.IO ------------------------------------------------------------------------------
 
 _socket_users: dict[str, uuid.UUID] = {}
+_socket_principals: dict[str, Principal] = {}
+_socket_frames: dict[str, list[float]] = {}
 
 
 @socketio.on("connect")
@@ -281,6 +341,7 @@ def _socketio_connect(auth: dict[str, Any] | None = None) -> None:
     except DomainError as exc:
         raise ConnectionRefusedError({"code": exc.code, "message": exc.message}) from exc
     _socket_users[request.sid] = principal.user_id  # type: ignore[attr-defined]
+    _socket_principals[request.sid] = principal  # type: ignore[attr-defined]
     join_room(live.organization_room(principal.organization_id))
     join_room(f"user:{principal.user_id}")
 
@@ -288,8 +349,87 @@ def _socketio_connect(auth: dict[str, Any] | None = None) -> None:
 @socketio.on("disconnect")
 def _socketio_disconnect(*_args: Any) -> None:
     user_id = _socket_users.pop(request.sid, None)  # type: ignore[attr-defined]
+    _socket_principals.pop(request.sid, None)  # type: ignore[attr-defined]
+    _socket_frames.pop(request.sid, None)  # type: ignore[attr-defined]
     if user_id is not None:
         streams.connections.release(user_id)
+
+
+def _conversation_event(data: Any) -> tuple[Principal, uuid.UUID] | None:
+    """The caller and the event's conversation (theirs), or None after an ``error``
+    event (rate limit, bad id, another organization's or a missing conversation)."""
+    sid = request.sid  # type: ignore[attr-defined]
+    principal = _socket_principals.get(sid)
+    if principal is None:
+        return None
+    now = time.monotonic()
+    frames = [t for t in _socket_frames.get(sid, []) if now - t < 60] + [now]
+    _socket_frames[sid] = frames
+    if len(frames) > FRAMES_PER_MINUTE:
+        emit("error", {"code": "RATE_LIMIT_EXCEEDED",
+                       "message": f"At most {FRAMES_PER_MINUTE} messages a minute"})  # fmt: skip
+        return None
+    try:
+        conversation_id = uuid.UUID(str((data or {}).get("conversation_id")))
+        conversations.get_conversation(
+            sessions(), principal=principal, conversation_id=conversation_id, limit=1
+        )
+    except (ValueError, AttributeError):
+        emit("error", {"code": "VALIDATION_ERROR", "message": "conversation_id must be a UUID"})
+        return None
+    except DomainError as exc:
+        emit("error", {"code": exc.code, "message": exc.message, "details": exc.details})
+        return None
+    return principal, conversation_id
+
+
+@socketio.on("join_conversation")
+def _join_conversation(data: Any = None) -> None:
+    if found := _conversation_event(data):
+        join_room(live.conversation_room(found[1]))
+
+
+@socketio.on("leave_conversation")
+def _leave_conversation(data: Any = None) -> None:
+    if found := _conversation_event(data):
+        leave_room(live.conversation_room(found[1]))
+
+
+@socketio.on("send_message")
+def _send_message(data: Any = None) -> None:
+    """The REST message, over the socket: the room hears it (and the reply) as
+    ``message`` events."""
+    if not (found := _conversation_event(data)):
+        return
+    principal, conversation_id = found
+    if not principal.can("job:create"):
+        emit("error", {"code": "FORBIDDEN", "message": "Your role does not allow job:create"})
+        return
+    try:
+        reply_to = data.get("reply_to")
+        conversations.post_message(
+            sessions(), principal=principal, conversation_id=conversation_id,
+            content=data.get("content") if isinstance(data.get("content"), str) else "",
+            reply_to=uuid.UUID(str(reply_to)) if reply_to else None,
+        )  # fmt: skip
+    except ValueError:
+        emit("error", {"code": "VALIDATION_ERROR", "message": "reply_to must be a UUID"})
+    except DomainError as exc:
+        emit("error", {"code": exc.code, "message": exc.message, "details": exc.details})
+
+
+@socketio.on("typing")
+def _typing(data: Any = None) -> None:
+    """Tell the others in the conversation's room who is typing."""
+    if not (found := _conversation_event(data)):
+        return
+    principal, conversation_id = found
+    emit(
+        "typing",
+        {"conversation_id": str(conversation_id), "user_id": str(principal.user_id),
+         "is_typing": bool(data.get("is_typing", True))},
+        to=live.conversation_room(conversation_id), include_self=False,
+    )  # fmt: skip
 
 
 def init_sockets(app: Flask, *, async_mode: str) -> None:

@@ -35,7 +35,9 @@ def search(arguments: dict[str, Any], context: ToolContext) -> str:
             "query": query,
             "results": [
                 {
-                    "job_id": str(h.job_id),
+                    "source": h.source,
+                    "job_id": str(h.job_id) if h.job_id else None,
+                    "conversation_id": str(h.conversation_id) if h.conversation_id else None,
                     "job_title": h.job_title,
                     "step": h.step,
                     "rank": h.rank,

@@ -80,12 +80,12 @@ def test_baton_api_processes_share_one_measurement(database_url, app, tmp_path):
 
     from models.db import session_factory, transaction
     from tests.conftest import ROOT
-    from tests.test_cli import _free_port
+    from tests.processes import free_port
 
     with transaction(session_factory(database_url)) as s:
         org = factories.organization(s)
         headers = factories.auth_headers(app, factories.user(s, org))
-    port = _free_port()
+    port = free_port()
     api = subprocess.Popen(
         [sys.executable, "-m", "baton.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env={**os.environ, "BATON_HOME": str(tmp_path)},

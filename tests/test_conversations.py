@@ -127,3 +127,16 @@ def test_seed_001_nested_agent_routes_alias_the_agent_views(client, db, app):
     )
     assert wrong.status_code == 404
     assert client.get(f"/api/v1/projects/{foreign.id}/agents", headers=h).status_code == 404
+
+
+def test_history_is_counted_with_the_models_own_tokenizer():
+    from workers.providers.estimate import TOKENS_PER_MESSAGE, count_message_tokens
+
+    message = {"role": "user", "content": "Hello world, how are you today?"}
+    # OpenAI's o200k_base (gpt-4o) splits this sentence into 8 tokens, offline.
+    assert count_message_tokens("openai", "gpt-4o", message) == 8 + TOKENS_PER_MESSAGE
+    assert count_message_tokens("openai", "openai/gpt-4o", message) == 8 + TOKENS_PER_MESSAGE
+    # A model without a tokenizer here falls back to the budget's estimate (3 chars/token).
+    assert (
+        count_message_tokens("groq", "llama-3.3-70b-versatile", message) == 11 + TOKENS_PER_MESSAGE
+    )

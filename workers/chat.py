@@ -19,7 +19,7 @@ from models import JobKind
 from models.db import transaction
 from orchestration import conversations, live, model_catalog
 from workers.providers import Attempt, CompletionRequest
-from workers.providers.estimate import estimate_prompt_tokens
+from workers.providers.estimate import count_message_tokens
 
 if TYPE_CHECKING:
     from workers.engine import StepContext
@@ -43,12 +43,12 @@ def with_history(
     sessions: sessionmaker[Session], ctx: StepContext, request: CompletionRequest
 ) -> CompletionRequest:
     """The prompt of a reply: the agent's instructions, then as much of the conversation
-    as fits ``BATON_CHAT_HISTORY_TOKENS`` (counted like the budget's estimate: exactly
-    for ``sim``, about three characters a token elsewhere), newest kept, oldest dropped."""
+    as fits ``BATON_CHAT_HISTORY_TOKENS`` (counted with the model's tokenizer where it has
+    one, exactly for ``sim``, else estimated), newest kept, oldest dropped."""
     provider = _provider_of(ctx, request)
 
     def count(message: dict[str, Any]) -> int:
-        return estimate_prompt_tokens(provider, [message])
+        return count_message_tokens(provider, request.model, message)
 
     with transaction(sessions) as session:
         turns = conversations.history(

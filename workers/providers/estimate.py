@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
+
+import bpe_openai
 
 from orchestration import model_catalog
 from orchestration.model_catalog import Catalog, ResolvedModel
@@ -26,6 +29,26 @@ def estimate_prompt_tokens(provider: str, messages: list[dict[str, Any]]) -> int
         math.ceil(len(sim.message_text(m.get("content"))) / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE
         for m in messages
     )
+
+
+@lru_cache(maxsize=64)
+def _tokenizer(model: str) -> Any:
+    """OpenAI's own tokenizer for a model that has one (its tables ship in the package, so
+    this works offline), else None."""
+    try:
+        return bpe_openai.encoding_for_model(model.rsplit("/", 1)[-1])
+    except (KeyError, bpe_openai.UnsupportedModelError):
+        return None
+
+
+def count_message_tokens(provider: str, model: str, message: dict[str, Any]) -> int:
+    """One chat message's tokens: counted with the model's real tokenizer where it has one
+    (OpenAI's models), exactly for ``sim``, else estimated like the budget's reserve."""
+    tokenizer = None if provider == "sim" else _tokenizer(model)
+    if tokenizer is None:
+        return estimate_prompt_tokens(provider, [message])
+    text = sim.message_text(message.get("content"))
+    return len(tokenizer.encode_ordinary(text)) + TOKENS_PER_MESSAGE
 
 
 def estimate_completion_tokens(provider: str, text: str) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from api import idempotency, observability, quotas, ratelimits
+from api import compat, idempotency, observability, quotas, ratelimits
 from api.common import docs, edge
 from api.errors import register_error_handlers
 from api.extensions import BatonApi, jwt, limiter
@@ -123,6 +123,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for module_name in BLUEPRINT_MODULES:
         module = importlib.import_module(module_name)
         api.register_blueprint(module.blp)
+    # Seed dialects (issue 15): each document at its own base URL, on the same engine.
+    compat.install(api)
 
     _measure_requests(app)
 

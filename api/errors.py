@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from api.common.edge import request_id
+from api.compat import registry as compat_registry
 from baton.settings import get_settings
 from models.base import utcnow
 from orchestration.errors import DomainError
@@ -54,6 +55,21 @@ CODE_BY_STATUS = {
 def error_response(
     status: int, message: str, details: Any = None, code: str | None = None
 ) -> Response:
+    """The canonical envelope, or, for a request under a seed dialect, that document's
+    error shape and status (``api.compat``): every error path goes through here."""
+    dialect = compat_registry.current()
+    if dialect is not None:
+        from api.compat.core import Problem
+
+        return dialect.respond(
+            Problem(
+                status=status,
+                code=code or CODE_BY_STATUS.get(status, "ERROR"),
+                message=message,
+                details=details if details is not None else [],
+                request_id=request_id(),
+            )
+        )
     body = {
         "error": {
             "code": code or CODE_BY_STATUS.get(status, "ERROR"),

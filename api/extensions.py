@@ -10,6 +10,7 @@ from webargs.flaskparser import FlaskParser
 
 from api.common import openapi
 from api.common.schemas import ErrorEnvelopeSchema
+from api.compat import registry as compat_registry
 from api.errors import handle_http_exception
 from api.ratelimits import ip_key, make_limiter, rate_limit_key
 from orchestration.principal import PERMISSIONS
@@ -53,6 +54,7 @@ class BatonApi(Api):
             public_permissions=everyone,
             # Blueprints given to limiter.exempt (read when the document is built).
             unlimited_tags=set(getattr(limiter, "_blueprint_exemptions", {})),
+            dialects=compat_registry.by_tag(),
         )
 
 

@@ -13,6 +13,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.auth.tokens import token_user_id
 from api.common.openapi import mark_authenticated
 from baton import observability
 from orchestration.errors import AuthenticationRequired, Forbidden
@@ -41,7 +42,7 @@ def current_principal() -> Principal:
     # The role is the user's current one (read with the revocation check), not the
     # token's: a demotion applies from the next request.
     g.principal = Principal(
-        user_id=uuid.UUID(claims["sub"]),
+        user_id=token_user_id(claims),
         organization_id=g.live_session.organization_id,
         role=g.live_session.role,
     )
@@ -58,7 +59,7 @@ def live_session_of(claims: dict[str, Any]):  # type: ignore[no-untyped-def]
     if claims.get("type") != "access":
         return None
     try:
-        user_id = uuid.UUID(claims["sub"])
+        user_id = token_user_id(claims)
         family_id = uuid.UUID(claims["fam"])
     except (KeyError, TypeError, ValueError):
         return None
@@ -86,7 +87,7 @@ def principal_from_token(token: str | None) -> Principal:
     if has_request_context() and "live_session" not in g:
         g.live_session = live  # the quota hook reads it, as for a bearer header
     return Principal(
-        user_id=uuid.UUID(claims["sub"]), organization_id=live.organization_id, role=live.role
+        user_id=token_user_id(claims), organization_id=live.organization_id, role=live.role
     )
 
 

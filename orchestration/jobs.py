@@ -233,6 +233,7 @@ def submit_job(
     try:
         with transaction(sessions) as session:
             job, phases, steps = _create_job(session, principal=principal, submission=submission)
+            creator = session.get(User, principal.user_id)
     except IntegrityError:
         # Two submissions with one Idempotency-Key raced: the first one wins, return it.
         if not submission.idempotency_key:
@@ -258,7 +259,7 @@ def submit_job(
                 idempotency_key=None,
             )
         raise ServiceUnavailable("The job queue is unavailable; the job was not started") from exc
-    return JobDetail(job=job, phases=phases, steps=steps, events=[])
+    return JobDetail(job=job, phases=phases, steps=steps, events=[], created_by=creator)
 
 
 def create_job_rows(
@@ -489,11 +490,19 @@ class JobFilters:
     project_id: uuid.UUID | None = None
     agent_id: uuid.UUID | None = None
     priority: list[str] | None = None
+    created_by_id: uuid.UUID | None = None
 
 
 def list_jobs(
-    sessions: sessionmaker[Session], *, principal: Principal, filters: JobFilters, page: PageRequest
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    filters: JobFilters,
+    page: PageRequest,
+    with_creators: bool = False,
 ) -> Page[Job]:
+    """A page of the organization's jobs; ``with_creators`` sets each row's
+    ``created_by_name`` (its creator's username) in the same transaction."""
     stmt = sa.select(Job).where(Job.organization_id == principal.organization_id)
     if filters.kind:
         stmt = stmt.where(Job.kind == filters.kind.value)
@@ -505,9 +514,22 @@ def list_jobs(
         stmt = stmt.where(Job.project_id == filters.project_id)
     if filters.agent_id:
         stmt = stmt.where(Job.agent_id == filters.agent_id)
+    if filters.created_by_id:
+        stmt = stmt.where(Job.created_by_id == filters.created_by_id)
     stmt = apply_sort(stmt, page.sort, SORTABLE, Job.created_at.desc())
     with transaction(sessions) as session:
-        return paginate(session, stmt, page)
+        found = paginate(session, stmt, page)
+        if with_creators:
+            ids = {job.created_by_id for job in found.items if job.created_by_id}
+            names = dict(
+                session.execute(sa.select(User.id, User.username).where(User.id.in_(ids))).all()
+                if ids
+                else []
+            )
+            for job in found.items:
+                # Read by seed 004's history ("created_by": a username); not a column.
+                job.created_by_name = names.get(job.created_by_id)
+        return found
 
 
 def is_active(job: Job) -> bool:

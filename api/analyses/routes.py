@@ -25,14 +25,17 @@ blp = Blueprint(
 )
 
 
+# Seed 004: per user, one bucket for every route that starts an analysis (and the dialect's).
+analysis_submissions = limiter.shared_limit(analysis_limit, scope="analyses")
+
+
 class AnalysisAcceptedSchema(AcceptedSchema):
     analysis_id = fields.UUID()
 
 
 @blp.route("")
 class Analyses(MethodView):
-    # Seed 004: per user on this endpoint, besides the user's bucket across all routes.
-    @limiter.limit(analysis_limit)
+    @analysis_submissions
     @requires("job:create")
     @blp.arguments(AnalysisCreateSchema)
     @blp.response(202, AnalysisAcceptedSchema)

@@ -5,25 +5,72 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 from flask import current_app
-from flask_jwt_extended import create_access_token, create_refresh_token
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 
 from orchestration.errors import AuthenticationRequired
 from orchestration.principal import PERMISSIONS
 
 
-def access_token_for(*, user_id: str, organization_id: str, role: str, family: str) -> str:
-    """``fam`` ties the access token to its login: revoking the family ends both."""
+def access_token_for(
+    *,
+    user_id: str,
+    organization_id: str,
+    role: str,
+    family: str,
+    subject: str | None = None,
+    extra_claims: dict[str, Any] | None = None,
+) -> str:
+    """``fam`` ties the access token to its login: revoking the family ends both. ``uid``
+    names the user whatever ``sub`` says (a seed dialect may make ``sub`` a username and
+    add claims of its own: ``extra_claims`` overrides ``role``/``permissions`` too)."""
     return create_access_token(
-        identity=user_id,
+        identity=subject or user_id,
         additional_claims={
             "org": organization_id,
             "role": role,
             "permissions": list(PERMISSIONS.get(role, ())),
             "fam": family,
+            "uid": user_id,
+            **(extra_claims or {}),
         },
+    )
+
+
+def token_user_id(claims: dict[str, Any]) -> uuid.UUID:
+    """The user an access token names (``uid``; tokens before it name it in ``sub``)."""
+    return uuid.UUID(str(claims.get("uid") or claims["sub"]))
+
+
+def issue_pair(
+    user: Any,
+    family_id: uuid.UUID,
+    *,
+    subject: str | None = None,
+    extra_claims: dict[str, Any] | None = None,
+) -> Any:
+    """Mint the pair with the app's JWT settings; orchestration records the refresh jti."""
+    from orchestration import accounts
+
+    claims = {
+        "user_id": str(user.id),
+        "organization_id": str(user.organization_id),
+        "role": user.role,
+    }
+    access = access_token_for(
+        **claims, family=str(family_id), subject=subject, extra_claims=extra_claims
+    )
+    refresh = refresh_token_for(**claims, family=str(family_id))
+    decoded = decode_token(refresh)
+    return accounts.TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        refresh_jti=decoded["jti"],
+        refresh_expires_at=datetime.fromtimestamp(decoded["exp"], UTC),
+        expires_in=int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
     )
 
 

@@ -22,6 +22,11 @@ from orchestration import jobs
 blp = Blueprint("builds", __name__, url_prefix="/api/v1/builds", description="Build jobs")
 
 
+# Seed 004: per user on build creation, one bucket for every route that creates a build
+# (here and the seed 004 dialect's /api/build/), besides the user's bucket across all routes.
+build_submissions = limiter.shared_limit(build_limit, scope="builds")
+
+
 class BuildAcceptedSchema(AcceptedSchema):
     task_id = fields.UUID()
 
@@ -34,8 +39,7 @@ class CancelledSchema(Schema):
 
 @blp.route("")
 class Builds(MethodView):
-    # Seed 004: per user on this endpoint, besides the user's bucket across all routes.
-    @limiter.limit(build_limit)
+    @build_submissions
     @requires("job:create")
     @blp.arguments(BuildCreateSchema)
     @blp.response(202, BuildAcceptedSchema)

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api.compat import registry as compat_registry
 from orchestration.errors import DomainError, ValidationFailed
 
 API_PREFIX = "/api/v1"
@@ -77,7 +78,8 @@ def _has_body() -> bool:
 
 def check_request(max_url_chars: int) -> None:
     """Refuse what no view should see; raises a DomainError answered in the envelope."""
-    if not request.path.startswith(API_PREFIX):
+    # The canonical API and every seed dialect's base (api.compat registers them).
+    if not request.path.startswith((API_PREFIX, *compat_registry.prefixes())):
         return
     if len(request.full_path) > max_url_chars:
         raise UriTooLong(f"The request URL is longer than {max_url_chars} characters")

@@ -121,11 +121,11 @@ def _operation_id(method: str, path: str) -> str:
     return "_".join([method, *[w for w in words if w]])
 
 
-def _error_response(status: str) -> dict[str, Any]:
-    description = STANDARD_RESPONSES[status][1]
+def _error_response(status: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    description = STANDARD_RESPONSES.get(status, ("", "An error."))[1]
     response: dict[str, Any] = {
         "description": description,
-        "content": {"application/json": {"schema": ERROR_REF}},
+        "content": {"application/json": {"schema": schema or ERROR_REF}},
     }
     response["headers"] = {**HEADERS, **STATUS_HEADERS.get(status, {})}
     return response
@@ -175,12 +175,46 @@ def _untangle_inline_names(schemas: dict[str, Any]) -> None:
             schemas[parent]["properties"][prop]["title"] = f"{_pascal(prop)}Values"
 
 
+def _dialect_of(operation: dict[str, Any], dialects: dict[str, Any]) -> Any:
+    for tag in operation.get("tags", []):
+        if tag in dialects:
+            return dialects[tag]
+    return None
+
+
+def _document_dialect_errors(
+    operation: dict[str, Any], dialect: Any, statuses: set[str], particular: dict[str, str]
+) -> None:
+    """A seed dialect's operation: its document's statuses, each in its error shape."""
+    authenticated = operation["security"] != []
+    documented = operation.setdefault("responses", {})
+    wanted = dialect.documented_statuses(statuses | set(particular), authenticated=authenticated)
+    for status in sorted(wanted):
+        if status in documented:  # a success or alternative answer the view declared
+            continue
+        response = _error_response(status, dialect.error_ref)
+        why = particular.get(status)
+        if why:
+            response["description"] = why
+        response["headers"] = {**HEADERS, **STATUS_HEADERS.get(status, {})}
+        documented[status] = response
+    for response in documented.values():
+        if "$ref" not in response:
+            response.setdefault("headers", {}).update(HEADERS)
+
+
 def finalize(
-    document: dict[str, Any], *, public_permissions: set[str], unlimited_tags: set[str]
+    document: dict[str, Any],
+    *,
+    public_permissions: set[str],
+    unlimited_tags: set[str],
+    dialects: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Complete the generated document. ``public_permissions``: held by every role, so a
     view checking only one of them never answers 403; ``unlimited_tags``: blueprints
-    exempt from rate limits (no 429)."""
+    exempt from rate limits (no 429); ``dialects``: seed dialects by OpenAPI tag, whose
+    operations answer errors in their own shapes and statuses."""
+    dialects = dialects or {}
     components = document.setdefault("components", {})
     responses = components.setdefault("responses", {})
     for status, (name, _) in STANDARD_RESPONSES.items():
@@ -216,8 +250,11 @@ def finalize(
             if idempotent:
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_PARAMETER)
                 statuses.add("409")
+            dialect = _dialect_of(operation, dialects)
+            if dialect is not None:
+                _document_dialect_errors(operation, dialect, statuses, particular)
             documented = operation.setdefault("responses", {})
-            for status in sorted(statuses | set(particular)):
+            for status in sorted(statuses | set(particular)) if dialect is None else ():
                 if status in particular and status not in STANDARD_RESPONSES:
                     documented[status] = {
                         "description": particular[status],
@@ -232,7 +269,7 @@ def finalize(
                     documented[status] = {
                         "$ref": f"#/components/responses/{STANDARD_RESPONSES[status][0]}"
                     }
-            for response in documented.values():
+            for response in documented.values() if dialect is None else ():
                 if "$ref" not in response:
                     response.setdefault("headers", {}).update(HEADERS)
             operation_id = operation.get("operationId") or _operation_id(method, path)

@@ -7,6 +7,7 @@ once per message (``LiveMessage.encoded``), not once per client.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -222,8 +223,8 @@ class TaskSSE:
 class BuildFrames:
     """Seed 004's frames for ``/api/ws/build/{id}`` and ``/api/ws/analysis/{id}``."""
 
-    def __init__(self, job_id: str, what: str) -> None:
-        self.job_id, self.what = job_id, what
+    def __init__(self, job_id: str, what: str, status_word: Callable[[str], str] = str) -> None:
+        self.job_id, self.what, self.word = job_id, what, status_word
         self.status = "queued"
         self.current_step: str | None = None
         self.files = 0
@@ -252,7 +253,7 @@ class BuildFrames:
             if body["event"] in ("job.completed", "job.failed", "job.cancelled"):
                 return None  # the completion or error frame follows, at "end"
             frame = {
-                "type": "progress", "task_id": self.job_id, "status": self.status,
+                "type": "progress", "task_id": self.job_id, "status": self.word(self.status),
                 "progress": item.progress, "timestamp": body["created_at"], "seq": body["seq"],
                 "event": body["event"],
                 "data": {"current_step": describe(body["event"], data), "files_created": self.files, **data},
@@ -272,7 +273,7 @@ class BuildFrames:
                 frame = {"type": "completion", "task_id": self.job_id, "status": "completed",
                          "timestamp": timestamp, "results": job.result or {}, "progress": 100}  # fmt: skip
             else:
-                frame = {"type": "error", "task_id": self.job_id, "status": job.status,
+                frame = {"type": "error", "task_id": self.job_id, "status": self.word(job.status),
                          "timestamp": timestamp, "error": job.error or f"The {self.what} was {job.status}"}  # fmt: skip
         else:
             return None

@@ -36,6 +36,8 @@ from flask import Flask, current_app, request
 from flask_sock import ConnectionClosed, Sock
 from flask_socketio import SocketIO, emit, join_room, leave_room
 
+from api.compat.phase2 import DIALECT as PHASE2_DIALECT
+from api.compat.phase2 import STATUS_WORDS as PHASE2
 from api.security import principal_from_token, sessions
 from api.streams.schemas import BuildFrames, ws_event_frame
 from baton.settings import get_settings
@@ -46,6 +48,7 @@ from orchestration.errors import AuthenticationRequired, DomainError, NotFound
 from orchestration.principal import Principal
 
 log = logging.getLogger(__name__)
+PHASE2_BASE = PHASE2_DIALECT.base
 
 sock = Sock()
 socketio = SocketIO()
@@ -82,7 +85,7 @@ def _follow_build(ws: Any, job_id: uuid.UUID, kind: JobKind, what: str) -> None:
     except DomainError as exc:
         ws.close(CLOSE_POLICY, exc.message)
         return
-    frames = BuildFrames(str(job_id), what)
+    frames = BuildFrames(str(job_id), what, status_word=PHASE2.word)
     items = iter(stream)
     try:
         ws.send(frames.connected(_now()))
@@ -101,14 +104,17 @@ def _follow_build(ws: Any, job_id: uuid.UUID, kind: JobKind, what: str) -> None:
         streams.connections.release(principal.user_id)
 
 
-@sock.route("/api/ws/build/<uuid:job_id>")
-def build_socket(ws: Any, job_id: uuid.UUID) -> None:
-    _follow_build(ws, job_id, JobKind.BUILD, "build")
+# Seed 004's paths, at the root and under its dialect's base (its status words in both).
+for _base in ("", PHASE2_BASE):
+    _name = "phase2_" if _base else ""
 
+    @sock.route(f"{_base}/api/ws/build/<uuid:job_id>", endpoint=f"{_name}build_socket")
+    def build_socket(ws: Any, job_id: uuid.UUID) -> None:
+        _follow_build(ws, job_id, JobKind.BUILD, "build")
 
-@sock.route("/api/ws/analysis/<uuid:job_id>")
-def analysis_socket(ws: Any, job_id: uuid.UUID) -> None:
-    _follow_build(ws, job_id, JobKind.ANALYSIS, "analysis")
+    @sock.route(f"{_base}/api/ws/analysis/<uuid:job_id>", endpoint=f"{_name}analysis_socket")
+    def analysis_socket(ws: Any, job_id: uuid.UUID) -> None:
+        _follow_build(ws, job_id, JobKind.ANALYSIS, "analysis")
 
 
 class Multiplexed:

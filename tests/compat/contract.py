@@ -146,7 +146,11 @@ def compare(
                 problem
                 for index, (doc_item, item) in enumerate(zip(documented, actual, strict=True))
                 for problem in compare(
-                    doc_item, item, path=f"{path}.{index}", vary=vary, expect=expect,
+                    doc_item,
+                    item,
+                    path=f"{path}.{index}",
+                    vary=vary,
+                    expect=expect,
                     nullable=nullable,
                 )  # fmt: skip
             ]

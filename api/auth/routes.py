@@ -47,7 +47,7 @@ def _issue(user: User, family_id: uuid.UUID) -> accounts.TokenPair:
     return issue_pair(user, family_id)
 
 
-def _refresh_claims(token: str) -> dict[str, Any]:
+def refresh_claims(token: str) -> dict[str, Any]:
     try:
         claims = decode_token(token)
     except (JWTExtendedException, PyJWTError) as exc:
@@ -119,7 +119,7 @@ class Refresh(MethodView):
     @answers(401, "The refresh token is invalid, expired or already spent.")
     def post(self, data: dict[str, Any]):
         """Rotate a refresh token; presenting a spent one revokes its whole login (401)."""
-        claims = _refresh_claims(data["refresh_token"])
+        claims = refresh_claims(data["refresh_token"])
         return _present(accounts.refresh(sessions(), jti=claims["jti"], issue=_issue))
 
 
@@ -136,7 +136,7 @@ class Logout(MethodView):
         refresh_jti = None
         if data.get("refresh_token"):
             try:
-                refresh_jti = _refresh_claims(data["refresh_token"])["jti"]
+                refresh_jti = refresh_claims(data["refresh_token"])["jti"]
             except AuthenticationRequired as exc:
                 raise field_error("refresh_token", "is not a valid refresh token") from exc
         accounts.logout(

@@ -11,9 +11,13 @@ runner sends each in order and compares the answer field by field with the docum
   (``"eyJ..."``), and the dotted paths an example lists in ``vary``;
 - ``expect`` gives the exact value where the document's example shows another state than
   the test's (``{"status": "initializing"}`` for a build just created);
-- a documented list's first item is the shape of every item answered;
+- a documented list of objects: its first item is the shape of every item answered;
+  a list of values is compared item by item;
 - ``save`` keeps answered values for later examples (``{"task_id": "task_id"}``), used as
   ``{task_id}`` in paths, headers, query and bodies (with ``{username}``, ``{password}``);
+- ``poll``: ``{"field": "status", "until": ["completed"]}`` repeats the request (a second
+  apart, 90 s at most) until the answer reaches that state, for documented final states;
+- ``nullable``: dotted paths that may also be null (a stream line before any progress);
 - ``"stream": "sse"``: the answer is ``text/event-stream`` and every ``data:`` line
   matches the documented ``response`` (the first documented line's shape).
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +106,13 @@ def compare(
     path: str = "",
     vary: set[str] = frozenset(),  # type: ignore[assignment]
     expect: dict[str, Any] | None = None,
+    nullable: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[str]:
     """Differences between a documented value and the answered one (empty: it conforms)."""
     expect = expect or {}
     where = path or "<body>"
+    if actual is None and path in nullable:
+        return []
     if path in expect:
         wanted = expect[path]
         return [] if actual == wanted else [f"{where}: expected {wanted!r}, got {actual!r}"]
@@ -119,7 +127,9 @@ def compare(
             if key not in actual:
                 problems.append(f"{child}: missing")
                 continue
-            problems += compare(value, actual[key], path=child, vary=vary, expect=expect)
+            problems += compare(
+                value, actual[key], path=child, vary=vary, expect=expect, nullable=nullable
+            )
         return problems
     if isinstance(documented, list):
         if not isinstance(actual, list):
@@ -128,11 +138,28 @@ def compare(
             return [] if not actual else [f"{where}: expected [], got {actual!r}"]
         if not actual:
             return [f"{where}: expected items like {documented[0]!r}, got []"]
+        if not all(isinstance(item, dict) for item in documented):
+            # A list of values (["openai", "groq"]) is a value: item by item.
+            if len(actual) != len(documented):
+                return [f"{where}: expected {documented!r}, got {actual!r}"]
+            return [
+                problem
+                for index, (doc_item, item) in enumerate(zip(documented, actual, strict=True))
+                for problem in compare(
+                    doc_item,
+                    item,
+                    path=f"{path}.{index}",
+                    vary=vary,
+                    expect=expect,
+                    nullable=nullable,
+                )  # fmt: skip
+            ]
         problems = []
         for index, item in enumerate(actual):
             problems += compare(
                 documented[0], item, path=f"{path}.{index}", vary=_items(vary, path, index),
                 expect=_items_expect(expect, path, index),
+                nullable=_items(nullable, path, index),
             )  # fmt: skip
         return problems
     if documented != actual or not _same_type(documented, actual):
@@ -182,6 +209,8 @@ def run_examples(
         if "body" in example:
             kwargs["json"] = fill(example["body"], context)
         response = client.open(path, method=example["method"], **kwargs)
+        if "poll" in example:
+            response = _poll(client, path, example, kwargs, response)
         if response.status_code != example["status"]:
             failures.append(
                 f"{name}: {example['method']} {path} answered {response.status_code}, "
@@ -189,6 +218,7 @@ def run_examples(
             )
             continue
         vary = set(example.get("vary", []))
+        nullable = set(example.get("nullable", []))
         expect = fill(example.get("expect", {}), context)
         if example.get("stream") == "sse":
             if response.mimetype != "text/event-stream":
@@ -200,7 +230,9 @@ def run_examples(
             for line in lines:
                 failures += [
                     f"{name}: {p}"
-                    for p in compare(example["response"], line, vary=vary, expect=expect)
+                    for p in compare(
+                        example["response"], line, vary=vary, expect=expect, nullable=nullable
+                    )
                 ]
             continue
         documented = example.get("response")
@@ -210,7 +242,8 @@ def run_examples(
             continue
         body = response.get_json(silent=True)
         failures += [
-            f"{name}: {problem}" for problem in compare(documented, body, vary=vary, expect=expect)
+            f"{name}: {problem}"
+            for problem in compare(documented, body, vary=vary, expect=expect, nullable=nullable)
         ]
         for key, dotted in example.get("save", {}).items():
             try:
@@ -218,6 +251,21 @@ def run_examples(
             except (KeyError, IndexError, TypeError):
                 failures.append(f"{name}: nothing to save at {dotted}")
     return failures
+
+
+def _poll(client: Any, path: str, example: dict[str, Any], kwargs: dict, response: Any) -> Any:
+    poll = example["poll"]
+    deadline = time.monotonic() + poll.get("timeout", 90)
+    while time.monotonic() < deadline and response.status_code == example["status"]:
+        body = response.get_json(silent=True) or {}
+        try:
+            if dig(body, poll["field"]) in poll["until"]:
+                break
+        except (KeyError, IndexError, TypeError):
+            pass
+        time.sleep(0.5)
+        response = client.open(path, method=example["method"], **kwargs)
+    return response
 
 
 def covered_endpoints(app: Any, base: str, examples: list[dict[str, Any]]) -> set[tuple[str, str]]:

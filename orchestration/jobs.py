@@ -500,9 +500,11 @@ def list_jobs(
     filters: JobFilters,
     page: PageRequest,
     with_creators: bool = False,
+    with_phases: bool = False,
 ) -> Page[Job]:
     """A page of the organization's jobs; ``with_creators`` sets each row's
-    ``created_by_name`` (its creator's username) in the same transaction."""
+    ``created_by_name`` (its creator's username), ``with_phases`` its ``phase_rows`` and
+    ``project_name`` (seed 003's run list), in the same transaction."""
     stmt = sa.select(Job).where(Job.organization_id == principal.organization_id)
     if filters.kind:
         stmt = stmt.where(Job.kind == filters.kind.value)
@@ -529,7 +531,35 @@ def list_jobs(
             for job in found.items:
                 # Read by seed 004's history ("created_by": a username); not a column.
                 job.created_by_name = names.get(job.created_by_id)
+        if with_phases:
+            attach_phases(session, found.items)
         return found
+
+
+def attach_phases(session: Session, rows: list[Job]) -> None:
+    """Set each job's ``phase_rows`` (in order) and ``project_name``: two queries a page."""
+    ids = [job.id for job in rows]
+    by_job: dict[uuid.UUID, list[JobPhase]] = {job_id: [] for job_id in ids}
+    if ids:
+        phases = session.scalars(
+            sa.select(JobPhase)
+            .where(JobPhase.job_id.in_(ids))
+            .order_by(JobPhase.job_id, JobPhase.position)
+        )
+        for phase in phases:
+            by_job[phase.job_id].append(phase)
+    project_ids = {job.project_id for job in rows if job.project_id}
+    names = dict(
+        session.execute(
+            sa.select(Project.id, Project.name).where(Project.id.in_(project_ids))
+        ).all()
+        if project_ids
+        else []
+    )
+    for job in rows:
+        # Read by seed 003's run rows (success rate, time, project); not columns.
+        job.phase_rows = by_job[job.id]
+        job.project_name = names.get(job.project_id)
 
 
 def is_active(job: Job) -> bool:

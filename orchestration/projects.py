@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job, JobKind, Project, ProjectIssue, UsageRecord, User, utcnow
 from models.db import transaction
-from orchestration import conversations
+from orchestration import conversations, jobs
 from orchestration.accounts import users_by_id
 from orchestration.errors import NotFound
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
@@ -127,6 +127,7 @@ def _view(session: Session, project: Project, *, with_runs: bool = False) -> Pro
                 .limit(RECENT_RUNS)
             )
         )
+        jobs.attach_phases(session, runs)  # each run's success rate (seed 003)
     today = _today(session, [project]).get(project.id, UsageTotals())
     open_issues = _open_issues(session, [project]).get(project.id, 0)
     talking = conversations.active_conversations(session, [project.id]).get(project.id, 0)

@@ -14,6 +14,7 @@ from typing import Any
 DIALECT_PACKAGES = (
     "api.compat.phase2",  # seed 004
     "api.compat.vel_tutor",  # seed 000
+    "api.compat.orchestrator",  # seed 003
 )
 
 

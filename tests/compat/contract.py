@@ -242,7 +242,8 @@ def run_examples(
             continue
         body = response.get_json(silent=True)
         failures += [
-            f"{name}: {problem}" for problem in compare(documented, body, vary=vary, expect=expect)
+            f"{name}: {problem}"
+            for problem in compare(documented, body, vary=vary, expect=expect, nullable=nullable)
         ]
         for key, dotted in example.get("save", {}).items():
             try:

@@ -13,6 +13,7 @@ from typing import Any
 
 DIALECT_PACKAGES = (
     "api.compat.phase2",  # seed 004
+    "api.compat.command_center",  # seed 001
     # "api.compat.vel_tutor",  # seed 000
 )
 

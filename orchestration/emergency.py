@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Job, JobStatus, Organization, utcnow
+from models import Conversation, ConversationStatus, Job, JobStatus, Organization, utcnow
 from models.db import transaction
 from orchestration import canvas, live, webhooks
 from orchestration.principal import Principal
 from orchestration.recovery import unfinished_plan
 from orchestration.state import append_event
+
+
+@dataclass(frozen=True)
+class PauseSummary:
+    """What pause-all stopped (seed 001 answers ``paused_agents``/``active_conversations``)."""
+
+    jobs: int
+    agents: int
+    active_conversations: int
 
 
 def pause_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
@@ -19,14 +30,20 @@ def pause_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
     A step already inside its provider call finishes and records its cost; the next step
     of that job does not start.
     """
+    return pause_everything(sessions, principal=principal).jobs
+
+
+def pause_everything(sessions: sessionmaker[Session], *, principal: Principal) -> PauseSummary:
+    """``pause_all``, answering also how many agents were at work and how many of the
+    organization's conversations are open (their replies wait until resume-all)."""
     with transaction(sessions) as session:
         session.execute(
             sa.update(Organization)
             .where(Organization.id == principal.organization_id)
             .values(emergency_paused_at=utcnow())
         )
-        paused = list(
-            session.scalars(
+        paused_rows = list(
+            session.execute(
                 sa.update(Job)
                 .where(
                     Job.organization_id == principal.organization_id,
@@ -35,7 +52,17 @@ def pause_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
                 .values(
                     status=JobStatus.PAUSED.value, paused_reason="emergency", updated_at=utcnow()
                 )
-                .returning(Job.id)
+                .returning(Job.id, Job.agent_id)
+            )
+        )
+        paused = [row[0] for row in paused_rows]
+        agents = {row[1] for row in paused_rows if row[1] is not None}
+        open_conversations = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Conversation)
+            .where(
+                Conversation.organization_id == principal.organization_id,
+                Conversation.status != ConversationStatus.COMPLETED.value,
             )
         )
         for job_id in paused:
@@ -61,7 +88,9 @@ def pause_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:
             },
             organization_id=principal.organization_id,
         )
-    return len(paused)
+    return PauseSummary(
+        jobs=len(paused), agents=len(agents), active_conversations=int(open_conversations or 0)
+    )
 
 
 def resume_all(sessions: sessionmaker[Session], *, principal: Principal) -> int:

@@ -15,6 +15,7 @@ DIALECT_PACKAGES = (
     "api.compat.phase2",  # seed 004
     "api.compat.vel_tutor",  # seed 000
     "api.compat.orchestrator",  # seed 003
+    "api.compat.command_center",  # seed 001
 )
 
 

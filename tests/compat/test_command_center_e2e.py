@@ -1,0 +1,111 @@
+"""Seed 001 end to end through its dialect, on real workers and the ``sim`` provider:
+log in, create a project and an agent, converse until the reply is written, read the
+conversation, the spend and the same rows in the canonical API."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from api.compat.command_center import DIALECT
+from models.db import session_factory, transaction
+from tests import factories
+
+pytestmark = pytest.mark.usefixtures("workers")
+BASE = DIALECT.base
+
+
+@pytest.fixture
+def credentials(database_url):
+    with transaction(session_factory(database_url)) as session:
+        org = factories.organization(session)
+        user = factories.user(session, org, role="admin")
+        return {"username": user.username, "org_id": org.id}
+
+
+def wait_reply(client, url, headers, timeout=120.0) -> dict:
+    """The conversation once its agent's last reply is finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(url, headers=headers).get_json()
+        replies = [m for m in body["messages"] if m["author_type"] == "agent"]
+        if replies and replies[-1]["status"] in ("completed", "failed"):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def test_log_in_create_converse_and_read_the_results(live_client, credentials):
+    client = live_client
+    login = client.post(
+        f"{BASE}/auth/login",
+        json={"username": credentials["username"], "password": factories.DEFAULT_PASSWORD},
+    )
+    assert login.status_code == 200, login.get_json()
+    assert login.get_json()["requires_2fa"] is False
+    h = {"Authorization": f"Bearer {login.get_json()['access_token']}"}
+
+    project = client.post(
+        f"{BASE}/projects", json={"name": "Command center", "github_repo": "acme/cc"}, headers=h
+    ).get_json()
+    agent = client.post(
+        f"{BASE}/projects/{project['id']}/agents",
+        json={
+            "name": "Senior Architect",
+            "type": "architect",
+            "model_config": {"model": "sim/echo", "temperature": 0.2, "max_tokens": 4096},
+            "system_prompt": "You are the architect.",
+        },
+        headers=h,
+    )
+    assert agent.status_code == 201, agent.get_json()
+    agent = agent.get_json()
+    conversation = client.post(
+        f"{BASE}/projects/{project['id']}/conversations",
+        json={"title": "Plan", "type": "general", "agent_ids": [agent["id"]]},
+        headers=h,
+    ).get_json()
+    url = f"{BASE}/projects/{project['id']}/conversations/{conversation['id']}"
+
+    posted = client.post(f"{url}/messages", json={"content": "Hello agents"}, headers=h)
+    assert posted.status_code == 201, posted.get_json()
+    message = posted.get_json()
+    assert message["author_type"] == "user" and message["content"] == "Hello agents"
+
+    done = wait_reply(client, url, h)
+    reply = done["messages"][-1]
+    assert reply["status"] == "completed", reply
+    assert reply["author_type"] == "agent" and reply["agent"]["id"] == agent["id"]
+    assert reply["reply_to"] == message["id"] and "Hello agents" in reply["content"]
+    assert reply["tokens_in"] > 0 and reply["tokens_out"] > 0
+    assert isinstance(reply["cost_usd"], float) and reply["cost_usd"] > 0
+    assert done["has_more"] is False and [m["id"] for m in done["messages"]][0] == message["id"]
+
+    # The spend is counted once, in the dialect's numbers and the canonical strings.
+    stats = client.get(f"{BASE}/projects/{project['id']}", headers=h).get_json()["stats"]
+    assert stats["today_cost"] > 0 and stats["active_conversations"] == 1
+    analytics = client.get(f"{BASE}/analytics/agents", headers=h).get_json()["agents"]
+    mine = next(a for a in analytics if a["id"] == agent["id"])
+    assert mine["metrics"]["total_messages"] == 1
+    assert mine["metrics"]["total_cost"] == pytest.approx(reply["cost_usd"])
+    by_agent = client.get(f"{BASE}/budget/by-agent", headers=h).get_json()
+    assert by_agent["total_spent"] == pytest.approx(reply["cost_usd"])
+    summary = client.get(f"{BASE}/budget/summary", headers=h).get_json()
+    assert summary["today"]["spent"] == pytest.approx(reply["cost_usd"])
+
+    canonical = client.get(
+        f"/api/v1/projects/{project['id']}/conversations/{conversation['id']}", headers=h
+    ).get_json()
+    assert [m["id"] for m in canonical["messages"]] == [m["id"] for m in done["messages"]]
+    assert float(canonical["messages"][-1]["cost_usd"]) == pytest.approx(reply["cost_usd"])
+    job = client.get(f"/api/v1/jobs/{canonical['messages'][-1]['job_id']}", headers=h).get_json()
+    assert job["kind"] == "chat" and job["status"] == "completed"
+
+    # Pause: a message waits; resume: it is answered.
+    assert client.post(f"{url}/pause", headers=h).get_json()["status"] == "paused"
+    client.post(f"{url}/messages", json={"content": "After the pause"}, headers=h)
+    assert client.post(f"{url}/resume", headers=h).get_json()["status"] == "active"
+    again = wait_reply(client, url, h)
+    assert "After the pause" in again["messages"][-1]["content"]
+    assert len(again["messages"]) == 4

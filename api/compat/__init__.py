@@ -13,6 +13,7 @@ from typing import Any
 
 DIALECT_PACKAGES = (
     "api.compat.phase2",  # seed 004
+    "api.compat.task_assistant",  # seed 002
     # "api.compat.vel_tutor",  # seed 000
 )
 

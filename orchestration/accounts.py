@@ -294,6 +294,23 @@ def refresh(sessions: sessionmaker[Session], *, jti: str, issue: TokenIssuer) ->
     raise AuthenticationRequired(INVALID_REFRESH)
 
 
+def reissue(
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    family_id: uuid.UUID,
+    issue: TokenIssuer,
+) -> SignIn:
+    """A new access token in the caller's live login (``family_id``), for a client that
+    refreshes with its access token (seed 002's ``POST /auth/refresh``). The login's
+    refresh tokens are untouched: logout or a reused refresh token still ends it all."""
+    with sessions() as session:
+        user = _current_user(session, principal)
+        if _requires_2fa_setup(session, user):
+            raise AuthenticationRequired("Sign in again: your organization requires 2FA")
+        return SignIn(user=user, tokens=issue(user, family_id))
+
+
 def logout(
     sessions: sessionmaker[Session],
     *,

@@ -122,30 +122,36 @@ def _views(session: Session, agents: list[Agent]) -> list[AgentView]:
 # -- commands and queries ------------------------------------------------------------------
 
 
+def add_agent(session: Session, *, principal: Principal, data: dict[str, Any]) -> Agent:
+    """A new agent of the caller's organization, its config checked (never commits)."""
+    config = {**DEFAULT_CONFIG, **(data.get("config") or {})}
+    validate_config(
+        config, integrations.catalog_for(session, organization_id=principal.organization_id)
+    )
+    check_executor(session, config, principal.organization_id)
+    if data.get("project_id") is not None:
+        owned_project(session, principal=principal, project_id=data["project_id"])
+    agent = Agent(
+        organization_id=principal.organization_id,
+        created_by_id=principal.user_id,
+        project_id=data.get("project_id"),
+        name=data["name"],
+        type=data.get("type") or "general",
+        status=data.get("status") or "active",
+        config=config,
+        description=data.get("description"),
+        meta=data.get("metadata") or {},
+    )
+    session.add(agent)
+    session.flush()
+    return agent
+
+
 def create_agent(
     sessions: sessionmaker[Session], *, principal: Principal, data: dict[str, Any]
 ) -> AgentView:
-    config = {**DEFAULT_CONFIG, **(data.get("config") or {})}
     with transaction(sessions) as session:
-        validate_config(
-            config, integrations.catalog_for(session, organization_id=principal.organization_id)
-        )
-        check_executor(session, config, principal.organization_id)
-        if data.get("project_id") is not None:
-            owned_project(session, principal=principal, project_id=data["project_id"])
-        agent = Agent(
-            organization_id=principal.organization_id,
-            created_by_id=principal.user_id,
-            project_id=data.get("project_id"),
-            name=data["name"],
-            type=data.get("type") or "general",
-            status=data.get("status") or "active",
-            config=config,
-            description=data.get("description"),
-            meta=data.get("metadata") or {},
-        )
-        session.add(agent)
-        session.flush()
+        agent = add_agent(session, principal=principal, data=data)
         return _views(session, [agent])[0]
 
 

@@ -259,15 +259,23 @@ def create_conversation(
     type: str = "general",
     issue_id: uuid.UUID | None = None,
     metadata: dict[str, Any] | None = None,
+    new_agent: dict[str, Any] | None = None,
 ) -> ConversationView:
-    """Seed 002 names one ``agent``; seed 001 names ``agent_ids`` (the first one answers)."""
+    """Seed 002 names one ``agent``; seed 001 names ``agent_ids`` (the first one answers).
+    ``new_agent`` (an agent's data, as for ``agents.create_agent``): the conversation's
+    own agent, created with it (seed 002's dialect names a provider, model and system
+    prompt instead of an agent)."""
+    from orchestration import agents as agent_store  # agents -> projects -> conversations
+
     ids = list(agent_ids or ([] if agent_id is None else [agent_id]))
-    if not ids:
+    if not ids and new_agent is None:
         raise field_error("agent_id", "a conversation needs an agent to answer")
     with transaction(sessions) as session:
         if project_id is not None:
             _project(session, principal, project_id)
         agents = [_agent(session, principal, a) for a in ids]
+        if new_agent is not None:
+            agents.append(agent_store.add_agent(session, principal=principal, data=new_agent))
         if issue_id is not None:
             issue = session.get(ProjectIssue, issue_id)
             if issue is None or issue.project_id != project_id:

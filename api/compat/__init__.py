@@ -14,8 +14,9 @@ from typing import Any
 DIALECT_PACKAGES = (
     "api.compat.phase2",  # seed 004
     "api.compat.vel_tutor",  # seed 000
-    "api.compat.orchestrator",  # seed 003
     "api.compat.command_center",  # seed 001
+    "api.compat.task_assistant",  # seed 002
+    "api.compat.orchestrator",  # seed 003
 )
 
 

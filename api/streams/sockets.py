@@ -298,8 +298,8 @@ class Multiplexed:
             stop.set()
 
 
-@sock.route("/api/v1/ws")
 def multiplexed_socket(ws: Any) -> None:
+    """Seed 002's socket (also routed under its dialect's base, api.compat.task_assistant)."""
     try:
         raw = ws.receive(timeout=AUTH_TIMEOUT_SECONDS)
         frame = json.loads(raw) if raw else {}
@@ -329,6 +329,9 @@ def multiplexed_socket(ws: Any) -> None:
     finally:
         conn.close()
         streams.connections.release(principal.user_id)
+
+
+sock.route("/api/v1/ws")(multiplexed_socket)
 
 
 # -- Socket.IO ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 
-from api.auth.routes import _refresh_claims, login_attempts, two_factor_attempts
+from api.auth.routes import login_attempts, refresh_claims, two_factor_attempts
 from api.auth.tokens import TEMP_TOKEN_SECONDS, read_temp_token, temp_token_for
 from api.budget.schemas import LimitCreateSchema, LimitUpdateSchema
 from api.common.openapi import answers
@@ -108,7 +108,7 @@ class Refresh(MethodView):
     @blp.doc(security=[])
     def post(self, data: dict[str, Any]):
         """A new token pair; a spent refresh token revokes its whole login."""
-        claims = _refresh_claims(data["refresh_token"])
+        claims = refresh_claims(data["refresh_token"])
         return _tokens(accounts.refresh(sessions(), jti=claims["jti"], issue=issue))
 
 

@@ -4,6 +4,7 @@ and one end-to-end flow (register, login, task to completion, chat streamed as S
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -370,3 +371,51 @@ def test_the_document_websocket_is_served_under_the_base(sessions):
     endpoints = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
     assert endpoints[f"{BASE}/ws"] == "__flask_sock.task_assistant_ws"
     assert endpoints["/api/v1/ws"] == "__flask_sock.multiplexed_socket"
+
+
+@pytest.mark.usefixtures("workers")
+def test_the_documents_websocket_chat_and_agent_execute(live_client):
+    """The document's WebSocket under the base: ``auth``, then ``chat`` and
+    ``agent_execute`` frames, on the stream process (gunicorn, gevent)."""
+    import websocket
+
+    from tests.test_streams_e2e import StreamServer, collect_until_end
+
+    client = live_client
+    client.application.config["BATON_LOGIN_RATE_LIMIT"] = "1000/minute"
+    email = _email()
+    body = {"email": email, "password": PASSWORD, "tenant_name": "Acme"}
+    assert client.post(f"{BASE}/auth/register", json=body).status_code == 201
+    login = client.post(f"{BASE}/auth/login", json={"email": email, "password": PASSWORD})
+    token = login.get_json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    conversation_id = client.post(
+        f"{BASE}/chat/conversations", json={"title": "WS", **SIM}, headers=headers
+    ).get_json()["id"]
+    agent_id = client.post(
+        f"{BASE}/agents", json={"name": "Sales Analyst", **SIM}, headers=headers
+    ).get_json()["id"]
+
+    server = StreamServer(log_name="task-assistant-stream.log").start()
+    try:
+        ws = websocket.create_connection(
+            server.url.replace("http", "ws") + f"{BASE}/ws", timeout=60
+        )
+        ws.send(json.dumps({"type": "auth", "token": token}))
+        assert json.loads(ws.recv())["type"] == "authenticated"
+        ws.send(json.dumps({"type": "chat", "conversation_id": conversation_id,
+                            "message": "Hello, how can I help?"}))  # fmt: skip
+        frames = []
+        while not frames or frames[-1].get("event") not in ("done", "pending"):
+            frames.append(json.loads(ws.recv()))
+        assert frames[0]["type"] == "chat" and frames[0]["event"] == "start"
+        assert frames[-1]["event"] == "done" and frames[-1]["tokens_used"] > 0
+        ws.send(json.dumps({"type": "agent_execute", "agent_id": agent_id,
+                            "input": "Analyze sales data"}))  # fmt: skip
+        started = json.loads(ws.recv())
+        assert started["type"] == "agent_execution_started"
+        end = [f for f in collect_until_end(ws, {started["job_id"]}) if f["type"] == "end"][0]
+        assert end["job"]["status"] == "completed"
+        ws.close()
+    finally:
+        server.stop()

@@ -61,15 +61,17 @@ def error_response(
     if dialect is not None:
         from api.compat.core import Problem
 
-        return dialect.respond(
-            Problem(
-                status=status,
-                code=code or CODE_BY_STATUS.get(status, "ERROR"),
-                message=message,
-                details=details if details is not None else [],
-                request_id=request_id(),
-            )
+        problem = Problem(
+            status=status,
+            code=code or CODE_BY_STATUS.get(status, "ERROR"),
+            message=message,
+            details=details if details is not None else [],
+            request_id=request_id(),
         )
+        try:
+            return dialect.respond(problem)
+        except Exception:  # a dialect's bug must not turn a 4xx into a 500
+            log.exception("dialect %s could not shape a %s error", dialect.name, status)
     body = {
         "error": {
             "code": code or CODE_BY_STATUS.get(status, "ERROR"),

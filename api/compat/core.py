@@ -155,7 +155,13 @@ class Dialect:
             api.register_blueprint(self.blueprint, url_prefix=url_prefix, name=name)
             names.append(name)
         if self.root_prefixes:
-            self._check_root_routes(api.app if hasattr(api, "app") else api._app)
+            self._check_root_routes(api._app)
+        # One tag for the dialect in the document's tag list (flask-smorest adds one per
+        # registration name, which no operation of ours uses).
+        tags = [t for t in api.spec._tags if t.get("name") not in names]
+        if not any(t.get("name") == self.tag for t in tags):
+            tags.append({"name": self.tag, "description": self.description})
+        api.spec._tags[:] = tags
         registry.register(self, blueprint_names=names, prefixes=self.prefixes())
 
     def _check_root_routes(self, app: Any) -> None:

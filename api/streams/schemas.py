@@ -223,8 +223,14 @@ class TaskSSE:
 class BuildFrames:
     """Seed 004's frames for ``/api/ws/build/{id}`` and ``/api/ws/analysis/{id}``."""
 
-    def __init__(self, job_id: str, what: str, status_word: Callable[[str], str] = str) -> None:
-        self.job_id, self.what, self.word = job_id, what, status_word
+    def __init__(
+        self,
+        job_id: str,
+        what: str,
+        status_word: Callable[[str], str] = str,
+        results: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+    ) -> None:
+        self.job_id, self.what, self.word, self.results = job_id, what, status_word, results
         self.status = "queued"
         self.current_step: str | None = None
         self.files = 0
@@ -271,7 +277,7 @@ class BuildFrames:
             job = item.detail.job
             if job.status == "completed":
                 frame = {"type": "completion", "task_id": self.job_id, "status": "completed",
-                         "timestamp": timestamp, "results": job.result or {}, "progress": 100}  # fmt: skip
+                         "timestamp": timestamp, "results": self.results(job.result or {}), "progress": 100}  # fmt: skip
             else:
                 frame = {"type": "error", "task_id": self.job_id, "status": self.word(job.status),
                          "timestamp": timestamp, "error": job.error or f"The {self.what} was {job.status}"}  # fmt: skip

@@ -38,6 +38,7 @@ from flask_socketio import SocketIO, emit, join_room, leave_room
 
 from api.compat.phase2 import DIALECT as PHASE2_DIALECT
 from api.compat.phase2 import STATUS_WORDS as PHASE2
+from api.compat.phase2 import present_results as phase2_results
 from api.security import principal_from_token, sessions
 from api.streams.schemas import BuildFrames, ws_event_frame
 from baton.settings import get_settings
@@ -85,7 +86,12 @@ def _follow_build(ws: Any, job_id: uuid.UUID, kind: JobKind, what: str) -> None:
     except DomainError as exc:
         ws.close(CLOSE_POLICY, exc.message)
         return
-    frames = BuildFrames(str(job_id), what, status_word=PHASE2.word)
+    frames = BuildFrames(
+        str(job_id),
+        what,
+        status_word=PHASE2.word,
+        results=phase2_results,  # type: ignore[arg-type]
+    )
     items = iter(stream)
     try:
         ws.send(frames.connected(_now()))

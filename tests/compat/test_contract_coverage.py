@@ -28,3 +28,19 @@ def test_every_dialect_has_examples_and_every_route_one(app):
             covered = covered_endpoints(app, url_prefix, examples)
             uncovered += sorted(served - covered)
     assert uncovered == [], f"dialect routes without a contract example: {uncovered}"
+
+
+def test_each_dialect_has_one_tag_in_the_openapi_document(client):
+    document = client.get("/api/v1/openapi.json").get_json()
+    tags = [t["name"] for t in document["tags"]]
+    for dialect in registry.all_dialects():
+        assert tags.count(dialect.tag) == 1
+        assert not {name for _, name in dialect.mounts()} & set(tags)
+        operations = [
+            op
+            for path, item in document["paths"].items()
+            if path.startswith(dialect.base + "/")
+            for method, op in item.items()
+            if method != "parameters"
+        ]
+        assert operations and all(op["tags"] == [dialect.tag] for op in operations)

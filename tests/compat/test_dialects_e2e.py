@@ -76,11 +76,12 @@ def test_phase2_build_and_analysis_end_to_end(client, stream_server, database_ur
     assert progress and {f["status"] for f in progress} <= {"initializing", "running"}
     assert all(isinstance(f["progress"], int) for f in progress if f.get("progress") is not None)
     assert frames[-1]["type"] == "completion" and frames[-1]["status"] == "completed"
-    assert frames[-1]["results"]["components"]
+    assert frames[-1]["results"]["generated_files"] == ["models", "routes"]
 
     status = client.get(f"/api/build/{task_id}", headers=headers).get_json()
     assert status["status"] == "completed" and status["progress"] == 100
-    assert status["created_by"] == user["username"] and status["results"]["components"]
+    assert status["created_by"] == user["username"]
+    assert status["results"]["generated_files"] == ["models", "routes"]
     history = client.get("/api/build/?limit=10&offset=0", headers=headers).get_json()
     assert [b["task_id"] for b in history["builds"]] == [task_id]
     canonical = client.get(f"/api/v1/jobs/{task_id}", headers=headers).get_json()

@@ -41,6 +41,14 @@ PERMISSION_WORDS = {
 }
 
 
+def present_results(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A build's result with the document's ``generated_files`` (its components)."""
+    if not result or "components" not in result:
+        return result
+    files = [c.get("component") for c in result.get("components") or [] if isinstance(c, dict)]
+    return {"generated_files": files, **result}
+
+
 class Phase2ErrorSchema(Schema):
     """Seed 004's error format."""
 

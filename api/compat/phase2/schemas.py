@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, pre_dump
 
 from api.compat.core import page_meta
-from api.compat.phase2 import STATUS_WORDS
+from api.compat.phase2 import STATUS_WORDS, present_results
 from orchestration.jobs import JobDetail
 
 STATUS = fields.String(metadata={"enum": STATUS_WORDS.enum()})
@@ -108,7 +108,7 @@ def present_build(detail: JobDetail) -> dict[str, Any]:
         "created_at": job.created_at,
         "created_by": username(detail),
         "goal": inp.get("goal"),
-        "results": job.result,
+        "results": present_results(job.result),
         "error": job.error,
     }
 

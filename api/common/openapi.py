@@ -189,9 +189,13 @@ def _document_dialect_errors(
     authenticated = operation["security"] != []
     documented = operation.setdefault("responses", {})
     wanted = dialect.documented_statuses(statuses | set(particular), authenticated=authenticated)
+    # flask-smorest's own error answers ($refs to its components): in the dialect's shape.
+    for status in [s for s, r in documented.items() if "$ref" in r and s not in wanted]:
+        documented[status] = _error_response(status, dialect.error_ref)
+        documented[status]["description"] = "An error."
     for status in sorted(wanted):
-        if status in documented:  # a success or alternative answer the view declared
-            continue
+        if status in documented and "$ref" not in documented[status]:
+            continue  # an answer the view declared itself (a 503 probe, a 202)
         response = _error_response(status, dialect.error_ref)
         why = particular.get(status)
         if why:

@@ -109,3 +109,64 @@ def test_log_in_create_converse_and_read_the_results(live_client, credentials):
     again = wait_reply(client, url, h)
     assert "After the pause" in again["messages"][-1]["content"]
     assert len(again["messages"]) == 4
+
+
+@pytest.fixture(scope="module")
+def stream_server(database_url):
+    from tests.test_streams_e2e import StreamServer
+
+    server = StreamServer().start()
+    yield server
+    server.stop()
+
+
+def test_the_dialects_token_streams_the_reply_over_socketio(
+    stream_server, live_client, credentials
+):
+    """The document's Socket.IO at /socket.io: a dialect login joins the conversation
+    and sees the message sent through the dialect's REST and the agent's reply."""
+    import socketio
+
+    client = live_client
+    token = client.post(
+        f"{BASE}/auth/login",
+        json={"username": credentials["username"], "password": factories.DEFAULT_PASSWORD},
+    ).get_json()["access_token"]
+    h = {"Authorization": f"Bearer {token}"}
+    project = client.post(f"{BASE}/projects", json={"name": "Live"}, headers=h).get_json()
+    agent = client.post(
+        f"{BASE}/projects/{project['id']}/agents",
+        json={"name": "Coder", "type": "coder", "model_config": {"model": "sim/slow-stream"}},
+        headers=h,
+    ).get_json()
+    conversation = client.post(
+        f"{BASE}/projects/{project['id']}/conversations",
+        json={"agent_ids": [agent["id"]]},
+        headers=h,
+    ).get_json()
+    received: list[tuple[str, dict]] = []
+    sio = socketio.Client(reconnection=False)
+    for event in ("message", "agent_typing", "error"):
+        sio.on(event, lambda data, event=event: received.append((event, data)))
+    sio.connect(stream_server.url, auth={"token": token}, transports=["websocket"], wait_timeout=20)
+    try:
+        sio.emit("join_conversation", {"conversation_id": conversation["id"]})
+        time.sleep(0.5)
+        url = f"{BASE}/projects/{project['id']}/conversations/{conversation['id']}/messages"
+        assert client.post(url, json={"content": "Stream it"}, headers=h).status_code == 201
+        deadline = time.monotonic() + 90
+        done: list[dict] = []
+        while time.monotonic() < deadline and not done:
+            done = [
+                d for k, d in received
+                if k == "message" and d.get("author_type") == "agent"
+                and d.get("status") == "completed"
+            ]  # fmt: skip
+            time.sleep(0.1)
+        assert done, received
+        # Baton's Socket.IO message event (api/streams, shared with the webhooks) names the
+        # agent by ``agent_id``; the REST object nests ``agent`` (docs/dialects-command-center.md).
+        assert "Stream it" in done[0]["content"] and done[0]["agent_id"] == agent["id"]
+        assert not [d for k, d in received if k == "error"]
+    finally:
+        sio.disconnect()

@@ -161,10 +161,10 @@ def test_another_organizations_ids_are_the_documents_not_found(client, db, acme)
         ("/orchestrate", {"json": {"topic": "x", "settings": {"ai_model": "nope/nothing"}}},
          422, "VALIDATION_ERROR", None),
         ("/orchestrate", {"json": {"topic": "o\u0000k"}}, 422, "VALIDATION_ERROR", None),
-        ("/orchestrate", {"data": "topic=x", "content_type": "text/plain"}, 400,
+        ("/orchestrate", {"data": "topic=x", "content_type": "text/plain"}, 415,
          "VALIDATION_ERROR", None),
         ("/orchestrate", {"data": b"{" + b" " * 3_000_000 + b"}",
-                          "content_type": "application/json"}, 400, "VALIDATION_ERROR", None),
+                          "content_type": "application/json"}, 413, "VALIDATION_ERROR", None),
         ("/projects", {"json": {"name": "x", "github_repo": "a/b"}}, 422, "VALIDATION_ERROR",
          "github_repo"),
         ("/projects", {"json": {"name": "x", "priority": "whenever"}}, 422, "VALIDATION_ERROR",
@@ -192,7 +192,7 @@ def test_bad_queries_auth_and_unknown_paths(client, acme):
         )
     _error(client.get(f"{BASE}/analytics/usage?granularity=year", headers=headers), 422,
            "VALIDATION_ERROR", "granularity")  # fmt: skip
-    _error(client.get(f"{BASE}/projects?limit=" + "1" * 5000, headers=headers), 400,
+    _error(client.get(f"{BASE}/projects?limit=" + "1" * 5000, headers=headers), 414,
            "VALIDATION_ERROR")  # fmt: skip
     _error(client.get(f"{BASE}/projects"), 401, "AUTHENTICATION_REQUIRED")
     _error(client.get(f"{BASE}/projects", headers={"Authorization": "Bearer nope"}), 401,

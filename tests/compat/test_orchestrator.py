@@ -161,10 +161,10 @@ def test_another_organizations_ids_are_the_documents_not_found(client, db, acme)
         ("/orchestrate", {"json": {"topic": "x", "settings": {"ai_model": "nope/nothing"}}},
          422, "VALIDATION_ERROR", None),
         ("/orchestrate", {"json": {"topic": "o\u0000k"}}, 422, "VALIDATION_ERROR", None),
-        ("/orchestrate", {"data": "topic=x", "content_type": "text/plain"}, 400,
+        ("/orchestrate", {"data": "topic=x", "content_type": "text/plain"}, 415,
          "VALIDATION_ERROR", None),
         ("/orchestrate", {"data": b"{" + b" " * 3_000_000 + b"}",
-                          "content_type": "application/json"}, 400, "VALIDATION_ERROR", None),
+                          "content_type": "application/json"}, 413, "VALIDATION_ERROR", None),
         ("/projects", {"json": {"name": "x", "github_repo": "a/b"}}, 422, "VALIDATION_ERROR",
          "github_repo"),
         ("/projects", {"json": {"name": "x", "priority": "whenever"}}, 422, "VALIDATION_ERROR",
@@ -192,7 +192,7 @@ def test_bad_queries_auth_and_unknown_paths(client, acme):
         )
     _error(client.get(f"{BASE}/analytics/usage?granularity=year", headers=headers), 422,
            "VALIDATION_ERROR", "granularity")  # fmt: skip
-    _error(client.get(f"{BASE}/projects?limit=" + "1" * 5000, headers=headers), 400,
+    _error(client.get(f"{BASE}/projects?limit=" + "1" * 5000, headers=headers), 414,
            "VALIDATION_ERROR")  # fmt: skip
     _error(client.get(f"{BASE}/projects"), 401, "AUTHENTICATION_REQUIRED")
     _error(client.get(f"{BASE}/projects", headers={"Authorization": "Bearer nope"}), 401,
@@ -349,7 +349,8 @@ def test_orchestrate_runs_to_completion_with_per_phase_results(live_client, data
     assert usage["api_usage"][0]["tokens"] == sum(p["token_usage"]["total_tokens"] for p in phases)
     again = live_client.post(f"{url}/cancel", headers=headers)
     _error(again, 409, "CONFLICT")
-    # A second run's phases are now estimated from this one's (milliseconds: "1 second").
+    # A second run's phases are now estimated from this one's (milliseconds, not the
+    # default minute).
     second = live_client.post(
         f"{BASE}/orchestrate",
         json={
@@ -359,6 +360,6 @@ def test_orchestrate_runs_to_completion_with_per_phase_results(live_client, data
         },
         headers=headers,
     ).get_json()
-    assert second["phases"][0]["estimated_duration"] == "1 second"
+    assert second["phases"][0]["estimated_duration"].endswith(("second", "seconds"))
     wait_for(live_client, f"{BASE}/orchestration/{second['run_id']}", headers,
              lambda b: b["run"]["status"] in TERMINAL, 90)  # fmt: skip

@@ -3,7 +3,8 @@
 Its errors nest like Baton's (``{"error": {code, message, details, request_id,
 timestamp}}``) with the document's codes and statuses: ``INSUFFICIENT_PERMISSIONS`` for a
 403, ``QUOTA_EXCEEDED`` (429) for a spent budget limit as for the monthly API quota, and
-only the statuses its section 3.2 lists (a 413/414/415 is a 400, a 405 a 404). See
+the statuses its section 3.2 lists (a 405 is a 404; the edge's 413/414/415 stay, coded
+``VALIDATION_ERROR``). See
 docs/dialects-orchestrator.md for every choice where the document is silent.
 """
 
@@ -68,7 +69,9 @@ class Orchestrator(Dialect):
     tag = "Dialect: seed 003 AI Orchestrator"
     description = "Seed 003 (AI Orchestrator Platform API) exactly as documented."
     base = "/compat/orchestrator/v1"
-    status_map: ClassVar[dict[int, int]] = {402: 429, 405: 404, 413: 400, 414: 400, 415: 400}
+    # 413, 414 and 415 keep their HTTP statuses (as in every dialect and the canonical API:
+    # the edge answers them before any route), with the document's VALIDATION_ERROR code.
+    status_map: ClassVar[dict[int, int]] = {402: 429, 405: 404}
     error_schema = OrchestratorErrorSchema
 
     def error_body(self, problem: Problem) -> dict[str, Any]:

@@ -231,6 +231,7 @@ class Orchestrate(MethodView):
     @requires("job:create")
     @blp.arguments(OrchestratorOrchestrateSchema)
     @blp.response(201, OrchestratorStartedSchema)
+    @answers(404, "project_id or template_id names no project or template of the organization.")
     @job_submission
     def post(self, data: dict[str, Any]):
         """Start a run (201, ``started``): phases from custom_phases, a template, or the

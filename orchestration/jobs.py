@@ -6,6 +6,8 @@ Commands own one transaction and enqueue only after it commits; queries read Pos
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from models import (
     Project,
     Template,
     User,
+    utcnow,
 )
 from models.db import transaction
 from orchestration import budget, canvas, integrations, model_catalog
@@ -143,6 +146,7 @@ def _validate_models(
     submission: JobSubmission,
     agent: Agent | None,
     org: Organization | None,
+    organization_id: uuid.UUID,
 ) -> None:
     """An unknown provider or model, or a model with no price, is a 422 now, not a failed
     job later; the organization's own providers (integrations) count.
@@ -153,9 +157,7 @@ def _validate_models(
     try:
         _check_models(model_catalog.operator_catalog(), plans, submission, agent, org)
     except ValidationFailed:
-        if org is None:
-            raise
-        catalog = integrations.catalog_for(session, organization_id=org.id)
+        catalog = integrations.catalog_for(session, organization_id=organization_id)
         _check_models(catalog, plans, submission, agent, org)
 
 
@@ -188,6 +190,10 @@ def _check_models(
             if name not in seen:
                 seen.add(name)
                 catalog.price_for(catalog.resolve(name, providers))
+
+
+def _names_model(settings: dict[str, Any]) -> bool:
+    return bool(settings.get("model") or settings.get("ai_model"))
 
 
 def _plan_rows(job: Job, plans: list[PhasePlan]) -> tuple[list[JobPhase], list[JobStep]]:
@@ -274,14 +280,20 @@ def _create_job(
 ) -> tuple[Job, list[JobPhase], list[JobStep]]:
     project = _owned(session, Project, submission.project_id, principal, "project_id")
     agent = _owned(session, Agent, submission.agent_id, principal, "agent_id")
-    org = session.get(Organization, principal.organization_id)
+    # The organization's row only matters when the job does not name its model (its
+    # ``default_ai_model`` is the last choice before the deployment's).
+    org = (
+        None
+        if _names_model(submission.settings)
+        else session.get(Organization, principal.organization_id)
+    )
     phase_names = submission.custom_phases
     template = None
     if not phase_names and submission.template_id:
         template, phase_names = _template_phases(session, submission.template_id, principal)
         template.usage_count = (template.usage_count or 0) + 1
     plans = plan_for(submission.kind, submission.input, phase_names)
-    _validate_models(session, plans, submission, agent, org)
+    _validate_models(session, plans, submission, agent, org, principal.organization_id)
     # A job that names only its agent belongs to the agent's project: that project's
     # budget limits apply to it and its ledger rows count there (issue 8). Naming another
     # project would dodge the agent's project's limits: refused.
@@ -296,6 +308,7 @@ def _create_job(
             f"Budget limit '{spent.name}' ({spent.amount_usd} USD {spent.period}) is already spent",
             [{"limit_id": str(spent.id), "scope_type": spent.scope_type, "period": spent.period}],
         )
+    now = utcnow()
     job = Job(
         id=uuid.uuid4(),
         organization_id=principal.organization_id,
@@ -311,6 +324,8 @@ def _create_job(
         settings=submission.settings,
         idempotency_key=submission.idempotency_key,
         queue=canvas.queue_for(submission.priority),
+        created_at=now,
+        updated_at=now,
     )
     phases, steps = _plan_rows(job, plans)
     job.total_steps = len(steps)
@@ -319,16 +334,65 @@ def _create_job(
         job_id=job.id,
         seq=1,
         type="job.queued",
+        created_at=now,
         data={
             "status": JobStatus.QUEUED.value,
             "phases": [p.name for p in phases],
             "total_steps": len(steps),
         },
     )
-    # One flush: the unit of work orders the inserts by foreign key and batches each table.
-    session.add_all([job, *phases, *steps, first_event])
-    session.flush()
+    _insert_new_rows(session, [[job], phases, steps, [first_event]])
     return job, phases, steps
+
+
+def _insert_new_rows(session: Session, tables: list[list[Any]]) -> None:
+    """INSERT new rows of several tables, parents first, without the unit of work (its
+    bookkeeping cost more than the statements).
+
+    On PostgreSQL it is ONE statement whatever the row counts: each table's rows travel
+    as one JSON array expanded by ``jsonb_populate_recordset``, each table but the last in
+    a data-modifying CTE (foreign keys are checked at the statement's end); its text
+    depends only on the tables and columns, so it is built once. Elsewhere (SQLite) one
+    executemany per table. The objects stay transient (nothing reads them back); a column
+    left unset takes its Python default here, so each table's rows set the same columns.
+    """
+    batches = []
+    for rows in filter(None, tables):
+        table = type(rows[0]).__table__
+        batches.append((table, [_column_values(row, table) for row in rows]))
+    if session.get_bind().dialect.name != "postgresql":
+        for table, values in batches:
+            session.execute(table.insert(), values)
+        return
+    shape = tuple((table.name, tuple(sorted(values[0]))) for table, values in batches)
+    params = {f"rows_{i}": json.dumps(values, default=str) for i, (_, values) in enumerate(batches)}
+    session.execute(_insert_statement(shape), params)
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> sa.TextClause:
+    parts = []
+    for i, (table, columns) in enumerate(shape):
+        names = ", ".join(columns)
+        parts.append(
+            f"INSERT INTO {table} ({names}) SELECT {names} "
+            f"FROM jsonb_populate_recordset(NULL::{table}, CAST(:rows_{i} AS jsonb))"
+        )
+    *parents, last = parts
+    ctes = ", ".join(f"new_rows_{i} AS ({part})" for i, part in enumerate(parents))
+    return sa.text(f"WITH {ctes} {last}" if ctes else last)
+
+
+def _column_values(row: Any, table: sa.Table) -> dict[str, Any]:
+    values = {key: value for key, value in vars(row).items() if key in table.c}
+    for column in table.c:
+        default = column.default
+        if column.key not in values and default is not None and not default.is_sequence:
+            values[column.key] = default.arg(None) if default.is_callable else default.arg
+    return values
+
+
+# -- commands (continued) ------------------------------------------------------------------
 
 
 def cancel_job(

@@ -78,6 +78,16 @@ class JobDetail:
     events: list[JobEvent]
     created_by: User | None = None
     project: Project | None = None
+    # With a HistoryPage: the ``after`` of the next page, None when this one is the last.
+    history_next: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """A page of a job's events: those numbered after ``after``, at most ``limit``."""
+
+    after: int = 0
+    limit: int = 100
 
 
 # -- helpers (session in, never commit) -------------------------------------------------
@@ -491,7 +501,7 @@ def _get_job(
     return job
 
 
-def _detail(session: Session, job: Job) -> JobDetail:
+def _detail(session: Session, job: Job, history: HistoryPage | None = None) -> JobDetail:
     phases = list(
         session.scalars(
             sa.select(JobPhase).where(JobPhase.job_id == job.id).order_by(JobPhase.position)
@@ -502,13 +512,20 @@ def _detail(session: Session, job: Job) -> JobDetail:
             sa.select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.position)
         )
     )
-    events = list(
-        session.scalars(sa.select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.seq))
-    )
+    events_query = sa.select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.seq)
+    if history is not None:
+        # One more than asked: whether a next page exists, without a count.
+        events_query = events_query.where(JobEvent.seq > history.after).limit(history.limit + 1)
+    events = list(session.scalars(events_query))
+    history_next = None
+    if history is not None and len(events) > history.limit:
+        events = events[: history.limit]
+        history_next = events[-1].seq
     return JobDetail(
         job=job, phases=phases, steps=steps, events=events,
         created_by=session.get(User, job.created_by_id) if job.created_by_id else None,
         project=session.get(Project, job.project_id) if job.project_id else None,
+        history_next=history_next,
     )  # fmt: skip
 
 
@@ -530,9 +547,12 @@ def get_job(
     principal: Principal,
     job_id: uuid.UUID,
     kind: JobKind | None = None,
+    history: HistoryPage | None = None,
 ) -> JobDetail:
+    """The job with its phases and steps, and its events: all of them, or with
+    ``history`` one page of them."""
     with transaction(sessions) as session:
-        return _detail(session, _get_job(session, principal, job_id, kind))
+        return _detail(session, _get_job(session, principal, job_id, kind), history)
 
 
 SORTABLE = {

@@ -102,16 +102,6 @@ def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Sign
     return chain(*parts)
 
 
-def never_wait_for_results() -> None:
-    """A process that only sends (the API: it reads job state from PostgreSQL, never a
-    Celery result) skips the Redis result backend's per-send subscription to the task's
-    result channel (a round trip, and another to leave it). ``AsyncResult.get()`` then
-    refuses to block in this process, as it does inside a task."""
-    from celery._state import _set_task_join_will_block
-
-    _set_task_join_will_block(True)
-
-
 def bound_broker_waits() -> None:
     """A process that answers clients (the API) gives up on a broker that does not answer
     (down, paused) after about BATON_BROKER_TIMEOUT_SECONDS per attempt. Call it before the

@@ -34,22 +34,25 @@ from models import (
     utcnow,
 )
 from models.db import transaction
-from orchestration import budget, canvas, integrations, model_catalog
+from orchestration import budget, canvas, model_routing
 from orchestration.errors import (
     BudgetExceeded,
     Conflict,
     DomainError,
     Forbidden,
     NotFound,
-    ValidationFailed,
     field_error,
 )
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
+from orchestration.ownership import get_owned
 from orchestration.plans import PhasePlan, plan_for
 from orchestration.principal import Principal
 from orchestration.state import cancel_open_steps, transition_job
 
 log = logging.getLogger(__name__)
+
+# workers/engine.py imports it from here; its home is orchestration/model_routing.py.
+resolve_step_model = model_routing.resolve_step_model
 
 
 class ServiceUnavailable(DomainError):
@@ -93,21 +96,6 @@ class HistoryPage:
 # -- helpers (session in, never commit) -------------------------------------------------
 
 
-def _owned(
-    session: Session, model: type, row_id: uuid.UUID | None, principal: Principal, field_name: str
-):  # type: ignore[no-untyped-def]
-    """Another organization's id is indistinguishable from a missing one: 404."""
-    if row_id is None:
-        return None
-    row = session.get(model, row_id)
-    if row is None or row.organization_id != principal.organization_id:
-        raise NotFound(
-            f"{field_name.removesuffix('_id')} {row_id} not found",
-            [{"field": field_name, "message": "not found"}],
-        )
-    return row
-
-
 def _template_phases(
     session: Session, template_id: uuid.UUID, principal: Principal
 ) -> tuple[Template, list[str]]:
@@ -123,87 +111,6 @@ def _template_phases(
     if not phases:
         raise field_error("template_id", "the template defines no phases")
     return template, [str(p) for p in phases]
-
-
-def resolve_step_model(
-    *,
-    job_settings: dict[str, Any],
-    agent: Agent | None,
-    organization: Organization | None,
-    task_type: str,
-    catalog: model_catalog.Catalog | None = None,
-) -> str:
-    """The job's settings, else the agent's ``model_preferences`` for the step's task type
-    (or its ``default`` entry), else the agent's ``model_config.model``, else the
-    organization's ``default_ai_model``, else the deployment's default model."""
-    config = (agent.config or {}) if agent else {}
-    preferences = config.get("model_preferences") or {}
-    for candidate in (
-        job_settings.get("model") or job_settings.get("ai_model"),
-        preferences.get(task_type),
-        preferences.get("default"),
-        (config.get("model_config") or {}).get("model"),
-        ((organization.settings or {}).get("default_ai_model")) if organization else None,
-    ):
-        if candidate:
-            return candidate
-    return (catalog or model_catalog.operator_catalog()).default_model()
-
-
-def _validate_models(
-    session: Session,
-    plans: list[PhasePlan],
-    submission: JobSubmission,
-    agent: Agent | None,
-    org: Organization | None,
-    organization_id: uuid.UUID,
-) -> None:
-    """An unknown provider or model, or a model with no price, is a 422 now, not a failed
-    job later; the organization's own providers (integrations) count.
-
-    The operator's catalog is tried first: the organization's integrations only add
-    providers, so when every name is found there the answer is the same, without a query.
-    """
-    try:
-        _check_models(model_catalog.operator_catalog(), plans, submission, agent, org)
-    except ValidationFailed:
-        catalog = integrations.catalog_for(session, organization_id=organization_id)
-        _check_models(catalog, plans, submission, agent, org)
-
-
-def _check_models(
-    catalog: model_catalog.Catalog,
-    plans: list[PhasePlan],
-    submission: JobSubmission,
-    agent: Agent | None,
-    org: Organization | None,
-) -> None:
-    config = (agent.config or {}) if agent else {}
-    providers = list(config.get("providers") or [])
-    for name in [*providers, *(config.get("fallback_models") or {})]:
-        if name not in catalog:
-            raise field_error(
-                "agent_id", f"the agent names provider '{name}', which is not configured"
-            )
-    seen: set[str] = set()
-    for phase in plans:
-        for step in phase.steps:
-            if step.spec.get("kind") != "llm":
-                continue
-            name = resolve_step_model(
-                job_settings=submission.settings,
-                agent=agent,
-                organization=org,
-                task_type=step.spec["task_type"],
-                catalog=catalog,
-            )
-            if name not in seen:
-                seen.add(name)
-                catalog.price_for(catalog.resolve(name, providers))
-
-
-def _names_model(settings: dict[str, Any]) -> bool:
-    return bool(settings.get("model") or settings.get("ai_model"))
 
 
 def _plan_rows(job: Job, plans: list[PhasePlan]) -> tuple[list[JobPhase], list[JobStep]]:
@@ -288,13 +195,21 @@ def create_job_rows(
 def _create_job(
     session: Session, *, principal: Principal, submission: JobSubmission
 ) -> tuple[Job, list[JobPhase], list[JobStep]]:
-    project = _owned(session, Project, submission.project_id, principal, "project_id")
-    agent = _owned(session, Agent, submission.agent_id, principal, "agent_id")
+    org_id = principal.organization_id
+    project = agent = None
+    if submission.project_id:
+        project = get_owned(
+            session, Project, submission.project_id, organization_id=org_id, field="project_id"
+        )
+    if submission.agent_id:
+        agent = get_owned(
+            session, Agent, submission.agent_id, organization_id=org_id, field="agent_id"
+        )
     # The organization's row only matters when the job does not name its model (its
     # ``default_ai_model`` is the last choice before the deployment's).
     org = (
         None
-        if _names_model(submission.settings)
+        if model_routing.names_model(submission.settings)
         else session.get(Organization, principal.organization_id)
     )
     phase_names = submission.custom_phases
@@ -303,7 +218,9 @@ def _create_job(
         template, phase_names = _template_phases(session, submission.template_id, principal)
         template.usage_count = (template.usage_count or 0) + 1
     plans = plan_for(submission.kind, submission.input, phase_names)
-    _validate_models(session, plans, submission, agent, org, principal.organization_id)
+    model_routing.validate_models(
+        session, plans, submission.settings, agent, org, principal.organization_id
+    )
     # A job that names only its agent belongs to the agent's project: that project's
     # budget limits apply to it and its ledger rows count there (issue 8). Naming another
     # project would dodge the agent's project's limits: refused.
@@ -491,13 +408,10 @@ def resume_job(sessions: sessionmaker[Session], *, principal: Principal, job_id:
 def _get_job(
     session: Session, principal: Principal, job_id: uuid.UUID, kind: JobKind | None
 ) -> Job:
-    job = session.get(Job, job_id)
-    if (
-        job is None
-        or job.organization_id != principal.organization_id
-        or (kind and job.kind != kind.value)
-    ):
-        raise NotFound(f"{(kind or 'job').replace('_', ' ')} {job_id} not found")
+    what = (kind or "job").replace("_", " ")
+    job = get_owned(session, Job, job_id, organization_id=principal.organization_id, what=what)
+    if kind and job.kind != kind.value:
+        raise NotFound(f"{what} {job_id} not found")
     return job
 
 

@@ -22,12 +22,6 @@ def _home() -> Path:
     return Path(os.environ.get("BATON_HOME", Path.cwd() / ".baton")).resolve()
 
 
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 
 

@@ -17,17 +17,14 @@ from baton.settings import get_settings
 from models import TERMINAL_STATUSES, Agent, Job, JobKind
 from models.db import transaction
 from orchestration import jobs
-from orchestration.errors import NotFound
+from orchestration.ownership import get_owned
 from orchestration.principal import Principal
 
 POLL_SECONDS = 0.05
 
 
 def _agent(session: Session, principal: Principal, agent_id: uuid.UUID) -> Agent:
-    agent = session.get(Agent, agent_id)
-    if agent is None or agent.organization_id != principal.organization_id:
-        raise NotFound(f"agent {agent_id} not found")
-    return agent
+    return get_owned(session, Agent, agent_id, organization_id=principal.organization_id)
 
 
 def run_agent(

@@ -20,6 +20,7 @@ from models.db import transaction
 from orchestration import integrations, model_catalog
 from orchestration.errors import NotFound, ValidationFailed, field_error
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
+from orchestration.ownership import get_owned
 from orchestration.principal import Principal
 from orchestration.projects import owned_project
 from orchestration.reports import UsageTotals, today_usage
@@ -98,12 +99,10 @@ def check_executor(session: Session, config: dict[str, Any], organization_id: uu
 
 
 def owned_agent(session: Session, *, principal: Principal, agent_id: uuid.UUID) -> Agent:
-    agent = session.get(Agent, agent_id)
-    if agent is None or agent.organization_id != principal.organization_id:
-        raise NotFound(
-            f"Agent {agent_id} not found", [{"field": "agent_id", "message": "not found"}]
-        )
-    return agent
+    return get_owned(
+        session, Agent, agent_id, organization_id=principal.organization_id, what="Agent",
+        field="agent_id",
+    )  # fmt: skip
 
 
 def _views(session: Session, agents: list[Agent]) -> list[AgentView]:

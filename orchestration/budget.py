@@ -13,6 +13,7 @@ Nothing here commits; callers own the transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -144,6 +145,16 @@ def _create_window(
 def applicable_limits(session: Session, scope: CallScope) -> list[BudgetLimit]:
     """``global`` and ``organization`` cover all of the organization's spend; a tenant
     can only budget its own spend, so ``global`` is kept for seed 001's vocabulary."""
+    return list(
+        session.scalars(
+            sa.select(BudgetLimit)
+            .where(*_applicable(scope))
+            .order_by(BudgetLimit.id)  # a fixed order: concurrent reservers lock windows alike
+        )
+    )
+
+
+def _applicable(scope: CallScope) -> list[Any]:
     matches = [BudgetLimit.scope_type.in_([ScopeType.GLOBAL.value, ScopeType.ORGANIZATION.value])]
     for scope_type, scope_id in (
         (ScopeType.PROJECT, scope.project_id),
@@ -156,17 +167,64 @@ def applicable_limits(session: Session, scope: CallScope) -> list[BudgetLimit]:
                     BudgetLimit.scope_type == scope_type.value, BudgetLimit.scope_id == scope_id
                 )
             )
-    return list(
-        session.scalars(
-            sa.select(BudgetLimit)
-            .where(
-                BudgetLimit.organization_id == scope.organization_id,
-                BudgetLimit.is_active.is_(True),
-                BudgetLimit.deleted_at.is_(None),
-                sa.or_(*matches),
-            )
-            .order_by(BudgetLimit.id)  # a fixed order: concurrent reservers lock windows alike
+    return [
+        BudgetLimit.organization_id == scope.organization_id,
+        BudgetLimit.is_active.is_(True),
+        BudgetLimit.deleted_at.is_(None),
+        sa.or_(*matches),
+    ]
+
+
+def _limits_with_windows(
+    session: Session, scope: CallScope, now: datetime
+) -> list[tuple[BudgetLimit, uuid.UUID | None]]:
+    """Each applicable limit (in id order) with its window for ``now``, or None when that
+    window is not created yet: one query for what ``applicable_limits`` and a
+    ``current_window`` per limit would read."""
+    params: dict[str, Any] = {
+        f"start_{period.value}": window_bounds(period, now)[0] for period in Period
+    }
+    params.update(
+        (name, value)
+        for name, value in (
+            ("scope_organization", scope.organization_id),
+            ("scope_project", scope.project_id),
+            ("scope_agent", scope.agent_id),
+            ("scope_user", scope.user_id),
         )
+        if value is not None
+    )
+    query = _limits_with_windows_query(
+        scope.project_id is not None, scope.agent_id is not None, scope.user_id is not None
+    )
+    return [(limit, window_id) for limit, window_id in session.execute(query, params)]
+
+
+@functools.lru_cache(maxsize=8)
+def _limits_with_windows_query(project: bool, agent: bool, user: bool) -> sa.Select:
+    """Built once per scope shape with named parameters: building it per call cost more
+    Python than the statement's round trip."""
+    scope = CallScope(
+        sa.bindparam("scope_organization"),  # type: ignore[arg-type]
+        sa.bindparam("scope_project") if project else None,  # type: ignore[arg-type]
+        sa.bindparam("scope_agent") if agent else None,  # type: ignore[arg-type]
+        sa.bindparam("scope_user") if user else None,  # type: ignore[arg-type]
+    )
+    start_type = BudgetWindow.window_start.type
+    window_start = sa.case(
+        {p.value: sa.bindparam(f"start_{p.value}", type_=start_type) for p in Period},
+        value=BudgetLimit.period,
+    )
+    return (
+        sa.select(BudgetLimit, BudgetWindow.id)
+        .outerjoin(
+            BudgetWindow,
+            sa.and_(
+                BudgetWindow.limit_id == BudgetLimit.id, BudgetWindow.window_start == window_start
+            ),
+        )
+        .where(*_applicable(scope))
+        .order_by(BudgetLimit.id)
     )
 
 
@@ -270,33 +328,21 @@ def reserve(
     fit; the caller's transaction rolls back every hold made before the refusal.
     """
     holds: list[BudgetReservation] = []
-    expires = utcnow() + timedelta(seconds=hold_seconds)
-    for limit in applicable_limits(session, scope):
-        window = current_window(session, limit)
+    now = utcnow()
+    expires = now + timedelta(seconds=hold_seconds)
+    for limit, window_id in _limits_with_windows(session, scope, now):
         hold = BudgetReservation(
-            window_id=window.id,
+            id=uuid.uuid4(),
+            window_id=window_id or current_window(session, limit, now).id,
             call_key=call_key,
             job_id=job_id,
             amount=amount,
             status="held",
             expires_at=expires,
+            created_at=now,
         )
-        session.add(hold)
-        session.flush()
-        holds.append(hold)
-        # The window row is the hot spot: its UPDATE comes last, so its lock is held for
-        # as short a time as possible before the caller commits.
-        stmt = sa.update(BudgetWindow).where(BudgetWindow.id == window.id)
-        if limit.action_on_exceed != LimitAction.WARN:
-            stmt = stmt.where(
-                BudgetWindow.spent + BudgetWindow.reserved + amount <= limit.amount_usd
-            )
-        held = session.execute(
-            stmt.values(reserved=BudgetWindow.reserved + amount).execution_options(
-                synchronize_session=False
-            )
-        ).rowcount
-        if not held:
+        ceiling = None if limit.action_on_exceed == LimitAction.WARN else limit.amount_usd
+        if not _hold(session, hold, ceiling):
             metrics.budget_refused(paused=limit.action_on_exceed == LimitAction.PAUSE)
             if limit.action_on_exceed == LimitAction.PAUSE:
                 raise BudgetPaused(limit)
@@ -310,8 +356,55 @@ def reserve(
                     }
                 ],
             )
+        holds.append(hold)
     metrics.count_on_commit(session, metrics.BUDGET_HOLDS, outcome="held")
     return holds
+
+
+_WINDOWS = BudgetWindow.__table__
+_HOLDS = BudgetReservation.__table__
+_HOLD_COLUMNS = (
+    "id",
+    "window_id",
+    "call_key",
+    "job_id",
+    "amount",
+    "status",
+    "expires_at",
+    "created_at",
+)
+
+
+def _hold(session: Session, hold: BudgetReservation, ceiling: Decimal | None) -> bool:
+    """ONE statement: add the hold to the window's ``reserved`` when it fits under
+    ``ceiling`` (the single conditional UPDATE), and insert the hold row only if it did.
+    The hot window row is locked by this statement until the caller commits."""
+    params = {f"hold_{name}": getattr(hold, name) for name in _HOLD_COLUMNS}
+    params["ceiling"] = ceiling
+    return session.execute(_hold_statement(ceiling is not None), params).first() is not None
+
+
+@functools.lru_cache(maxsize=2)
+def _hold_statement(capped: bool) -> sa.Insert:
+    amount = sa.bindparam("hold_amount", type_=_WINDOWS.c.reserved.type)
+    update = sa.update(_WINDOWS).where(_WINDOWS.c.id == sa.bindparam("hold_window_id"))
+    if capped:
+        ceiling = sa.bindparam("ceiling", type_=_WINDOWS.c.reserved.type)
+        update = update.where(_WINDOWS.c.spent + _WINDOWS.c.reserved + amount <= ceiling)
+    held = update.values(reserved=_WINDOWS.c.reserved + amount).returning(_WINDOWS.c.id)
+    held = held.cte("held")
+    values = [
+        held.c.id
+        if name == "window_id"
+        else sa.bindparam(f"hold_{name}", type_=_HOLDS.c[name].type)
+        for name in _HOLD_COLUMNS
+    ]
+    return (
+        sa.insert(_HOLDS)
+        .from_select(list(_HOLD_COLUMNS), sa.select(*values))
+        .add_cte(held)
+        .returning(_HOLDS.c.id)
+    )
 
 
 def settle(
@@ -327,22 +420,43 @@ def settle(
     Call it last in the transaction: the window rows it updates are shared by every
     concurrent call on the same limit.
     """
-    holds = _held(session, call_key)
-    for hold in holds:
-        hold.status = "settled"
-    session.flush()
-    for hold in holds:
-        session.execute(
-            sa.update(BudgetWindow)
-            .where(BudgetWindow.id == hold.window_id)
-            .values(reserved=BudgetWindow.reserved - hold.amount, spent=BudgetWindow.spent + actual)
-            .execution_options(synchronize_session=False)
-        )
-    window_ids = [h.window_id for h in holds]
+    windows = list(session.scalars(_settle_statement(), {"key": call_key, "actual": actual}))
     if scope is not None and actual:
-        window_ids += _charge_unheld_windows(session, scope, set(window_ids), actual)
-    windows = [session.get(BudgetWindow, w, populate_existing=True) for w in window_ids]
-    return [w for w in windows if w is not None]
+        held = {w.id for w in windows}
+        for window_id in _charge_unheld_windows(session, scope, held, actual):
+            window = session.get(BudgetWindow, window_id, populate_existing=True)
+            if window is not None:
+                windows.append(window)
+    return windows
+
+
+@functools.lru_cache(maxsize=1)
+def _settle_statement() -> sa.Select:
+    """The windows charged, read back by the UPDATE's RETURNING as BudgetWindow rows."""
+    settled = _close_holds("settled")
+    actual = sa.bindparam("actual", type_=_WINDOWS.c.spent.type)
+    charge = (
+        sa.update(_WINDOWS)
+        .where(_WINDOWS.c.id == settled.c.window_id)
+        .values(reserved=_WINDOWS.c.reserved - settled.c.amount, spent=_WINDOWS.c.spent + actual)
+        .returning(*_WINDOWS.c)
+    )
+    return sa.select(BudgetWindow).from_statement(charge).execution_options(populate_existing=True)
+
+
+def _close_holds(status: str) -> Any:
+    """The open holds of the call ``:key`` marked ``status``, as a CTE of (window_id,
+    amount) for the window UPDATE that follows in the same statement. (A parameter named
+    like a column of an UPDATE's table would be taken as a SET value: ``key``.) The UPDATE's row
+    locks mean a settle and the sweep's release cannot both close one hold: the second
+    re-reads the row after the first commits, finds it closed, and skips it."""
+    return (
+        sa.update(_HOLDS)
+        .where(_HOLDS.c.call_key == sa.bindparam("key"), _HOLDS.c.status == "held")
+        .values(status=status)
+        .returning(_HOLDS.c.window_id, _HOLDS.c.amount)
+        .cte(f"{status}_holds")
+    )
 
 
 def _charge_unheld_windows(
@@ -350,18 +464,13 @@ def _charge_unheld_windows(
 ) -> list[uuid.UUID]:
     now = utcnow()
     charged = []
-    for limit in applicable_limits(session, scope):
-        start, end = window_bounds(limit.period, now)
-        window_id = session.scalar(
-            sa.select(BudgetWindow.id).where(
-                BudgetWindow.limit_id == limit.id, BudgetWindow.window_start == start
-            )
-        )
+    for limit, window_id in _limits_with_windows(session, scope, now):
         if window_id in held:
             continue
+        start, end = window_bounds(limit.period, now)
         # Created here, its ledger sum already counts this call's (uncommitted) usage row;
         # created by another transaction, that sum could not see it: add it.
-        if _create_window(session, limit, start, end):
+        if window_id is None and _create_window(session, limit, start, end):
             continue
         window_id = session.execute(
             sa.update(BudgetWindow)
@@ -383,25 +492,16 @@ def holds_of(session: Session, *, call_key: str) -> list[BudgetReservation]:
 
 
 def release(session: Session, *, call_key: str) -> None:
-    for hold in _held(session, call_key):
-        session.execute(
-            sa.update(BudgetWindow)
-            .where(BudgetWindow.id == hold.window_id)
-            .values(reserved=BudgetWindow.reserved - hold.amount)
-            .execution_options(synchronize_session=False)
-        )
-        hold.status = "released"
-    session.flush()
+    session.execute(_release_statement(), {"key": call_key})
 
 
-def _held(session: Session, call_key: str) -> list[BudgetReservation]:
-    # Row locks: a settle and the sweep cannot both release the same hold.
-    return list(
-        session.scalars(
-            sa.select(BudgetReservation)
-            .where(BudgetReservation.call_key == call_key, BudgetReservation.status == "held")
-            .with_for_update()
-        )
+@functools.lru_cache(maxsize=1)
+def _release_statement() -> sa.Update:
+    released = _close_holds("released")
+    return (
+        sa.update(_WINDOWS)
+        .where(_WINDOWS.c.id == released.c.window_id)
+        .values(reserved=_WINDOWS.c.reserved - released.c.amount)
     )
 
 

@@ -41,6 +41,7 @@ from models.db import transaction
 from orchestration import budget, canvas, jobs, live, webhooks
 from orchestration.errors import BudgetExceeded, Conflict, DomainError, NotFound, field_error
 from orchestration.listing import Page, PageRequest, paginate
+from orchestration.ownership import get_owned
 from orchestration.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,9 @@ class Posted:
 
 
 def _agent(session: Session, principal: Principal, agent_id: uuid.UUID | None) -> Agent:
-    agent = session.get(Agent, agent_id) if agent_id else None
-    if agent is None or agent.organization_id != principal.organization_id:
-        raise NotFound(
-            f"agent {agent_id} not found", [{"field": "agent_id", "message": "not found"}]
-        )
-    return agent
+    return get_owned(
+        session, Agent, agent_id, organization_id=principal.organization_id, field="agent_id"
+    )
 
 
 def owned_conversation(
@@ -88,24 +86,17 @@ def owned_conversation(
     lock: bool = False,
 ) -> Conversation:
     """The caller's conversation (under ``project_id`` when given); anything else is 404."""
-    stmt = sa.select(Conversation).where(Conversation.id == conversation_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    conversation = session.scalar(stmt)
-    if (
-        conversation is None
-        or conversation.organization_id != principal.organization_id
-        or (project_id is not None and conversation.project_id != project_id)
-    ):
+    conversation = get_owned(
+        session, Conversation, conversation_id, organization_id=principal.organization_id,
+        lock=lock,
+    )  # fmt: skip
+    if project_id is not None and conversation.project_id != project_id:
         raise NotFound(f"conversation {conversation_id} not found")
     return conversation
 
 
 def _project(session: Session, principal: Principal, project_id: uuid.UUID) -> Project:
-    project = session.get(Project, project_id)
-    if project is None or project.organization_id != principal.organization_id:
-        raise NotFound(f"project {project_id} not found")
-    return project
+    return get_owned(session, Project, project_id, organization_id=principal.organization_id)
 
 
 def _message_data(message: ConversationMessage) -> dict[str, Any]:
@@ -625,10 +616,10 @@ def get_message(
     sessions: sessionmaker[Session], *, principal: Principal, message_id: uuid.UUID
 ) -> ConversationMessage:
     with transaction(sessions) as session:
-        message = session.get(ConversationMessage, message_id)
-        if message is None or message.organization_id != principal.organization_id:
-            raise NotFound(f"message {message_id} not found")
-        return message
+        return get_owned(
+            session, ConversationMessage, message_id,
+            organization_id=principal.organization_id, what="message",
+        )  # fmt: skip
 
 
 def wait_for_reply(

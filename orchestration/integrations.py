@@ -31,9 +31,10 @@ from baton.settings import PROVIDER_NAME
 from models import Integration, utcnow
 from models.db import transaction
 from orchestration import egress, model_catalog, secrets
-from orchestration.errors import Conflict, NotFound, ValidationFailed, field_error
+from orchestration.errors import Conflict, ValidationFailed, field_error
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
 from orchestration.model_catalog import Catalog, ProviderContext, ProviderSpec
+from orchestration.ownership import get_owned
 from orchestration.principal import Principal
 
 KEY, CUSTOM, TASK_SERVER = "key", "custom", "task_server"
@@ -204,10 +205,9 @@ def _apply(row: Integration, data: dict[str, Any]) -> None:
 
 
 def _owned(session: Session, principal: Principal, integration_id: uuid.UUID) -> Integration:
-    row = session.get(Integration, integration_id)
-    if row is None or row.organization_id != principal.organization_id:
-        raise NotFound(f"integration {integration_id} not found")
-    return row
+    return get_owned(
+        session, Integration, integration_id, organization_id=principal.organization_id
+    )
 
 
 def create_integration(

@@ -6,6 +6,8 @@ Commands own one transaction and enqueue only after it commits; queries read Pos
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -29,24 +31,28 @@ from models import (
     Project,
     Template,
     User,
+    utcnow,
 )
 from models.db import transaction
-from orchestration import budget, canvas, integrations, model_catalog
+from orchestration import budget, canvas, model_routing
 from orchestration.errors import (
     BudgetExceeded,
     Conflict,
     DomainError,
     Forbidden,
     NotFound,
-    ValidationFailed,
     field_error,
 )
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
+from orchestration.ownership import get_owned
 from orchestration.plans import PhasePlan, plan_for
 from orchestration.principal import Principal
 from orchestration.state import cancel_open_steps, transition_job
 
 log = logging.getLogger(__name__)
+
+# workers/engine.py imports it from here; its home is orchestration/model_routing.py.
+resolve_step_model = model_routing.resolve_step_model
 
 
 class ServiceUnavailable(DomainError):
@@ -75,24 +81,19 @@ class JobDetail:
     events: list[JobEvent]
     created_by: User | None = None
     project: Project | None = None
+    # With a HistoryPage: the ``after`` of the next page, None when this one is the last.
+    history_next: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """A page of a job's events: those numbered after ``after``, at most ``limit``."""
+
+    after: int = 0
+    limit: int = 100
 
 
 # -- helpers (session in, never commit) -------------------------------------------------
-
-
-def _owned(
-    session: Session, model: type, row_id: uuid.UUID | None, principal: Principal, field_name: str
-):  # type: ignore[no-untyped-def]
-    """Another organization's id is indistinguishable from a missing one: 404."""
-    if row_id is None:
-        return None
-    row = session.get(model, row_id)
-    if row is None or row.organization_id != principal.organization_id:
-        raise NotFound(
-            f"{field_name.removesuffix('_id')} {row_id} not found",
-            [{"field": field_name, "message": "not found"}],
-        )
-    return row
 
 
 def _template_phases(
@@ -110,84 +111,6 @@ def _template_phases(
     if not phases:
         raise field_error("template_id", "the template defines no phases")
     return template, [str(p) for p in phases]
-
-
-def resolve_step_model(
-    *,
-    job_settings: dict[str, Any],
-    agent: Agent | None,
-    organization: Organization | None,
-    task_type: str,
-    catalog: model_catalog.Catalog | None = None,
-) -> str:
-    """The job's settings, else the agent's ``model_preferences`` for the step's task type
-    (or its ``default`` entry), else the agent's ``model_config.model``, else the
-    organization's ``default_ai_model``, else the deployment's default model."""
-    config = (agent.config or {}) if agent else {}
-    preferences = config.get("model_preferences") or {}
-    for candidate in (
-        job_settings.get("model") or job_settings.get("ai_model"),
-        preferences.get(task_type),
-        preferences.get("default"),
-        (config.get("model_config") or {}).get("model"),
-        ((organization.settings or {}).get("default_ai_model")) if organization else None,
-    ):
-        if candidate:
-            return candidate
-    return (catalog or model_catalog.operator_catalog()).default_model()
-
-
-def _validate_models(
-    session: Session,
-    plans: list[PhasePlan],
-    submission: JobSubmission,
-    agent: Agent | None,
-    org: Organization | None,
-) -> None:
-    """An unknown provider or model, or a model with no price, is a 422 now, not a failed
-    job later; the organization's own providers (integrations) count.
-
-    The operator's catalog is tried first: the organization's integrations only add
-    providers, so when every name is found there the answer is the same, without a query.
-    """
-    try:
-        _check_models(model_catalog.operator_catalog(), plans, submission, agent, org)
-    except ValidationFailed:
-        if org is None:
-            raise
-        catalog = integrations.catalog_for(session, organization_id=org.id)
-        _check_models(catalog, plans, submission, agent, org)
-
-
-def _check_models(
-    catalog: model_catalog.Catalog,
-    plans: list[PhasePlan],
-    submission: JobSubmission,
-    agent: Agent | None,
-    org: Organization | None,
-) -> None:
-    config = (agent.config or {}) if agent else {}
-    providers = list(config.get("providers") or [])
-    for name in [*providers, *(config.get("fallback_models") or {})]:
-        if name not in catalog:
-            raise field_error(
-                "agent_id", f"the agent names provider '{name}', which is not configured"
-            )
-    seen: set[str] = set()
-    for phase in plans:
-        for step in phase.steps:
-            if step.spec.get("kind") != "llm":
-                continue
-            name = resolve_step_model(
-                job_settings=submission.settings,
-                agent=agent,
-                organization=org,
-                task_type=step.spec["task_type"],
-                catalog=catalog,
-            )
-            if name not in seen:
-                seen.add(name)
-                catalog.price_for(catalog.resolve(name, providers))
 
 
 def _plan_rows(job: Job, plans: list[PhasePlan]) -> tuple[list[JobPhase], list[JobStep]]:
@@ -273,16 +196,32 @@ def create_job_rows(
 def _create_job(
     session: Session, *, principal: Principal, submission: JobSubmission
 ) -> tuple[Job, list[JobPhase], list[JobStep]]:
-    project = _owned(session, Project, submission.project_id, principal, "project_id")
-    agent = _owned(session, Agent, submission.agent_id, principal, "agent_id")
-    org = session.get(Organization, principal.organization_id)
+    org_id = principal.organization_id
+    project = agent = None
+    if submission.project_id:
+        project = get_owned(
+            session, Project, submission.project_id, organization_id=org_id, field="project_id"
+        )
+    if submission.agent_id:
+        agent = get_owned(
+            session, Agent, submission.agent_id, organization_id=org_id, field="agent_id"
+        )
+    # The organization's row only matters when the job does not name its model (its
+    # ``default_ai_model`` is the last choice before the deployment's).
+    org = (
+        None
+        if model_routing.names_model(submission.settings)
+        else session.get(Organization, principal.organization_id)
+    )
     phase_names = submission.custom_phases
     template = None
     if not phase_names and submission.template_id:
         template, phase_names = _template_phases(session, submission.template_id, principal)
         template.usage_count = (template.usage_count or 0) + 1
     plans = plan_for(submission.kind, submission.input, phase_names)
-    _validate_models(session, plans, submission, agent, org)
+    model_routing.validate_models(
+        session, plans, submission.settings, agent, org, principal.organization_id
+    )
     # A job that names only its agent belongs to the agent's project: that project's
     # budget limits apply to it and its ledger rows count there (issue 8). Naming another
     # project would dodge the agent's project's limits: refused.
@@ -297,6 +236,7 @@ def _create_job(
             f"Budget limit '{spent.name}' ({spent.amount_usd} USD {spent.period}) is already spent",
             [{"limit_id": str(spent.id), "scope_type": spent.scope_type, "period": spent.period}],
         )
+    now = utcnow()
     job = Job(
         id=uuid.uuid4(),
         organization_id=principal.organization_id,
@@ -312,6 +252,8 @@ def _create_job(
         settings=submission.settings,
         idempotency_key=submission.idempotency_key,
         queue=canvas.queue_for(submission.priority),
+        created_at=now,
+        updated_at=now,
     )
     phases, steps = _plan_rows(job, plans)
     job.total_steps = len(steps)
@@ -320,16 +262,65 @@ def _create_job(
         job_id=job.id,
         seq=1,
         type="job.queued",
+        created_at=now,
         data={
             "status": JobStatus.QUEUED.value,
             "phases": [p.name for p in phases],
             "total_steps": len(steps),
         },
     )
-    # One flush: the unit of work orders the inserts by foreign key and batches each table.
-    session.add_all([job, *phases, *steps, first_event])
-    session.flush()
+    _insert_new_rows(session, [[job], phases, steps, [first_event]])
     return job, phases, steps
+
+
+def _insert_new_rows(session: Session, tables: list[list[Any]]) -> None:
+    """INSERT new rows of several tables, parents first, without the unit of work (its
+    bookkeeping cost more than the statements).
+
+    On PostgreSQL it is ONE statement whatever the row counts: each table's rows travel
+    as one JSON array expanded by ``jsonb_populate_recordset``, each table but the last in
+    a data-modifying CTE (foreign keys are checked at the statement's end); its text
+    depends only on the tables and columns, so it is built once. Elsewhere (SQLite) one
+    executemany per table. The objects stay transient (nothing reads them back); a column
+    left unset takes its Python default here, so each table's rows set the same columns.
+    """
+    batches = []
+    for rows in filter(None, tables):
+        table = type(rows[0]).__table__
+        batches.append((table, [_column_values(row, table) for row in rows]))
+    if session.get_bind().dialect.name != "postgresql":
+        for table, values in batches:
+            session.execute(table.insert(), values)
+        return
+    shape = tuple((table.name, tuple(sorted(values[0]))) for table, values in batches)
+    params = {f"rows_{i}": json.dumps(values, default=str) for i, (_, values) in enumerate(batches)}
+    session.execute(_insert_statement(shape), params)
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> sa.TextClause:
+    parts = []
+    for i, (table, columns) in enumerate(shape):
+        names = ", ".join(columns)
+        parts.append(
+            f"INSERT INTO {table} ({names}) SELECT {names} "
+            f"FROM jsonb_populate_recordset(NULL::{table}, CAST(:rows_{i} AS jsonb))"
+        )
+    *parents, last = parts
+    ctes = ", ".join(f"new_rows_{i} AS ({part})" for i, part in enumerate(parents))
+    return sa.text(f"WITH {ctes} {last}" if ctes else last)
+
+
+def _column_values(row: Any, table: sa.Table) -> dict[str, Any]:
+    values = {key: value for key, value in vars(row).items() if key in table.c}
+    for column in table.c:
+        default = column.default
+        if column.key not in values and default is not None and not default.is_sequence:
+            values[column.key] = default.arg(None) if default.is_callable else default.arg
+    return values
+
+
+# -- commands (continued) ------------------------------------------------------------------
 
 
 def cancel_job(
@@ -418,17 +409,14 @@ def resume_job(sessions: sessionmaker[Session], *, principal: Principal, job_id:
 def _get_job(
     session: Session, principal: Principal, job_id: uuid.UUID, kind: JobKind | None
 ) -> Job:
-    job = session.get(Job, job_id)
-    if (
-        job is None
-        or job.organization_id != principal.organization_id
-        or (kind and job.kind != kind.value)
-    ):
-        raise NotFound(f"{(kind or 'job').replace('_', ' ')} {job_id} not found")
+    what = (kind or "job").replace("_", " ")
+    job = get_owned(session, Job, job_id, organization_id=principal.organization_id, what=what)
+    if kind and job.kind != kind.value:
+        raise NotFound(f"{what} {job_id} not found")
     return job
 
 
-def _detail(session: Session, job: Job) -> JobDetail:
+def _detail(session: Session, job: Job, history: HistoryPage | None = None) -> JobDetail:
     phases = list(
         session.scalars(
             sa.select(JobPhase).where(JobPhase.job_id == job.id).order_by(JobPhase.position)
@@ -439,13 +427,20 @@ def _detail(session: Session, job: Job) -> JobDetail:
             sa.select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.position)
         )
     )
-    events = list(
-        session.scalars(sa.select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.seq))
-    )
+    events_query = sa.select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.seq)
+    if history is not None:
+        # One more than asked: whether a next page exists, without a count.
+        events_query = events_query.where(JobEvent.seq > history.after).limit(history.limit + 1)
+    events = list(session.scalars(events_query))
+    history_next = None
+    if history is not None and len(events) > history.limit:
+        events = events[: history.limit]
+        history_next = events[-1].seq
     return JobDetail(
         job=job, phases=phases, steps=steps, events=events,
         created_by=session.get(User, job.created_by_id) if job.created_by_id else None,
         project=session.get(Project, job.project_id) if job.project_id else None,
+        history_next=history_next,
     )  # fmt: skip
 
 
@@ -467,9 +462,12 @@ def get_job(
     principal: Principal,
     job_id: uuid.UUID,
     kind: JobKind | None = None,
+    history: HistoryPage | None = None,
 ) -> JobDetail:
+    """The job with its phases and steps, and its events: all of them, or with
+    ``history`` one page of them."""
     with transaction(sessions) as session:
-        return _detail(session, _get_job(session, principal, job_id, kind))
+        return _detail(session, _get_job(session, principal, job_id, kind), history)
 
 
 SORTABLE = {

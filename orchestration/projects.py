@@ -13,8 +13,8 @@ from models import Job, JobKind, Project, ProjectIssue, UsageRecord, User, utcno
 from models.db import transaction
 from orchestration import conversations, jobs
 from orchestration.accounts import users_by_id
-from orchestration.errors import NotFound
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
+from orchestration.ownership import get_owned
 from orchestration.principal import Principal
 from orchestration.reports import UsageTotals, today_usage
 
@@ -73,12 +73,10 @@ def like_pattern(text: str) -> str:
 
 def owned_project(session: Session, *, principal: Principal, project_id: uuid.UUID) -> Project:
     """Another organization's project is indistinguishable from a missing one: 404."""
-    project = session.get(Project, project_id)
-    if project is None or project.organization_id != principal.organization_id:
-        raise NotFound(
-            f"Project {project_id} not found", [{"field": "project_id", "message": "not found"}]
-        )
-    return project
+    return get_owned(
+        session, Project, project_id, organization_id=principal.organization_id,
+        what="Project", field="project_id",
+    )  # fmt: skip
 
 
 def _apply(project: Project, changes: dict[str, Any]) -> None:

@@ -29,10 +29,6 @@ def _fernet(raw: str) -> MultiFernet | None:
         return None
 
 
-def encryption_configured() -> bool:
-    return _fernet(get_settings().encryption_key) is not None
-
-
 def encrypt(plaintext: str, *, field_name: str = "api_key") -> str:
     """Refuses (422 on ``field_name``) when no usable encryption key is configured."""
     raw = get_settings().encryption_key

@@ -47,8 +47,9 @@ from models import (
 )
 from models.db import transaction
 from orchestration import egress, secrets
-from orchestration.errors import NotFound, field_error
+from orchestration.errors import field_error
 from orchestration.listing import Page, PageRequest, apply_sort, paginate
+from orchestration.ownership import get_owned
 from orchestration.principal import Principal
 from orchestration.task_names import TaskName
 
@@ -617,10 +618,10 @@ class SubscriptionView:
 
 
 def _owned(session: Session, principal: Principal, webhook_id: uuid.UUID) -> WebhookSubscription:
-    row = session.get(WebhookSubscription, webhook_id)
-    if row is None or row.organization_id != principal.organization_id:
-        raise NotFound(f"webhook {webhook_id} not found")
-    return row
+    return get_owned(
+        session, WebhookSubscription, webhook_id, organization_id=principal.organization_id,
+        what="webhook",
+    )  # fmt: skip
 
 
 def _event_types(data: dict[str, Any]) -> list[str] | None:

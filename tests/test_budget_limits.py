@@ -443,3 +443,51 @@ def test_a_refused_hold_alerts_once_that_the_limit_is_reached(client, db, tenant
         with db.begin_nested():
             budget.limit_reached_alert(db, limit_id=limit["id"])
     assert alerts(db, org) == [("critical", 0.7)]  # once per window, not per refusal
+
+
+def test_a_hold_closes_once_and_a_refused_hold_leaves_no_row(client, db, tenant):
+    from models import BudgetReservation
+
+    org = tenant["org"]
+    limit = create(client, tenant["headers"], amount_usd="1", action_on_exceed="block")
+    scope = budget.CallScope(org.id)
+
+    def window() -> BudgetWindow:
+        row = db.scalar(
+            sa.select(BudgetWindow).where(BudgetWindow.limit_id == uuid.UUID(limit["id"]))
+        )
+        db.refresh(row)
+        return row
+
+    def holds(key: str) -> list[str]:
+        return [h.status for h in budget.holds_of(db, call_key=key)]
+
+    with db.begin_nested():
+        budget.reserve(
+            db, scope=scope, call_key="a", amount=Decimal("0.6"), job_id=None, hold_seconds=60
+        )
+    assert (window().reserved, holds("a")) == (Decimal("0.6"), ["held"])
+    # 0.6 held + 0.6 more would pass 1: refused, and no hold row is written for it.
+    with pytest.raises(budget.BudgetExceeded), db.begin_nested():
+        budget.reserve(
+            db, scope=scope, call_key="b", amount=Decimal("0.6"), job_id=None, hold_seconds=60
+        )
+    assert holds("b") == [] and window().reserved == Decimal("0.6")
+
+    with db.begin_nested():
+        charged = budget.settle(db, call_key="a", actual=Decimal("0.25"))
+    assert [w.id for w in charged] == [window().id] and charged[0].spent == Decimal("0.25")
+    # Settled once: a second settle (a redelivery) and a release (the sweep) change nothing.
+    with db.begin_nested():
+        assert budget.settle(db, call_key="a", actual=Decimal("0.25")) == []
+        budget.release(db, call_key="a")
+    assert (window().spent, window().reserved, holds("a")) == (Decimal("0.25"), 0, ["settled"])
+
+    with db.begin_nested():
+        budget.reserve(
+            db, scope=scope, call_key="c", amount=Decimal("0.5"), job_id=None, hold_seconds=60
+        )
+        budget.release(db, call_key="c")
+        budget.release(db, call_key="c")
+    assert (window().spent, window().reserved, holds("c")) == (Decimal("0.25"), 0, ["released"])
+    assert db.scalar(sa.select(sa.func.count()).select_from(BudgetReservation)) == 2

@@ -443,7 +443,7 @@ def test_a_malformed_baton_providers_is_refused_at_start(raw: str, problem: str)
 
 def test_routing_order() -> None:
     from models import Agent, Organization
-    from orchestration.jobs import resolve_step_model
+    from orchestration.model_routing import resolve_step_model
 
     agent = Agent(
         config={

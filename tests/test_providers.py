@@ -307,7 +307,7 @@ def test_an_echoed_key_never_leaks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setattr(providers, "_registry", {})
+    monkeypatch.setattr(providers.registry, "_registry", {})
     echo = {"error": {"message": f"Incorrect API key provided: {api_key}. Bearer {api_key}"}}
     server = fake_openai([(401, {}, echo)])
     register_provider(local_spec(server.base_url, "registered"))

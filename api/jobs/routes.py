@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from api.common.openapi import answers
 from api.common.schemas import list_envelope
 from api.jobs.schemas import (
+    JobDetailArgsSchema,
     JobListArgsSchema,
     JobListSchema,
     JobSchema,
@@ -36,10 +37,17 @@ class Jobs(MethodView):
 @blp.route("/<uuid:job_id>")
 class JobById(MethodView):
     @requires("job:read")
+    @blp.arguments(JobDetailArgsSchema, location="query")
     @blp.response(200, JobSchema)
-    def get(self, job_id: uuid.UUID):
-        """A job with its phases, steps, token usage, cost, result, error and history."""
-        return present_job(jobs.get_job(sessions(), principal=current_principal(), job_id=job_id))
+    def get(self, args, job_id: uuid.UUID):
+        """A job with its phases, steps, token usage, cost, result, error, and its history a
+        page at a time (``history_limit`` events after ``history_after``; ``history_next``
+        names the next page)."""
+        page = jobs.HistoryPage(after=args["history_after"], limit=args["history_limit"])
+        detail = jobs.get_job(
+            sessions(), principal=current_principal(), job_id=job_id, history=page
+        )
+        return present_job(detail)
 
 
 @blp.route("/<uuid:job_id>/resume")

@@ -129,10 +129,35 @@ class JobSchema(Schema):
     cost = fields.Decimal(as_string=True)
     phases = fields.List(fields.Nested(PhaseSchema))
     history = fields.List(fields.Nested(EventSchema))
+    history_next = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "More events follow (``GET /jobs/{id}`` pages its history): pass "
+            "this as ``history_after`` for the next page. Null on the last page."
+        },
+    )
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
+
+
+class JobDetailArgsSchema(Schema):
+    """``GET /jobs/{id}`` returns its history a page at a time."""
+
+    history_limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=1000),
+        metadata={"description": "At most this many events in ``history`` (1-1000)."},
+    )
+    history_after = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=2**62),
+        metadata={
+            "description": "Only events numbered (``seq``) after this one: the previous "
+            "page's ``history_next``."
+        },
+    )
 
 
 class JobSummarySchema(Schema):
@@ -275,6 +300,7 @@ def present_job(detail: JobDetail) -> dict[str, Any]:
         "cost": sum((s.cost for s in detail.steps), 0),
         "phases": present_phases(detail),
         "history": present_history(detail),
+        "history_next": detail.history_next,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "started_at": job.started_at,

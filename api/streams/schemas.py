@@ -54,7 +54,7 @@ class StreamEndSchema(JobSchema):
     """The finished job (its result, tokens and cost), without the history just sent."""
 
     class Meta:
-        exclude = ("history",)
+        exclude = ("history", "history_next")
 
 
 class TaskStreamSchema(Schema):

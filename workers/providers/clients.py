@@ -96,11 +96,3 @@ def _build(spec: ProviderSpec, key: str) -> openai.OpenAI:
         timeout=spec.timeout_seconds,
         http_client=http_client,
     )
-
-
-def reset_clients() -> None:
-    """Forget every cached client (tests; after a configuration change)."""
-    with _lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()

@@ -1,0 +1,101 @@
+"""Benchmark (not a test): job submissions per second, beside the stack's own limit.
+
+Baton's ``POST /api/v1/orchestrate`` (5 phases, ``sim`` model) under gunicorn, beside a
+bare Flask route under the same gunicorn settings that inserts one row and sends one
+Celery task (bench/baseline.py), in the same run, alternating rounds so that load from
+elsewhere on the machine falls on both. No workers run: the queues just fill, and are
+purged at the end.
+
+Needs PostgreSQL and Redis (the machine's, or BENCH_PG / BENCH_REDIS). Prints both rates
+and their ratio. Usage: ``python bench/bench_submit.py [--requests 1000] [--rounds 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import bench_engine as stack  # the same scratch database, queues and gunicorn helpers
+import httpx
+import sqlalchemy as sa
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=1000, help="per round and side")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    admin = sa.create_engine(f"{stack.PG}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{stack.DB}"'))
+    procs = []
+    try:
+        from models.migrate import upgrade
+
+        upgrade(stack.ENV["DATABASE_URL"])
+        engine = sa.create_engine(stack.ENV["DATABASE_URL"])
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE bench_rows (id uuid primary key, payload text)"))
+        engine.dispose()
+        procs.append(stack.gunicorn("api:create_app()", 18111))
+        procs.append(stack.gunicorn("baseline:baseline_app()", 18112))
+        reg = httpx.post(
+            "http://127.0.0.1:18111/api/v1/auth/register",
+            json={
+                "email": f"bench-{stack.RUN}@example.com",
+                "password": "bench-password",
+                "organization_name": "Bench",
+            },
+        )
+        reg.raise_for_status()
+        headers = {"Authorization": f"Bearer {reg.json()['access_token']}"}
+        body = {
+            "topic": "benchmark",
+            "custom_phases": ["a", "b", "c", "d", "e"],
+            "settings": {"ai_model": "sim/echo"},
+        }
+        baton_url = "http://127.0.0.1:18111/api/v1/orchestrate"
+        baseline_url = "http://127.0.0.1:18112/submit"
+        stack.hammer(baseline_url, {}, {}, 100, args.concurrency)  # warm-up
+        stack.hammer(baton_url, body, headers, 100, args.concurrency)
+        baton, baseline = [], []
+        for _ in range(args.rounds):
+            baseline.append(stack.hammer(baseline_url, {}, {}, args.requests, args.concurrency))
+            baton.append(stack.hammer(baton_url, body, headers, args.requests, args.concurrency))
+        b, r = statistics.median(baton), statistics.median(baseline)
+        print(
+            f"submissions/s   baton {b:8.1f}   baseline (insert+send) {r:8.1f}   ratio {b / r:.2f}"
+            f"   (median of {args.rounds} rounds of {args.requests}, {args.concurrency} clients)"
+        )
+        print(
+            "                rounds baton "
+            + " ".join(f"{x:.0f}" for x in baton)
+            + " / baseline "
+            + " ".join(f"{x:.0f}" for x in baseline)
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+        from baton.celery_app import app as baton_celery
+        from orchestration.canvas import all_queues
+
+        with baton_celery.connection_for_write() as conn:
+            for queue in [*all_queues(), stack.ENV["BENCH_BASELINE_QUEUE"]]:
+                conn.default_channel.queue_purge(queue)
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :d AND pid <> pg_backend_pid()"
+                ),
+                {"d": stack.DB},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{stack.DB}"'))
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,7 @@ os.environ.update(
         "BATON_HOME": tempfile.mkdtemp(prefix="baton-prof-"),
     }
 )
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import redis  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -116,27 +116,6 @@ class Counter:
         redis.Redis.execute_command = counted  # type: ignore[method-assign]
 
 
-def make_principal(sessions):  # type: ignore[no-untyped-def]
-    from models import Organization, User
-    from models.db import transaction
-    from orchestration.principal import Principal
-
-    with transaction(sessions) as s:
-        org = Organization(name="Profile", slug=f"prof-{RUN}")
-        s.add(org)
-        s.flush()
-        user = User(
-            organization_id=org.id,
-            email=f"prof-{RUN}@example.com",
-            username=f"prof_{RUN}",
-            password_hash="x",
-            role="admin",
-        )
-        s.add(user)
-        s.flush()
-        return Principal(user_id=user.id, organization_id=org.id, role="admin")
-
-
 def make_jobs(sessions, principal, count: int):  # type: ignore[no-untyped-def]
     from models import JobKind
     from models.db import transaction
@@ -185,13 +164,15 @@ def main() -> None:
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
     try:
+        from baseline import bench_principal
+
         from models.db import session_factory
         from models.migrate import upgrade
 
         upgrade(os.environ["DATABASE_URL"])
         sessions = session_factory()
         counter = Counter(sessions.kw["bind"])
-        principal = make_principal(sessions)
+        principal = bench_principal(sessions, f"prof-{RUN}")
         run_jobs(sessions, make_jobs(sessions, principal, 2))  # warm-up: imports, caches, pool
 
         plans = make_jobs(sessions, principal, args.jobs)

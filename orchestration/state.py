@@ -183,7 +183,7 @@ def set_phase_status(
 def cancel_open_steps(session: Session, *, job_id: uuid.UUID, reason: str) -> None:
     """Every open step and phase ends ``cancelled``, the ones in flight too: a call that
     returns after the cancel keeps its answer and cost on the cancelled step, and the
-    history says it came back after the stop (workers/engine.py)."""
+    history says it came back after the stop (workers/engine/)."""
     open_states = [StepStatus.PENDING.value, StepStatus.RUNNING.value]
     session.execute(
         sa.update(JobStep)

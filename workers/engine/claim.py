@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from baton.settings import get_settings
 from models import (
@@ -127,6 +128,9 @@ def claim(
             from_=[StepStatus.PENDING],
             started_at=now,
         ):
+            # What the UPDATE wrote, without a flush: the completion times the phase from it.
+            set_committed_value(phase, "status", StepStatus.RUNNING.value)
+            set_committed_value(phase, "started_at", now)
             append_event(
                 session,
                 job_id=job.id,

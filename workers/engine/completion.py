@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 import uuid
 from contextlib import nullcontext
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,13 +28,14 @@ from models.db import transaction
 from orchestration import budget, metrics
 from orchestration.state import (
     append_event,
+    append_events,
     set_phase_status,
     set_step_status,
     transition_job,
 )
 from workers import chat, ledger
 from workers.engine.core import Outcome, StepContext, through_outage
-from workers.engine.phases import complete_phase
+from workers.engine.phases import phase_completed_event
 from workers.providers import (
     CompletionResult,
     ProviderError,
@@ -79,13 +81,6 @@ def complete_step(
                 model=result.model, prompt_tokens=result.prompt_tokens,
                 completion_tokens=result.completion_tokens, cost=result.cost,
             )  # fmt: skip
-        if calls is not None:
-            calls.write_progress(session)
-            if calls.answered is not None:
-                append_event(
-                    session, job_id=job.id, type="provider.attempt",
-                    data={"phase": ctx.phase.name, "step": step.name, **calls.answered[1]},
-                )  # fmt: skip
         usage = {
             "provider": result.provider if result else None,
             "model": result.model if result else None,
@@ -96,7 +91,7 @@ def complete_step(
         if tools_used is not None:
             usage["tools_used"] = tools_used
         # A job paused meanwhile keeps the finished (and paid-for) step; a cancelled or
-        # failed one does not.
+        # failed one does not. The UPDATE returns the number of steps of the phase.
         job_running = (
             sa.select(Job.id)
             .where(
@@ -104,7 +99,13 @@ def complete_step(
             )
             .exists()
         )
-        done = session.execute(
+        others = sa.orm.aliased(JobStep)
+        phase_steps = (
+            sa.select(sa.func.count(others.id))
+            .where(others.phase_id == JobStep.phase_id)
+            .scalar_subquery()
+        )
+        siblings = session.execute(
             sa.update(JobStep)
             .where(JobStep.id == step.id, JobStep.status == StepStatus.RUNNING.value, job_running)
             .values(
@@ -115,9 +116,12 @@ def complete_step(
                 error=None,
                 **usage,
             )
+            .returning(phase_steps)
             .execution_options(synchronize_session=False)
-        ).rowcount
-        if not done:
+        ).scalar()
+        # The streamed text not yet written, then the answered attempt, before the rest.
+        events = calls.answer_events() if calls is not None else []
+        if siblings is None:
             # The job was cancelled (or failed) while the call was in flight: the answer
             # is kept on the cancelled step, its cost is in the ledger, and the history
             # says it came back after the stop.
@@ -127,15 +131,18 @@ def complete_step(
                 output=output, completed_at=now, execution_time_ms=elapsed_ms, **usage,
             )  # fmt: skip
             job_status = session.scalar(sa.select(Job.status).where(Job.id == job.id))
-            append_event(
-                session, job_id=job.id, type="step.returned_after_stop",
-                data={
-                    "phase": ctx.phase.name, "step": step.name, "job_status": job_status,
-                    "provider": usage["provider"], "model": usage["model"],
-                    "cost": str(usage["cost"]), "call_key": call_key,
-                    "recorded_in_ledger": result is not None,
-                },
+            events.append(
+                (
+                    "step.returned_after_stop",
+                    {
+                        "phase": ctx.phase.name, "step": step.name, "job_status": job_status,
+                        "provider": usage["provider"], "model": usage["model"],
+                        "cost": str(usage["cost"]), "call_key": call_key,
+                        "recorded_in_ledger": result is not None,
+                    },
+                )
             )  # fmt: skip
+            append_events(session, job_id=job.id, events=events)
             if chat.is_chat(ctx):
                 chat.reply_failed(
                     session, ctx, error=f"JOB_{str(job_status).upper()}: the reply's job stopped",
@@ -146,17 +153,10 @@ def complete_step(
                 settle(session, ctx, call_key, result.cost)
             return Outcome.STOP
         metrics.count_on_commit(session, metrics.STEPS, kind=job.kind, status="completed")
-        session.execute(
-            sa.update(JobPhase)
-            .where(JobPhase.id == step.phase_id)
-            .values(
-                prompt_tokens=JobPhase.prompt_tokens + usage["prompt_tokens"],
-                completion_tokens=JobPhase.completion_tokens + usage["completion_tokens"],
-                cost=JobPhase.cost + usage["cost"],
-            )
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(
+        phase_done = _add_to_phase(session, ctx, usage, output=output, now=now, alone=siblings == 1)
+        # The job row last but the budget's: the steps of a chord wait on it (it orders
+        # the job's events) for these two statements only.
+        progress, status = session.execute(
             sa.update(Job)
             .where(Job.id == job.id)
             .values(
@@ -170,9 +170,9 @@ def complete_step(
                 ),
                 updated_at=now,
             )
+            .returning(Job.progress, Job.status)
             .execution_options(synchronize_session=False)
-        )
-        progress = session.scalar(sa.select(Job.progress).where(Job.id == job.id))
+        ).one()
         event = {
             "phase": ctx.phase.name,
             "step": step.name,
@@ -197,19 +197,64 @@ def complete_step(
                 event["step_cost"] = str(usage["cost"])
             if tools_used is not None:
                 event["tools_used"] = tools_used
-        append_event(session, job_id=job.id, type="step.completed", data=event)
-        siblings = session.scalar(
-            sa.select(sa.func.count()).where(JobStep.phase_id == step.phase_id)
-        )
-        if siblings == 1:
-            complete_phase(session, job_id=job.id, phase_id=step.phase_id)
-        status = session.scalar(sa.select(Job.status).where(Job.id == job.id))
+        events.append(("step.completed", event))
+        if phase_done is not None:
+            events.append(phase_done)
+        append_events(session, job_id=job.id, events=events)
         if chat.is_chat(ctx):  # the reply message, and the conversation's next reply
             chat.reply_written(session, ctx, text=output, usage=usage)
         if result is not None:
             settle(session, ctx, call_key, result.cost)
     # Paused meanwhile: the chain stops here and resume sends the rest.
     return Outcome.CONTINUE if status == JobStatus.RUNNING.value else Outcome.STOP
+
+
+def _add_to_phase(
+    session: Session,
+    ctx: StepContext,
+    usage: dict[str, Any],
+    *,
+    output: str,
+    now: datetime,
+    alone: bool,
+) -> tuple[str, dict[str, Any]] | None:
+    """The step's usage added to its phase; the only step of its phase also completes it
+    in the same statement (a chord's phase is joined by ``join_phase``). Returns the
+    ``phase.completed`` event if it did."""
+    tokens = {
+        "prompt_tokens": JobPhase.prompt_tokens + usage["prompt_tokens"],
+        "completion_tokens": JobPhase.completion_tokens + usage["completion_tokens"],
+        "cost": JobPhase.cost + usage["cost"],
+    }
+    phase = ctx.phase
+    if alone:
+        started = phase.started_at
+        elapsed = int((now - started).total_seconds() * 1000) if started else None
+        done = session.execute(
+            sa.update(JobPhase)
+            .where(JobPhase.id == phase.id, JobPhase.status == StepStatus.RUNNING.value)
+            .values(
+                **tokens,
+                status=StepStatus.COMPLETED.value,
+                output=output,
+                completed_at=now,
+                execution_time_ms=elapsed,
+            )  # fmt: skip
+            .returning(JobPhase.prompt_tokens, JobPhase.completion_tokens)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+        if done is not None:
+            return phase_completed_event(
+                phase, output=output, elapsed_ms=elapsed, prompt_tokens=done[0],
+                completion_tokens=done[1],
+            )  # fmt: skip
+    session.execute(
+        sa.update(JobPhase)
+        .where(JobPhase.id == phase.id)
+        .values(**tokens)
+        .execution_options(synchronize_session=False)
+    )
+    return None
 
 
 def _already_written(session: Session, step_id: uuid.UUID, call_key: str | None) -> Outcome | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +26,29 @@ from orchestration.state import (
 from workers.engine.core import Outcome
 
 
+def phase_completed_event(
+    phase: JobPhase, *, output: str | None, elapsed_ms: int | None, prompt_tokens: int,
+    completion_tokens: int,
+) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    return (
+        "phase.completed",
+        {
+            "phase": phase.name,
+            "code": phase.code,
+            # The phase's output travels with its event: a stream prints it as it arrives.
+            "output": output,
+            "execution_time_ms": elapsed_ms,
+            "token_usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        },
+    )
+
+
 def complete_phase(session: Session, *, job_id: uuid.UUID, phase_id: uuid.UUID) -> bool:
+    """A chord's phase, once all its steps completed (its tokens are final: no refresh)."""
     phase = session.get(JobPhase, phase_id)
     steps = list(
         session.scalars(
@@ -46,24 +69,11 @@ def complete_phase(session: Session, *, job_id: uuid.UUID, phase_id: uuid.UUID) 
         output=output, completed_at=now, execution_time_ms=elapsed,
     ):  # fmt: skip
         return False
-    session.refresh(phase)
-    append_event(
-        session,
-        job_id=job_id,
-        type="phase.completed",
-        data={
-            "phase": phase.name,
-            "code": phase.code,
-            # The phase's output travels with its event: a stream prints it as it arrives.
-            "output": output,
-            "execution_time_ms": elapsed,
-            "token_usage": {
-                "prompt_tokens": phase.prompt_tokens,
-                "completion_tokens": phase.completion_tokens,
-                "total_tokens": phase.prompt_tokens + phase.completion_tokens,
-            },
-        },
-    )
+    type_, data = phase_completed_event(
+        phase, output=output, elapsed_ms=elapsed, prompt_tokens=phase.prompt_tokens,
+        completion_tokens=phase.completion_tokens,
+    )  # fmt: skip
+    append_event(session, job_id=job_id, type=type_, data=data)
     return True
 
 

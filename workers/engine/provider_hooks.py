@@ -208,24 +208,32 @@ class StepCalls(CallHooks):
 
     def write_progress(self, session: Session) -> None:
         """The streamed text not yet in the history, as one ``step.progress`` event."""
+        if event := self._progress_event():
+            append_event(session, job_id=self.ctx.job.id, type=event[0], data=event[1])
+
+    def answer_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """For the answer's transaction: the streamed text not yet in the history, then
+        the answered attempt (written with the step's other events in one statement)."""
+        events = [event] if (event := self._progress_event()) else []
+        if self.answered is not None:
+            events.append(("provider.attempt", {**self._where(), **self.answered[1]}))
+        return events
+
+    def _progress_event(self) -> tuple[str, dict[str, Any]] | None:
         progress = self.progress
         if not progress.pending or progress.attempt is None:
-            return
+            return None
         delta = "".join(progress.pending)
-        append_event(
-            session,
-            job_id=self.ctx.job.id,
-            type="step.progress",
-            data={
-                **self._where(), "attempt": progress.attempt.number,
-                "provider": progress.attempt.provider, "model": progress.attempt.model,
-                "offset": progress.written_chars, "delta": delta,
-                "output_chars": progress.written_chars + len(delta),
-            },
-        )  # fmt: skip
+        event = {
+            **self._where(), "attempt": progress.attempt.number,
+            "provider": progress.attempt.provider, "model": progress.attempt.model,
+            "offset": progress.written_chars, "delta": delta,
+            "output_chars": progress.written_chars + len(delta),
+        }  # fmt: skip
         progress.written_chars += len(delta)
         progress.pending = []
         progress.flushed_at = time.monotonic()
+        return ("step.progress", event)
 
     # -- after each attempt ------------------------------------------------------------
 

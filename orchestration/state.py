@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -101,16 +101,21 @@ def append_event(
     return seq
 
 
+class Appended(NamedTuple):
+    seqs: list[int]
+    status: str | None  # the job's, read under the row lock the numbering takes
+
+
 def append_events(
     session: Session, *, job_id: uuid.UUID, events: Sequence[tuple[str, dict[str, Any] | None]]
-) -> list[int]:
+) -> Appended:
     """Several events of one job, numbered in the order given, in one statement: one bump
     of the job's counter by their number and one multi-row insert (``append_event`` for
     one). A caller writes them last in its transaction, before the budget settlement, so
     the job row's lock (which orders a job's events for every reader) is held for as
     short a time as possible: the steps of one chord wait on it for one statement."""
-    if len(events) <= 1:
-        return [append_event(session, job_id=job_id, type=t, data=d) for t, d in events]
+    if not events:
+        return Appended([], None)
     now = utcnow()
     count = len(events)
     bump = (
@@ -161,7 +166,7 @@ def append_events(
             {"job_id": job_id, "seq": first + k, "type": t, "data": d or {}, "created_at": now,
              **live_of},
         )  # fmt: skip
-    return [first + k for k in range(count)]
+    return Appended([first + k for k in range(count)], live_of["status"])
 
 
 def transition_job(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from models import (
     JobStep,
     Organization,
     StepStatus,
+    User,
     utcnow,
 )
 from models.db import transaction
@@ -32,7 +34,7 @@ from orchestration.state import (
     transition_job,
 )
 from workers.engine.completion import fail_in
-from workers.engine.core import WORKER_ID_HOST, Outcome, StepContext, worker_id
+from workers.engine.core import WORKER_ID_HOST, FirstHold, Outcome, StepContext, worker_id
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,11 @@ def claim(
     job_id: uuid.UUID,
     step_id: uuid.UUID,
     take_over_from: str | None = None,
+    hold: Callable[[Session, StepContext], FirstHold | None] | None = None,
 ) -> StepContext | Outcome:
+    """``hold``: called last in the claim's transaction, it may make the first attempt's
+    budget hold there (workers/engine/run.py), and may raise the budget's refusal, which
+    rolls the claim back with it."""
     with transaction(sessions) as session:
         now = utcnow()
         step = _claim_pending(session, job_id=job_id, step_id=step_id, now=now)
@@ -70,7 +76,10 @@ def claim(
             )
             if isinstance(step, Outcome):
                 return step
-        return _context(session, step, now)
+        ctx = _context(session, step, now)
+        if hold is not None:
+            ctx.first_hold = hold(session, ctx)
+        return ctx
 
 
 def _claim_values(now: datetime) -> dict[str, Any]:
@@ -174,10 +183,17 @@ def _claim_other(
 def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
     """Everything the call needs, in two queries (job with organization, agent and the
     integrations' version; the job's phases), and the claim's events in one."""
-    job, organization, agent, version = session.execute(
-        sa.select(Job, Organization, Agent, integrations.version_of(Job.organization_id))
+    job, organization, agent, version, creator_active = session.execute(
+        sa.select(
+            Job,
+            Organization,
+            Agent,
+            integrations.version_of(Job.organization_id),
+            User.is_active,
+        )
         .join(Organization, Organization.id == Job.organization_id)
         .outerjoin(Agent, Agent.id == Job.agent_id)
+        .outerjoin(User, User.id == Job.created_by_id)
         .where(Job.id == step.job_id)
         .execution_options(populate_existing=True)
     ).one()
@@ -203,7 +219,9 @@ def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
              "worker": step.claimed_by},
         )
     )  # fmt: skip
-    append_events(session, job_id=job.id, events=events)
+    # The job's status as of the row lock the numbering takes (held until commit: a
+    # cancel landing now waits for this claim), for the first hold (run.py).
+    set_committed_value(job, "status", append_events(session, job_id=job.id, events=events).status)
     siblings = []
     providers = None
     if step.spec.get("kind") == "score":
@@ -222,4 +240,5 @@ def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
         previous=[(p.name, p.output or "") for p in phases if p.position < phase.position],
         siblings=siblings,
         providers=providers,
+        creator_active=creator_active is not False,
     )

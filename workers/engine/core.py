@@ -10,7 +10,8 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from decimal import Decimal
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
@@ -22,6 +23,9 @@ from models import (
     Organization,
 )
 from orchestration.model_catalog import ProviderContext
+
+if TYPE_CHECKING:
+    from workers.providers import CompletionRequest
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,9 @@ class StepContext:
     # time.monotonic() by which the step's writes must be done (before its soft limit)
     deadline: float = 0.0
     turn: int = 0  # the model turn of a tool loop (workers/tool_loop.py); 0 without tools
+    creator_active: bool = True  # the user who submitted the job (a deactivated one: no call)
+    # The first attempt's hold, made in the claim's transaction (workers/engine/run.py).
+    first_hold: FirstHold | None = None
 
     def call_key(self, number: int) -> str:
         """The ledger's and the reservation's key of the ``number``-th provider call of
@@ -85,6 +92,16 @@ class StepContext:
         if self.turn:
             return f"{self.step.id}:{self.attempt}:t{self.turn}:{number}"
         return f"{self.step.id}:{self.attempt}:{number}"
+
+
+@dataclass(frozen=True)
+class FirstHold:
+    """A hold made in the claim's transaction for the step's first attempt, with the
+    request it was priced on."""
+
+    call_key: str
+    amount: Decimal
+    request: CompletionRequest
 
 
 class StepStopped(Exception):

@@ -81,6 +81,11 @@ class StepCalls(CallHooks):
         self.charged: list[Charge] = []  # failed attempts that still cost (cut streams)
         self.answered: tuple[Attempt, dict[str, Any]] | None = None
         self.progress = _Progress()
+        # The first attempt's hold made with the claim (ctx.first_hold): used as it is
+        # if attempt 1 is on the model it was priced for, released otherwise.
+        self.first_hold = ctx.first_hold
+        if self.first_hold is not None:
+            self.held = self.first_hold.call_key
 
     def _where(self) -> dict[str, Any]:
         return {"phase": self.ctx.phase.name, "step": self.ctx.step.name}
@@ -115,9 +120,15 @@ class StepCalls(CallHooks):
             max_tokens=request.max_tokens, catalog=self.catalog,
         )  # fmt: skip
         key = ctx.call_key(attempt.number)
+        first, self.first_hold = self.first_hold, None
+        if first is not None and (first.call_key, first.amount) == (key, amount):
+            self.held = key  # held in the claim's transaction, which checked the job too
+            self.progress = _Progress(attempt=attempt)
+            return
+        release = first.call_key if first is not None else None
         stopped = through_outage(
             "reserving budget",
-            lambda again: self._reserve_or_stop(key, amount, again),
+            lambda again: self._reserve_or_stop(key, amount, again, release=release),
             deadline=ctx.deadline or time.monotonic() + self.settings.db_retry_seconds,
         )
         if stopped:
@@ -125,9 +136,13 @@ class StepCalls(CallHooks):
         self.held = key
         self.progress = _Progress(attempt=attempt)  # a new attempt streams from offset 0
 
-    def _reserve_or_stop(self, key: str, amount: Decimal, again: bool) -> bool:
+    def _reserve_or_stop(
+        self, key: str, amount: Decimal, again: bool, *, release: str | None = None
+    ) -> bool:
         ctx = self.ctx
         with transaction(self.sessions) as session:
+            if release is not None:  # the claim's hold, priced for another model
+                budget.release(session, call_key=release)
             # One query: the emergency flag, the job's status, and whether the user who
             # submitted it is still active (a deactivated user spends nothing more).
             paused_at, status, creator_active = session.execute(

@@ -10,20 +10,29 @@ import uuid
 from sqlalchemy.orm import Session, sessionmaker
 
 from baton.settings import get_settings
+from models import JobStatus
 from orchestration import budget
 from orchestration.breaker import shared_breaker
-from orchestration.errors import BudgetExceeded
+from orchestration.errors import BudgetExceeded, DomainError
 from orchestration.results import analysis_summary
 from workers import chat, external, tool_loop
 from workers.engine.claim import claim
 from workers.engine.completion import complete_step, fail_step
-from workers.engine.core import DB_UNAVAILABLE, Outcome, StepContext, StepStopped, through_outage
+from workers.engine.core import (
+    DB_UNAVAILABLE,
+    FirstHold,
+    Outcome,
+    StepContext,
+    StepStopped,
+    through_outage,
+)
 from workers.engine.prompt import build_request
 from workers.engine.provider_hooks import StepCalls, pause_for_budget
 from workers.providers import (
     ProviderError,
     complete,
 )
+from workers.providers.estimate import worst_case_cost
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +49,25 @@ def run_step(
     started = time.monotonic()
     settings = get_settings()
     deadline = started + max(settings.step_soft_time_limit - 1, 1)
-    claimed = through_outage(
-        "claiming a step",
-        lambda _: claim(sessions, job_id=job_id, step_id=step_id, take_over_from=take_over_from),
-        deadline=min(deadline, started + settings.db_retry_seconds),
-    )
+    try:
+        claimed = through_outage(
+            "claiming a step",
+            lambda _: claim(
+                sessions, job_id=job_id, step_id=step_id, take_over_from=take_over_from,
+                hold=hold_first_attempt,
+            ),
+            deadline=min(deadline, started + settings.db_retry_seconds),
+        )  # fmt: skip
+    except (BudgetExceeded, budget.BudgetPaused):
+        # The first hold did not fit and the claim rolled back with it: claimed again
+        # without it, the first attempt meets the refusal where it always did.
+        claimed = through_outage(
+            "claiming a step",
+            lambda _: claim(
+                sessions, job_id=job_id, step_id=step_id, take_over_from=take_over_from
+            ),
+            deadline=min(deadline, started + settings.db_retry_seconds),
+        )
     if not isinstance(claimed, StepContext):
         return claimed
     claimed.deadline = deadline
@@ -56,7 +79,8 @@ def run_step(
         elif external.is_external(claimed.agent):
             return external.run(sessions, claimed)  # submits, then PollLater (tasks.py)
         else:
-            request = build_request(claimed)
+            first = claimed.first_hold
+            request = first.request if first is not None else build_request(claimed)
             if chat.is_chat(claimed):  # a conversation's reply: its history is the prompt
                 request = chat.with_history(sessions, claimed, request)
             calls = StepCalls(sessions, claimed, request)
@@ -111,3 +135,47 @@ def run_step(
         ),  # fmt: skip
         deadline=deadline,
     )
+
+
+def hold_first_attempt(session: Session, ctx: StepContext) -> FirstHold | None:
+    """Last in the claim's transaction (the budget's window rows are the hottest): the
+    first attempt's hold, so a step makes no transaction of its own before its call.
+
+    Only for a plain step (no conversation history to read first, no tool loop, no task
+    server, not a score) that nothing would stop: the job still running as of the row lock
+    the claim's events took (a cancel now waits for this commit), the organization is not under emergency pause and the job's creator is
+    active (otherwise ``StepCalls.before_attempt`` stops it, as for every attempt). The
+    hold is the one ``before_attempt`` would make for attempt 1 on the request's first
+    model; if attempt 1 is on another (a provider skipped), it is released there.
+    """
+    if (
+        ctx.job.status != JobStatus.RUNNING.value
+        or ctx.step.spec.get("kind") == "score"
+        or ctx.providers is None
+        or external.is_external(ctx.agent)
+        or chat.is_chat(ctx)
+        or tool_loop.agent_tools(ctx.agent)
+        or (ctx.organization is not None and ctx.organization.emergency_paused_at is not None)
+        or not ctx.creator_active
+    ):
+        return None
+    request = build_request(ctx)
+    catalog = ctx.providers.catalog
+    try:
+        resolved = catalog.resolve(request.model or catalog.default_model(), request.providers)
+    except DomainError:
+        return None  # the call fails with its own error, holding nothing
+    amount = worst_case_cost(
+        model=resolved, providers=request.providers, messages=request.messages,
+        max_tokens=request.max_tokens, catalog=catalog,
+    )  # fmt: skip
+    key = ctx.call_key(1)
+    budget.reserve(
+        session,
+        scope=budget.CallScope.of(ctx.job),
+        call_key=key,
+        amount=amount,
+        job_id=ctx.job.id,
+        hold_seconds=get_settings().step_time_limit + 60,
+    )
+    return FirstHold(call_key=key, amount=amount, request=request)

@@ -2,13 +2,18 @@
 
 - ``baseline_app``: a bare Flask route that inserts one row and sends one Celery task.
 - ``noop``: a no-op task for a raw Celery chain of 5.
-Run by bench/bench_engine.py; not part of Baton.
+- ``celery_worker``: one worker process (Baton's or this module's), as every bench starts it.
+Run by bench/bench_engine.py and bench/bench_scale.py; not part of Baton.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 from celery import Celery
@@ -27,6 +32,47 @@ celery_app.conf.update(
 @celery_app.task(name="bench.noop")
 def noop() -> None:
     return None
+
+
+def celery_worker(
+    app: str, queues: Sequence[str], *, concurrency: int = 2, extra: Sequence[str] = ()
+) -> subprocess.Popen:
+    """``celery -A app worker`` on ``queues`` with the environment of this process (the
+    bench sets it before importing this module), its output discarded."""
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", app, "worker", "-Q", ",".join(queues),
+            "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "warning",
+            *extra,
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def bench_principal(sessions, tag: str):  # type: ignore[no-untyped-def]
+    """An organization and its admin, written directly (no API): the principal a bench
+    submits jobs as (``orchestration.jobs.create_job_rows``)."""
+    from models import Organization, User
+    from models.db import transaction
+    from orchestration.principal import Principal
+
+    with transaction(sessions) as s:
+        org = Organization(name=f"Bench {tag}", slug=f"bench-{tag}")
+        s.add(org)
+        s.flush()
+        user = User(
+            organization_id=org.id,
+            email=f"bench-{tag}@example.com",
+            username=f"bench_{tag}",
+            password_hash="x",
+            role="admin",
+        )
+        s.add(user)
+        s.flush()
+        return Principal(user_id=user.id, organization_id=org.id, role="admin")
 
 
 def baseline_app() -> Flask:

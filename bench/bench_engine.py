@@ -162,27 +162,10 @@ def main() -> None:
 
         # -- 2. per-phase overhead: one worker process each, run one after the other -------
         from baseline import celery_app as baseline_celery
-        from baseline import noop
+        from baseline import celery_worker, noop
         from celery import chain
 
-        worker = sh(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "baseline",
-                "worker",
-                "-Q",
-                ENV["BENCH_BASELINE_QUEUE"],
-                "-c",
-                "2",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "warning",
-            ]
-        )
+        worker = celery_worker("baseline", [ENV["BENCH_BASELINE_QUEUE"]])
         procs.append(worker)
         time.sleep(3)
         raw = []
@@ -197,26 +180,7 @@ def main() -> None:
         worker.wait()
         procs.clear()
 
-        procs.append(
-            sh(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers",
-                    "worker",
-                    "-Q",
-                    ",".join(all_queues()),
-                    "-c",
-                    "2",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "warning",
-                ]
-            )
-        )
+        procs.append(celery_worker("workers", all_queues()))
         procs.append(gunicorn("api:create_app()", 18101))
         time.sleep(3)
         runs = []

@@ -56,6 +56,7 @@ def _sig(
     task_id: str | None = None,
     phase: str | None = None,
     step: str | None = None,
+    keep_result: bool = False,
 ) -> Signature:
     # Flower and the worker log show ``shadow`` as the task's name and ``argsrepr`` as its
     # arguments: the job's kind, id, phase and step instead of two bare UUIDs.
@@ -72,6 +73,8 @@ def _sig(
     }
     if task_id:
         options["task_id"] = task_id
+    if keep_result:  # a chord's header: the chord counts its result (tasks ignore theirs)
+        options["ignore_result"] = False
     return app.signature(str(name), args=args, immutable=True, **options)
 
 
@@ -90,6 +93,7 @@ def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Sign
                 task_id=s.celery_task_id,
                 phase=phase.name,
                 step=s.name,
+                keep_result=len(by_phase[phase.id]) > 1,
             )
             for s in by_phase[phase.id]
         ]

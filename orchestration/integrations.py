@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from baton.settings import PROVIDER_NAME
+from baton.settings import PROVIDER_NAME, get_settings
 from models import Integration, utcnow
 from models.db import transaction
 from orchestration import egress, model_catalog, secrets
@@ -128,6 +128,45 @@ def provider_context(session: Session, *, organization_id: uuid.UUID) -> Provide
         org_scoped=frozenset(r.name for r in rows if r.encrypted_api_key or r.base_url),
         organization_id=str(organization_id),
     )
+
+
+# -- a worker's cache of provider contexts ------------------------------------------------
+
+_CACHED_ORGANIZATIONS = 256
+_contexts: dict[str, tuple[tuple[str, int], ProviderContext]] = {}
+
+
+def version_of(organization_id: Any) -> sa.ScalarSelect[str]:
+    """A fingerprint of the organization's provider integrations, cheap enough to read
+    with every step (a scalar subquery in the claim's own query): their number and their
+    latest ``updated_at`` change with every insert, update (a key, a toggle) and delete."""
+    return (
+        sa.select(
+            sa.cast(sa.func.count(Integration.id), sa.String)
+            + "/"
+            + sa.func.coalesce(sa.cast(sa.func.max(Integration.updated_at), sa.String), "")
+        )
+        .where(Integration.organization_id == organization_id, Integration.kind == PROVIDER_ROW)
+        .scalar_subquery()
+    )
+
+
+def cached_provider_context(
+    session: Session, *, organization_id: uuid.UUID, version: str
+) -> ProviderContext:
+    """``provider_context``, read and decrypted again only when the organization's
+    ``version_of`` changed (or the process's settings were reloaded). Per process: a
+    worker keeps the decrypted keys of the organizations it recently ran steps for (at
+    most a few hundred), which it holds during each of their steps anyway."""
+    key = (version, id(get_settings()))
+    cached = _contexts.get(str(organization_id))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    context = provider_context(session, organization_id=organization_id)
+    if len(_contexts) >= _CACHED_ORGANIZATIONS:
+        _contexts.pop(next(iter(_contexts)))  # the oldest entry
+    _contexts[str(organization_id)] = (key, context)
+    return context
 
 
 # -- validation ---------------------------------------------------------------------------

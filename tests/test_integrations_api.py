@@ -298,3 +298,30 @@ def test_deleting_an_organization_deletes_its_integrations(client, tenant, db):
     assert db.scalar(owned) == 1
     db.execute(sa.delete(type(tenant["org"])).where(type(tenant["org"]).id == org_id))
     assert db.scalar(owned) == 0
+
+
+def test_a_worker_reads_and_decrypts_an_organizations_keys_again_only_when_they_change(db):
+    """The step engine's per-process cache (integrations.cached_provider_context): the
+    version read with the claim changes with every insert, update and delete."""
+    from orchestration import integrations
+
+    org = factories.organization(db)
+
+    def context():
+        version = db.scalar(sa.select(integrations.version_of(org.id)))
+        return integrations.cached_provider_context(db, organization_id=org.id, version=version)
+
+    empty = context()
+    assert empty.keys == {} and context() is empty  # unchanged: the cached one
+    row = Integration(organization_id=org.id, name="openai", encrypted_api_key=secrets.encrypt(KEY))
+    db.add(row)
+    db.flush()
+    added = context()
+    assert added is not empty and added.keys == {"openai": KEY}
+    assert context() is added
+    row.encrypted_api_key = secrets.encrypt(KEY + "2")
+    db.flush()
+    assert context().keys == {"openai": KEY + "2"}
+    db.delete(row)
+    db.flush()
+    assert context().keys == {}

@@ -1,4 +1,4 @@
-"""A conversation's reply on the step engine: the hooks ``workers/engine.py`` calls for a
+"""A conversation's reply on the step engine: the hooks ``workers/engine/`` calls for a
 ``chat`` job (building the prompt, streaming tokens, writing the reply message).
 
 The logic of conversations is in ``orchestration/conversations.py``; this module only

@@ -314,7 +314,7 @@ def _failed(
             .execution_options(synchronize_session=False)
         )  # fmt: skip
         budget.release(session, call_key=state["hold_key"])
-    return engine._fail(sessions, ctx, error)
+    return engine.fail_step(sessions, ctx, error)
 
 
 def _fetch(
@@ -353,7 +353,7 @@ def _fetch(
     elapsed = (
         int((utcnow() - ctx.step.started_at).total_seconds() * 1000) if ctx.step.started_at else 0
     )
-    return engine._complete(sessions, ctx, output=output, result=result, elapsed_ms=elapsed)
+    return engine.complete_step(sessions, ctx, output=output, result=result, elapsed_ms=elapsed)
 
 
 # -- cancel ---------------------------------------------------------------------------------

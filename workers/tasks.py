@@ -54,8 +54,14 @@ def _end(task: Task, outcome: engine.Outcome, what: str) -> str:
     raise Ignore()
 
 
+# No task stores its success in the result backend (nothing reads it: the job's state is
+# in PostgreSQL) except a chord's header steps, whose results the chord counts: their
+# signatures ask for it (orchestration/canvas.py). Failures are stored (operators look).
+_NO_RESULT = {"ignore_result": True, "store_errors_even_if_ignored": True}
+
+
 # Step time limits are celeryconfig's task_time_limit/task_soft_time_limit (from settings).
-@app.task(name=TaskName.RUN_STEP, bind=True, acks_late=True)
+@app.task(name=TaskName.RUN_STEP, bind=True, acks_late=True, **_NO_RESULT)
 def run_step(
     self: Task,
     job_id: str,
@@ -90,7 +96,10 @@ def run_step(
     return _end(self, outcome, f"step {step_id} of job {job_id}")
 
 
-@app.task(name=TaskName.JOIN_PHASE, bind=True, acks_late=True, soft_time_limit=60, time_limit=90)
+@app.task(
+    name=TaskName.JOIN_PHASE, bind=True, acks_late=True, soft_time_limit=60, time_limit=90,
+    **_NO_RESULT,
+)  # fmt: skip
 def join_phase(self: Task, job_id: str, phase_id: str) -> str:
     try:
         outcome = engine.join_phase(
@@ -101,7 +110,10 @@ def join_phase(self: Task, job_id: str, phase_id: str) -> str:
     return _end(self, outcome, f"phase {phase_id} of job {job_id}")
 
 
-@app.task(name=TaskName.FINISH_JOB, bind=True, acks_late=True, soft_time_limit=60, time_limit=90)
+@app.task(
+    name=TaskName.FINISH_JOB, bind=True, acks_late=True, soft_time_limit=60, time_limit=90,
+    **_NO_RESULT,
+)  # fmt: skip
 def finish_job(self: Task, job_id: str) -> str:
     try:
         outcome = engine.finish_job(session_factory(), job_id=uuid.UUID(job_id))
@@ -110,26 +122,26 @@ def finish_job(self: Task, job_id: str) -> str:
     return _end(self, outcome, f"job {job_id}")
 
 
-@app.task(name=TaskName.REAP_STALE_JOBS, soft_time_limit=120, time_limit=180)
+@app.task(name=TaskName.REAP_STALE_JOBS, soft_time_limit=120, time_limit=180, **_NO_RESULT)
 def reap_stale_jobs() -> int:
     return recovery.requeue_stale_jobs(
         session_factory(), stall_seconds=get_settings().stall_seconds
     )
 
 
-@app.task(name=TaskName.SWEEP_RESERVATIONS, soft_time_limit=120, time_limit=180)
+@app.task(name=TaskName.SWEEP_RESERVATIONS, soft_time_limit=120, time_limit=180, **_NO_RESULT)
 def sweep_reservations() -> int:
     return recovery.release_expired_reservations(session_factory())
 
 
-@app.task(name=TaskName.PURGE_EXPIRED, soft_time_limit=120, time_limit=180)
+@app.task(name=TaskName.PURGE_EXPIRED, soft_time_limit=120, time_limit=180, **_NO_RESULT)
 def purge_expired() -> int:
     """Expired Idempotency-Keys and logged-out access tokens that have expired anyway."""
     sessions = session_factory()
     return idempotency.purge_expired(sessions) + accounts.purge_revoked_access_tokens(sessions)
 
 
-@app.task(name=TaskName.FAIL_JOB, acks_late=True, soft_time_limit=60, time_limit=90)
+@app.task(name=TaskName.FAIL_JOB, acks_late=True, soft_time_limit=60, time_limit=90, **_NO_RESULT)
 def fail_job(job_id: str) -> None:
     """No longer linked by the canvas (a delivery glitch must not fail finished work);
     kept so messages sent by an earlier version still find a task."""
@@ -140,6 +152,8 @@ def fail_job(job_id: str) -> None:
     )
 
 
-@app.task(name=TaskName.CANCEL_EXTERNAL, acks_late=True, soft_time_limit=60, time_limit=90)
+@app.task(
+    name=TaskName.CANCEL_EXTERNAL, acks_late=True, soft_time_limit=60, time_limit=90, **_NO_RESULT
+)
 def cancel_external(job_id: str, step_id: str) -> None:
     external.cancel(session_factory(), job_id=uuid.UUID(job_id), step_id=uuid.UUID(step_id))

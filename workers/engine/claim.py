@@ -1,0 +1,244 @@
+"""Claiming a step: a compare-and-set on its row, then everything the call needs
+(job, phase, earlier phases' outputs, agent, organization, provider keys)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+
+from baton.settings import get_settings
+from models import (
+    Agent,
+    Job,
+    JobPhase,
+    JobStatus,
+    JobStep,
+    Organization,
+    StepStatus,
+    User,
+    utcnow,
+)
+from models.db import transaction
+from orchestration import integrations
+from orchestration.state import (
+    append_events,
+    set_phase_status,
+    transition_job,
+)
+from workers.engine.completion import fail_in
+from workers.engine.core import WORKER_ID_HOST, FirstHold, Outcome, StepContext, worker_id
+
+log = logging.getLogger(__name__)
+
+
+def _claimer_is_dead(claimed_by: str | None) -> bool:
+    """True when the claiming process ran on this host and no longer exists (a killed
+    prefork child whose message Celery re-queued)."""
+    if not claimed_by or ":" not in claimed_by:
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if host != WORKER_ID_HOST or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim(
+    sessions: sessionmaker[Session],
+    *,
+    job_id: uuid.UUID,
+    step_id: uuid.UUID,
+    take_over_from: str | None = None,
+    hold: Callable[[Session, StepContext], FirstHold | None] | None = None,
+) -> StepContext | Outcome:
+    """``hold``: called last in the claim's transaction, it may make the first attempt's
+    budget hold there (workers/engine/run.py), and may raise the budget's refusal, which
+    rolls the claim back with it."""
+    with transaction(sessions) as session:
+        now = utcnow()
+        step = _claim_pending(session, job_id=job_id, step_id=step_id, now=now)
+        if step is None:  # not a pending step of a running job: look closer
+            step = _claim_other(
+                session, job_id=job_id, step_id=step_id, take_over_from=take_over_from, now=now
+            )
+            if isinstance(step, Outcome):
+                return step
+        ctx = _context(session, step, now)
+        if hold is not None:
+            ctx.first_hold = hold(session, ctx)
+        return ctx
+
+
+def _claim_values(now: datetime) -> dict[str, Any]:
+    return {
+        "status": StepStatus.RUNNING.value,
+        "attempts": JobStep.attempts + 1,
+        "started_at": now,
+        "lease_expires_at": now + timedelta(seconds=get_settings().step_time_limit),
+        "claimed_by": worker_id(),
+    }
+
+
+def _claim_pending(
+    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
+) -> JobStep | None:
+    """The common case in one statement: a pending step of a running job becomes this
+    delivery's, and the row comes back with it (RETURNING: nothing is read twice)."""
+    job_running = (
+        sa.select(Job.id).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).exists()
+    )
+    return session.scalars(
+        sa.update(JobStep)
+        .where(
+            JobStep.id == step_id,
+            JobStep.job_id == job_id,
+            JobStep.status == StepStatus.PENDING.value,
+            job_running,
+        )
+        .values(**_claim_values(now))
+        .returning(JobStep)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()
+
+
+def _claim_other(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    step_id: uuid.UUID,
+    take_over_from: str | None,
+    now: datetime,
+) -> JobStep | Outcome:
+    """The first step of a queued job, a redelivery, a take-over, or nothing to do."""
+    step = session.get(JobStep, step_id)
+    job = session.get(Job, job_id)
+    if step is None or job is None or step.job_id != job.id:
+        log.warning("step %s of job %s not found; dropping the message", step_id, job_id)
+        return Outcome.STOP
+    if step.status == StepStatus.COMPLETED.value:
+        return Outcome.CONTINUE  # a redelivered message: no second call, no second charge
+    if step.status != StepStatus.PENDING.value and step.status != StepStatus.RUNNING.value:
+        return Outcome.STOP
+    if job.status == JobStatus.QUEUED.value:
+        if transition_job(session, job_id=job.id, to=JobStatus.RUNNING):
+            # What the UPDATE wrote; _context's query loads the row again anyway.
+            set_committed_value(job, "status", JobStatus.RUNNING.value)
+        else:
+            session.refresh(job)
+    if job.status != JobStatus.RUNNING.value:
+        return Outcome.STOP
+    settings = get_settings()
+    # A redelivery alone does not take a running step over: the first delivery may be
+    # alive (a reaper re-send, a broker restore). Its claimer must be gone, its lease
+    # over, or it is this very delivery, retried after a database outage.
+    own_retry = take_over_from is not None and step.claimed_by == take_over_from
+    take_over = own_retry or _claimer_is_dead(step.claimed_by)
+    if (
+        step.status == StepStatus.RUNNING.value
+        and step.attempts >= settings.step_max_deliveries
+        and not own_retry  # an outage retried it: its worker did not die
+        and (take_over or (step.lease_expires_at is not None and step.lease_expires_at < now))
+    ):
+        fail_in(
+            session,
+            StepContext(job=job, step=step, phase=session.get(JobPhase, step.phase_id),
+                        attempt=step.attempts, agent=None, organization=None, previous=[],
+                        siblings=[]),
+            f"STEP_ABANDONED: started {step.attempts} times without finishing "
+            "(its worker died or hit the step's hard time limit each time)",
+        )  # fmt: skip
+        return Outcome.FAILED
+    may_take_over = sa.or_(
+        JobStep.status == StepStatus.PENDING.value,
+        sa.and_(
+            JobStep.status == StepStatus.RUNNING.value,
+            sa.or_(sa.true() if take_over else sa.false(), JobStep.lease_expires_at < now),
+        ),
+    )
+    claimed = session.scalars(
+        sa.update(JobStep)
+        .where(JobStep.id == step.id, may_take_over)
+        .values(**_claim_values(now))
+        .returning(JobStep)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()
+    if claimed is None:
+        return Outcome.STOP  # another delivery of this message is running it right now
+    return claimed
+
+
+def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
+    """Everything the call needs, in two queries (job with organization, agent and the
+    integrations' version; the job's phases), and the claim's events in one."""
+    job, organization, agent, version, creator_active = session.execute(
+        sa.select(
+            Job,
+            Organization,
+            Agent,
+            integrations.version_of(Job.organization_id),
+            User.is_active,
+        )
+        .join(Organization, Organization.id == Job.organization_id)
+        .outerjoin(Agent, Agent.id == Job.agent_id)
+        .outerjoin(User, User.id == Job.created_by_id)
+        .where(Job.id == step.job_id)
+        .execution_options(populate_existing=True)
+    ).one()
+    phases = list(
+        session.scalars(
+            sa.select(JobPhase).where(JobPhase.job_id == job.id).order_by(JobPhase.position)
+        )
+    )
+    phase = next(p for p in phases if p.id == step.phase_id)
+    events: list[tuple[str, dict[str, Any]]] = []
+    if set_phase_status(
+        session, phase_id=phase.id, to=StepStatus.RUNNING, from_=[StepStatus.PENDING],
+        started_at=now,
+    ):  # fmt: skip
+        # What the UPDATE wrote, without a flush: the completion times the phase from it.
+        set_committed_value(phase, "status", StepStatus.RUNNING.value)
+        set_committed_value(phase, "started_at", now)
+        events.append(("phase.started", {"phase": phase.name, "code": phase.code}))
+    events.append(
+        (
+            "step.started",
+            {"phase": phase.name, "step": step.name, "attempt": step.attempts,
+             "worker": step.claimed_by},
+        )
+    )  # fmt: skip
+    # The job's status as of the row lock the numbering takes (held until commit: a
+    # cancel landing now waits for this claim), for the first hold (run.py).
+    set_committed_value(job, "status", append_events(session, job_id=job.id, events=events).status)
+    siblings = []
+    providers = None
+    if step.spec.get("kind") == "score":
+        siblings = list(session.scalars(sa.select(JobStep).where(JobStep.job_id == job.id)))
+    else:
+        providers = integrations.cached_provider_context(
+            session, organization_id=job.organization_id, version=version
+        )
+    return StepContext(
+        job=job,
+        step=step,
+        phase=phase,
+        attempt=step.attempts,
+        agent=agent,
+        organization=organization,
+        previous=[(p.name, p.output or "") for p in phases if p.position < phase.position],
+        siblings=siblings,
+        providers=providers,
+        creator_active=creator_active is not False,
+    )

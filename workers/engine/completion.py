@@ -1,0 +1,379 @@
+"""A step's end: its answer, usage and progress written together (only if the job is
+still running: a cancel that landed meanwhile wins), or its failure, which fails the
+phase and the job; and the budget settlement that closes either."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import nullcontext
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from baton.settings import get_settings
+from models import (
+    Job,
+    JobPhase,
+    JobStatus,
+    JobStep,
+    StepStatus,
+    UsageRecord,
+    utcnow,
+)
+from models.db import transaction
+from orchestration import budget, metrics
+from orchestration.state import (
+    append_event,
+    append_events,
+    set_phase_status,
+    set_step_status,
+    transition_job,
+)
+from workers import chat, ledger
+from workers.engine.core import Outcome, StepContext, through_outage
+from workers.engine.phases import phase_completed_event
+from workers.providers import (
+    CompletionResult,
+    ProviderError,
+)
+
+if TYPE_CHECKING:
+    from workers.engine.provider_hooks import StepCalls
+
+
+def limit_reached(session: Session, ctx: StepContext, limit_id: str) -> None:
+    alert = budget.limit_reached_alert(session, limit_id=limit_id)
+    if alert is not None:
+        append_event(session, job_id=ctx.job.id, type="budget_alert", data=alert.data)
+
+
+def complete_step(
+    sessions: sessionmaker[Session],
+    ctx: StepContext,
+    *,
+    output: str,
+    result: CompletionResult | None,
+    elapsed_ms: int,
+    calls: StepCalls | None = None,
+    again: bool = False,
+    tools_used: list[str] | None = None,
+) -> Outcome:
+    step, job = ctx.step, ctx.job
+    now = utcnow()
+    call_key = ctx.call_key(result.attempt_number) if result else None
+    # The step's usage: the answer, plus what failed attempts cost (cut streams).
+    earlier_prompt, earlier_completion, earlier_cost = (
+        calls.charged_totals() if calls else (0, 0, Decimal(0))
+    )
+    kept = calls.keeping_progress() if calls is not None else nullcontext()
+    with kept, transaction(sessions) as session:
+        written = _already_written(session, step.id, call_key) if again else None
+        if written is not None:
+            return written
+        if result is not None:
+            # Money spent is in the ledger even if the job was cancelled meanwhile.
+            ledger.record_usage(
+                session, job=job, step=step, call_key=call_key, provider=result.provider,
+                model=result.model, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, cost=result.cost,
+            )  # fmt: skip
+        usage = {
+            "provider": result.provider if result else None,
+            "model": result.model if result else None,
+            "prompt_tokens": (result.prompt_tokens if result else 0) + earlier_prompt,
+            "completion_tokens": (result.completion_tokens if result else 0) + earlier_completion,
+            "cost": (result.cost if result else Decimal(0)) + earlier_cost,
+        }
+        if tools_used is not None:
+            usage["tools_used"] = tools_used
+        # A job paused meanwhile keeps the finished (and paid-for) step; a cancelled or
+        # failed one does not. The UPDATE returns the number of steps of the phase.
+        job_running = (
+            sa.select(Job.id)
+            .where(
+                Job.id == job.id, Job.status.in_([JobStatus.RUNNING.value, JobStatus.PAUSED.value])
+            )
+            .exists()
+        )
+        others = sa.orm.aliased(JobStep)
+        phase_steps = (
+            sa.select(sa.func.count(others.id))
+            .where(others.phase_id == JobStep.phase_id)
+            .scalar_subquery()
+        )
+        siblings = session.execute(
+            sa.update(JobStep)
+            .where(JobStep.id == step.id, JobStep.status == StepStatus.RUNNING.value, job_running)
+            .values(
+                status=StepStatus.COMPLETED.value,
+                output=output,
+                completed_at=now,
+                execution_time_ms=elapsed_ms,
+                error=None,
+                **usage,
+            )
+            .returning(phase_steps)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        # The streamed text not yet written, then the answered attempt, before the rest.
+        events = calls.answer_events() if calls is not None else []
+        if siblings is None:
+            # The job was cancelled (or failed) while the call was in flight: the answer
+            # is kept on the cancelled step, its cost is in the ledger, and the history
+            # says it came back after the stop.
+            set_step_status(
+                session, step_id=step.id, to=StepStatus.CANCELLED,
+                from_=[StepStatus.RUNNING, StepStatus.CANCELLED],
+                output=output, completed_at=now, execution_time_ms=elapsed_ms, **usage,
+            )  # fmt: skip
+            job_status = session.scalar(sa.select(Job.status).where(Job.id == job.id))
+            events.append(
+                (
+                    "step.returned_after_stop",
+                    {
+                        "phase": ctx.phase.name, "step": step.name, "job_status": job_status,
+                        "provider": usage["provider"], "model": usage["model"],
+                        "cost": str(usage["cost"]), "call_key": call_key,
+                        "recorded_in_ledger": result is not None,
+                    },
+                )
+            )  # fmt: skip
+            append_events(session, job_id=job.id, events=events)
+            if chat.is_chat(ctx):
+                chat.reply_failed(
+                    session, ctx, error=f"JOB_{str(job_status).upper()}: the reply's job stopped",
+                    prompt_tokens=usage["prompt_tokens"],
+                    completion_tokens=usage["completion_tokens"], cost=usage["cost"],
+                )  # fmt: skip
+            if result is not None:
+                settle(session, ctx, call_key, result.cost)
+            return Outcome.STOP
+        metrics.count_on_commit(session, metrics.STEPS, kind=job.kind, status="completed")
+        phase_done = _add_to_phase(session, ctx, usage, output=output, now=now, alone=siblings == 1)
+        # The job row last but the budget's: the steps of a chord wait on it (it orders
+        # the job's events) for these two statements only.
+        progress, status = session.execute(
+            sa.update(Job)
+            .where(Job.id == job.id)
+            .values(
+                completed_steps=Job.completed_steps + 1,
+                progress=sa.func.least(
+                    100, (Job.completed_steps + 1) * 100 / sa.func.greatest(Job.total_steps, 1)
+                )
+                if session.bind.dialect.name != "sqlite"
+                else sa.func.min(
+                    100, (Job.completed_steps + 1) * 100 / sa.func.max(Job.total_steps, 1)
+                ),
+                updated_at=now,
+            )
+            .returning(Job.progress, Job.status)
+            .execution_options(synchronize_session=False)
+        ).one()
+        event = {
+            "phase": ctx.phase.name,
+            "step": step.name,
+            "progress": progress,
+            "execution_time_ms": elapsed_ms,
+        }
+        if result is not None:
+            event |= {
+                "provider": result.provider,
+                "model": result.model,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "cost": str(result.cost),
+                "attempts": result.attempts,
+                "providers_tried": result.providers_tried,
+            }
+            if result.skipped:
+                event["skipped"] = result.skipped
+            if result.usage_estimated:
+                event["usage_estimated"] = True
+            if earlier_cost:
+                event["step_cost"] = str(usage["cost"])
+            if tools_used is not None:
+                event["tools_used"] = tools_used
+        events.append(("step.completed", event))
+        if phase_done is not None:
+            events.append(phase_done)
+        append_events(session, job_id=job.id, events=events)
+        if chat.is_chat(ctx):  # the reply message, and the conversation's next reply
+            chat.reply_written(session, ctx, text=output, usage=usage)
+        if result is not None:
+            settle(session, ctx, call_key, result.cost)
+    # Paused meanwhile: the chain stops here and resume sends the rest.
+    return Outcome.CONTINUE if status == JobStatus.RUNNING.value else Outcome.STOP
+
+
+def _add_to_phase(
+    session: Session,
+    ctx: StepContext,
+    usage: dict[str, Any],
+    *,
+    output: str,
+    now: datetime,
+    alone: bool,
+) -> tuple[str, dict[str, Any]] | None:
+    """The step's usage added to its phase; the only step of its phase also completes it
+    in the same statement (a chord's phase is joined by ``join_phase``). Returns the
+    ``phase.completed`` event if it did."""
+    tokens = {
+        "prompt_tokens": JobPhase.prompt_tokens + usage["prompt_tokens"],
+        "completion_tokens": JobPhase.completion_tokens + usage["completion_tokens"],
+        "cost": JobPhase.cost + usage["cost"],
+    }
+    phase = ctx.phase
+    if alone:
+        started = phase.started_at
+        elapsed = int((now - started).total_seconds() * 1000) if started else None
+        done = session.execute(
+            sa.update(JobPhase)
+            .where(JobPhase.id == phase.id, JobPhase.status == StepStatus.RUNNING.value)
+            .values(
+                **tokens,
+                status=StepStatus.COMPLETED.value,
+                output=output,
+                completed_at=now,
+                execution_time_ms=elapsed,
+            )  # fmt: skip
+            .returning(JobPhase.prompt_tokens, JobPhase.completion_tokens)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+        if done is not None:
+            return phase_completed_event(
+                phase, output=output, elapsed_ms=elapsed, prompt_tokens=done[0],
+                completion_tokens=done[1],
+            )  # fmt: skip
+    session.execute(
+        sa.update(JobPhase)
+        .where(JobPhase.id == phase.id)
+        .values(**tokens)
+        .execution_options(synchronize_session=False)
+    )
+    return None
+
+
+def _already_written(session: Session, step_id: uuid.UUID, call_key: str | None) -> Outcome | None:
+    """A retried write finds the work of a run whose commit landed but whose answer a
+    database outage cut: nothing is written twice."""
+    status = session.scalar(sa.select(JobStep.status).where(JobStep.id == step_id))
+    if status == StepStatus.COMPLETED.value:
+        return Outcome.CONTINUE
+    if call_key is not None and session.scalar(
+        sa.select(UsageRecord.id).where(UsageRecord.call_key == call_key)
+    ):
+        return Outcome.STOP
+    return None
+
+
+def settle(session: Session, ctx: StepContext, call_key: str, cost: Decimal) -> None:
+    """Last in the step's transaction: the budget window rows are shared and hot."""
+    windows = budget.settle(
+        session, call_key=call_key, actual=cost, scope=budget.CallScope.of(ctx.job)
+    )
+    for alert in budget.raise_alerts(session, windows):
+        append_event(session, job_id=ctx.job.id, type="budget_alert", data=alert.data)
+
+
+def fail_step(
+    sessions: sessionmaker[Session],
+    ctx: StepContext,
+    error: str,
+    *,
+    calls: StepCalls | None = None,
+    error_detail: ProviderError | None = None,
+    reached_limit_id: str | None = None,
+) -> Outcome:
+    def write(_: bool) -> None:
+        kept = calls.keeping_progress() if calls is not None else nullcontext()
+        with kept, transaction(sessions) as session:
+            if calls is not None:
+                if calls.held:  # an attempt that raised something other than a provider error
+                    budget.release(session, call_key=calls.held)
+                calls.write_progress(session)
+            fail_in(
+                session, ctx, error, calls=calls, error_detail=error_detail,
+                reached_limit_id=reached_limit_id,
+            )  # fmt: skip
+
+    through_outage(
+        "recording a step's failure",
+        write,
+        deadline=ctx.deadline or time.monotonic() + get_settings().db_retry_seconds,
+    )
+    return Outcome.FAILED
+
+
+def fail_in(
+    session: Session,
+    ctx: StepContext,
+    error: str,
+    *,
+    calls: StepCalls | None = None,
+    error_detail: ProviderError | None = None,
+    reached_limit_id: str | None = None,
+) -> None:
+    """The step, its phase and its job fail, in the caller's transaction."""
+    now = utcnow()
+    prompt, completion, cost = calls.charged_totals() if calls else (0, 0, Decimal(0))
+    if not set_step_status(
+        session,
+        step_id=ctx.step.id,
+        to=StepStatus.FAILED,
+        from_=[StepStatus.RUNNING],
+        error=error,
+        completed_at=now,
+        # What failed attempts still cost (cut streams) stays on the step's record.
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=cost,
+    ):
+        return  # cancelled meanwhile, or failed by a run whose commit answer was cut
+    if cost:
+        session.execute(
+            sa.update(JobPhase)
+            .where(JobPhase.id == ctx.phase.id)
+            .values(
+                prompt_tokens=JobPhase.prompt_tokens + prompt,
+                completion_tokens=JobPhase.completion_tokens + completion,
+                cost=JobPhase.cost + cost,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    set_phase_status(
+        session,
+        phase_id=ctx.phase.id,
+        to=StepStatus.FAILED,
+        from_=[StepStatus.PENDING, StepStatus.RUNNING],
+        completed_at=now,
+    )
+    append_event(
+        session,
+        job_id=ctx.job.id,
+        type="step.failed",
+        data={
+            "phase": ctx.phase.name,
+            "step": ctx.step.name,
+            "error": error,
+            "attempts": error_detail.attempts if error_detail else [],
+            "providers_tried": error_detail.providers_tried if error_detail else [],
+        },
+    )
+    transition_job(
+        session,
+        job_id=ctx.job.id,
+        to=JobStatus.FAILED,
+        error=f"Step '{ctx.step.name}' of phase '{ctx.phase.name}' failed: {error}",
+        event_data={"error": error, "phase": ctx.phase.name, "step": ctx.step.name},
+    )
+    if chat.is_chat(ctx):  # the reply keeps what was generated; the conversation goes on
+        chat.reply_failed(
+            session, ctx, error=error, prompt_tokens=prompt, completion_tokens=completion,
+            cost=cost,
+        )  # fmt: skip
+    if reached_limit_id:  # last: it may update the limit's hot window row
+        limit_reached(session, ctx, reached_limit_id)

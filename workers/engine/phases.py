@@ -1,0 +1,123 @@
+"""A phase's end (the chord body joins it) and the job's end (the chain's last task)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import (
+    Job,
+    JobPhase,
+    JobStatus,
+    JobStep,
+    StepStatus,
+    utcnow,
+)
+from models.db import transaction
+from orchestration.results import build_result
+from orchestration.state import (
+    append_event,
+    set_phase_status,
+    transition_job,
+)
+from workers.engine.core import Outcome
+
+
+def phase_completed_event(
+    phase: JobPhase, *, output: str | None, elapsed_ms: int | None, prompt_tokens: int,
+    completion_tokens: int,
+) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    return (
+        "phase.completed",
+        {
+            "phase": phase.name,
+            "code": phase.code,
+            # The phase's output travels with its event: a stream prints it as it arrives.
+            "output": output,
+            "execution_time_ms": elapsed_ms,
+            "token_usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        },
+    )
+
+
+def complete_phase(session: Session, *, job_id: uuid.UUID, phase_id: uuid.UUID) -> bool:
+    """A chord's phase, once all its steps completed (its tokens are final: no refresh)."""
+    phase = session.get(JobPhase, phase_id)
+    steps = list(
+        session.scalars(
+            sa.select(JobStep).where(JobStep.phase_id == phase_id).order_by(JobStep.position)
+        )
+    )
+    if any(s.status != StepStatus.COMPLETED.value for s in steps):
+        return False
+    output = (
+        steps[0].output
+        if len(steps) == 1
+        else "\n\n".join(f"## {s.name}\n{s.output or ''}" for s in steps)
+    )
+    now = utcnow()
+    elapsed = int((now - phase.started_at).total_seconds() * 1000) if phase.started_at else None
+    if not set_phase_status(
+        session, phase_id=phase_id, to=StepStatus.COMPLETED, from_=[StepStatus.RUNNING],
+        output=output, completed_at=now, execution_time_ms=elapsed,
+    ):  # fmt: skip
+        return False
+    type_, data = phase_completed_event(
+        phase, output=output, elapsed_ms=elapsed, prompt_tokens=phase.prompt_tokens,
+        completion_tokens=phase.completion_tokens,
+    )  # fmt: skip
+    append_event(session, job_id=job_id, type=type_, data=data)
+    return True
+
+
+def join_phase(
+    sessions: sessionmaker[Session], *, job_id: uuid.UUID, phase_id: uuid.UUID
+) -> Outcome:
+    """The chord body: every step of the phase has finished; close the phase."""
+    with transaction(sessions) as session:
+        if session.scalar(sa.select(Job.status).where(Job.id == job_id)) != JobStatus.RUNNING.value:
+            return Outcome.STOP
+        phase = session.get(JobPhase, phase_id)
+        if phase is None:
+            return Outcome.STOP
+        if phase.status == StepStatus.COMPLETED.value or complete_phase(
+            session, job_id=job_id, phase_id=phase_id
+        ):
+            return Outcome.CONTINUE
+        return Outcome.STOP
+
+
+def finish_job(sessions: sessionmaker[Session], *, job_id: uuid.UUID) -> Outcome:
+    with transaction(sessions) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.RUNNING.value:
+            return Outcome.STOP
+        phases = list(session.scalars(sa.select(JobPhase).where(JobPhase.job_id == job_id)))
+        steps = list(session.scalars(sa.select(JobStep).where(JobStep.job_id == job_id)))
+        if any(p.status != StepStatus.COMPLETED.value for p in phases):
+            return Outcome.STOP
+        result = build_result(job, phases, steps)
+        transition_job(
+            session,
+            job_id=job_id,
+            to=JobStatus.COMPLETED,
+            result=result,
+            progress=100,
+            event_data={"progress": 100},
+        )
+    return Outcome.CONTINUE
+
+
+def fail_job(sessions: sessionmaker[Session], *, job_id: uuid.UUID, reason: str) -> None:
+    """The canvas error callback: a task crashed outside the step's own error handling."""
+    with transaction(sessions) as session:
+        transition_job(
+            session, job_id=job_id, to=JobStatus.FAILED, error=reason, event_data={"error": reason}
+        )

@@ -51,9 +51,6 @@ from orchestration.state import cancel_open_steps, transition_job
 
 log = logging.getLogger(__name__)
 
-# workers/engine.py imports it from here; its home is orchestration/model_routing.py.
-resolve_step_model = model_routing.resolve_step_model
-
 
 class ServiceUnavailable(DomainError):
     code, status = "SERVICE_UNAVAILABLE", 503

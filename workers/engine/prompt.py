@@ -10,7 +10,7 @@ from baton.settings import get_settings
 from models import (
     JobKind,
 )
-from orchestration.jobs import resolve_step_model
+from orchestration.model_routing import resolve_step_model
 from workers.engine.core import StepContext
 from workers.providers import (
     CompletionRequest,

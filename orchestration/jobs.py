@@ -278,8 +278,8 @@ def _insert_new_rows(session: Session, tables: list[list[Any]]) -> None:
     as one JSON array expanded by ``jsonb_populate_recordset``, each table but the last in
     a data-modifying CTE (foreign keys are checked at the statement's end); its text
     depends only on the tables and columns, so it is built once. Elsewhere (SQLite) one
-    executemany per table. The objects stay transient (nothing reads them back); a column
-    left unset takes its Python default here, so each table's rows set the same columns.
+    executemany per table. The objects stay transient; a column left unset takes its
+    Python default here (set on the object too), so each table's rows set the same columns.
     """
     batches = []
     for rows in filter(None, tables):
@@ -314,6 +314,9 @@ def _column_values(row: Any, table: sa.Table) -> dict[str, Any]:
         default = column.default
         if column.key not in values and default is not None and not default.is_sequence:
             values[column.key] = default.arg(None) if default.is_callable else default.arg
+            # The caller answers from this object (progress 0, not None): it holds what
+            # the row holds.
+            setattr(row, column.key, values[column.key])
     return values
 
 

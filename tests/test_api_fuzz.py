@@ -53,10 +53,23 @@ APP = create_app(
         "RATELIMIT_KEY_PREFIX": f"baton-rl-{uuid.uuid4().hex}",
     }
 )
-SCHEMA = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", APP)
+DIALECTS = "^Dialect: "  # the OpenAPI tag of every seed dialect's operations (issue 15)
+SCHEMA = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", APP).exclude(tag_regex=DIALECTS)
 SCHEMA.config.generation.update(
     modes=["positive", "negative"], max_examples=EXAMPLES_PER_OPERATION, deterministic=True
 )
+# The dialects' ~120 operations (seed 004 twice: at its base and at the root) get the same
+# generated valid and invalid examples but not the coverage phase's ~55 boundary cases
+# each: their bodies are the canonical schemas' or thin copies of them, and their errors
+# are shaped in one place (api.compat.core), which the canonical run's boundary cases
+# already drive. With it the suite would not fit CI's 20 minutes.
+DIALECT_SCHEMA = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", APP).include(
+    tag_regex=DIALECTS
+)
+DIALECT_SCHEMA.config.generation.update(
+    modes=["positive", "negative"], max_examples=EXAMPLES_PER_OPERATION, deterministic=True
+)
+DIALECT_SCHEMA.config.phases.coverage.enabled = False
 
 
 @pytest.fixture
@@ -117,17 +130,31 @@ def _no_waiting(case) -> None:
             case.body["wait_seconds"] = 0
 
 
-@SCHEMA.parametrize()
-@seed(20261202)
-@settings(
+FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES_PER_OPERATION,
     deadline=None,
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_every_operation_answers_as_documented(case, fuzz_headers):
+
+
+def _call_and_validate(case, headers) -> None:
     _real_ids(case)
     _no_waiting(case)
     case.call_and_validate(
-        headers={**fuzz_headers, "X-Request-ID": f"fuzz-{uuid.uuid4().hex}"}, checks=CHECKS
+        headers={**headers, "X-Request-ID": f"fuzz-{uuid.uuid4().hex}"}, checks=CHECKS
     )
+
+
+@SCHEMA.parametrize()
+@seed(20261202)
+@FUZZ_SETTINGS
+def test_every_operation_answers_as_documented(case, fuzz_headers):
+    _call_and_validate(case, fuzz_headers)
+
+
+@DIALECT_SCHEMA.parametrize()
+@seed(20261202)
+@FUZZ_SETTINGS
+def test_every_dialect_operation_answers_as_documented(case, fuzz_headers):
+    _call_and_validate(case, fuzz_headers)

@@ -23,8 +23,11 @@ WEBHOOK_URLS = {
 ERROR_KEYS = {"code", "message", "details", "request_id", "timestamp"}
 
 
-def _acme(session) -> dict:
-    """The document's organization, project and template, and an admin (John Doe)."""
+def _acme(session, *, public_template: bool = True) -> dict:
+    """The document's organization, project and template, and an admin (John Doe).
+
+    A committed public template is seen by every organization (tests/test_templates.py
+    counts them): the end-to-end run, whose rows stay, keeps it private."""
     org = factories.organization(
         session,
         name="Acme Corporation",
@@ -46,7 +49,7 @@ def _acme(session) -> dict:
         Template(
             organization_id=org.id, created_by_id=creator.id, name="Web Application Starter",
             description="Template for creating modern web applications",
-            category="web-development", is_public=True, usage_count=150,
+            category="web-development", is_public=public_template, usage_count=150,
             template_data={"phases": ["ideation", "design", "development"],
                            "integrations": ["git", "deployment"], "settings": {}},
         )
@@ -289,7 +292,7 @@ def test_a_spent_budget_is_the_documents_quota_exceeded(client, db, acme):
 def test_orchestrate_runs_to_completion_with_per_phase_results(live_client, database_url):
     live_client.application.config["BATON_LOGIN_RATE_LIMIT"] = "1000/minute"
     with transaction(session_factory(database_url)) as session:
-        email = _acme(session)["email"]
+        email = _acme(session, public_template=False)["email"]
     headers = _login(live_client, email)
     projects = live_client.get(f"{BASE}/projects", headers=headers).get_json()
     project_id = projects["data"][0]["id"]

@@ -124,6 +124,12 @@ def test_auth_errors_and_long_urls_and_unknown_paths(client, member):
     assert no_token.status_code == 403 and no_token.get_json()["error"] == "not_authenticated"
     bad = client.get("/api/build/", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401 and bad.get_json()["error"] == "unauthorized"
+    # A wrong password is the document's 401, at both mounts (signing in needs no token).
+    for base in MOUNTS:
+        wrong = client.post(
+            f"{base}/auth/login", json={"username": member["user"].username, "password": "no"}
+        )
+        assert wrong.status_code == 401 and wrong.get_json()["error"] == "unauthorized", base
     long = client.get("/api/build/?limit=" + "1" * 5000, headers=_login(client, member["user"]))
     assert long.status_code == 414 and long.get_json()["error"] == "uri_too_long"
     unknown = client.get("/compat/phase2/api/nothing")

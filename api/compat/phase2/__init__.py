@@ -75,7 +75,8 @@ class Phase2(Dialect):
     error_schema = Phase2ErrorSchema
 
     def status_for(self, problem: Problem) -> int:
-        if problem.code == "AUTHENTICATION_REQUIRED" and _no_credentials():
+        # Signing in needs no token: its wrong password is the document's 401.
+        if problem.code == "AUTHENTICATION_REQUIRED" and _no_credentials() and not _signing_in():
             return 403
         return super().status_for(problem)
 
@@ -93,6 +94,10 @@ class Phase2(Dialect):
             "status_code": problem.status,
             "timestamp": timestamp(),
         }
+
+
+def _signing_in() -> bool:
+    return request.path.rstrip("/").endswith("/auth/login")
 
 
 def _no_credentials() -> bool:

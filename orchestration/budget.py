@@ -379,9 +379,45 @@ def _hold(session: Session, hold: BudgetReservation, ceiling: Decimal | None) ->
     """ONE statement: add the hold to the window's ``reserved`` when it fits under
     ``ceiling`` (the single conditional UPDATE), and insert the hold row only if it did.
     The hot window row is locked by this statement until the caller commits."""
+    if not _one_statement(session):
+        return _hold_in_two(session, hold, ceiling)
     params = {f"hold_{name}": getattr(hold, name) for name in _HOLD_COLUMNS}
     params["ceiling"] = ceiling
     return session.execute(_hold_statement(ceiling is not None), params).first() is not None
+
+
+def _one_statement(session: Session) -> bool:
+    """PostgreSQL runs a hold, settle or release as one statement (data-modifying CTEs);
+    the embedded SQLite has no such CTEs and takes the statements one by one (it
+    serialises writers, so the conditional UPDATE is as safe)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _hold_in_two(session: Session, hold: BudgetReservation, ceiling: Decimal | None) -> bool:
+    update = sa.update(_WINDOWS).where(_WINDOWS.c.id == hold.window_id)
+    if ceiling is not None:
+        update = update.where(_WINDOWS.c.spent + _WINDOWS.c.reserved + hold.amount <= ceiling)
+    if not session.execute(update.values(reserved=_WINDOWS.c.reserved + hold.amount)).rowcount:
+        return False
+    session.execute(sa.insert(_HOLDS).values({n: getattr(hold, n) for n in _HOLD_COLUMNS}))
+    return True
+
+
+def _close_holds_one_by_one(
+    session: Session, call_key: str, status: str
+) -> list[tuple[uuid.UUID, Decimal]]:
+    """SQLite's ``_close_holds``: the call's open holds marked ``status``, their (window
+    id, amount) returned for the window UPDATEs that follow."""
+    holds = session.execute(
+        sa.select(_HOLDS.c.id, _HOLDS.c.window_id, _HOLDS.c.amount).where(
+            _HOLDS.c.call_key == call_key, _HOLDS.c.status == "held"
+        )
+    ).all()
+    if holds:
+        session.execute(
+            sa.update(_HOLDS).where(_HOLDS.c.id.in_([h.id for h in holds])).values(status=status)
+        )
+    return [(h.window_id, h.amount) for h in holds]
 
 
 @functools.lru_cache(maxsize=2)
@@ -420,7 +456,19 @@ def settle(
     Call it last in the transaction: the window rows it updates are shared by every
     concurrent call on the same limit.
     """
-    windows = list(session.scalars(_settle_statement(), {"key": call_key, "actual": actual}))
+    if _one_statement(session):
+        windows = list(session.scalars(_settle_statement(), {"key": call_key, "actual": actual}))
+    else:
+        windows = []
+        for window_id, amount in _close_holds_one_by_one(session, call_key, "settled"):
+            session.execute(
+                sa.update(_WINDOWS)
+                .where(_WINDOWS.c.id == window_id)
+                .values(reserved=_WINDOWS.c.reserved - amount, spent=_WINDOWS.c.spent + actual)
+            )
+            window = session.get(BudgetWindow, window_id, populate_existing=True)
+            if window is not None:
+                windows.append(window)
     if scope is not None and actual:
         held = {w.id for w in windows}
         for window_id in _charge_unheld_windows(session, scope, held, actual):
@@ -492,7 +540,15 @@ def holds_of(session: Session, *, call_key: str) -> list[BudgetReservation]:
 
 
 def release(session: Session, *, call_key: str) -> None:
-    session.execute(_release_statement(), {"key": call_key})
+    if _one_statement(session):
+        session.execute(_release_statement(), {"key": call_key})
+        return
+    for window_id, amount in _close_holds_one_by_one(session, call_key, "released"):
+        session.execute(
+            sa.update(_WINDOWS)
+            .where(_WINDOWS.c.id == window_id)
+            .values(reserved=_WINDOWS.c.reserved - amount)
+        )
 
 
 @functools.lru_cache(maxsize=1)

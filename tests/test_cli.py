@@ -63,3 +63,22 @@ def test_baton_up_stops_its_api_and_worker_on_sigterm(tmp_path):
     finally:
         if up.poll() is None:
             up.kill()
+
+
+# What the embedded default reads from its environment: none of it (SQLite, the
+# filesystem broker, no Redis), as on a fresh machine.
+_SERVICE_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REDIS_URL")
+
+
+def test_the_readmes_first_command_runs_the_demo_on_the_embedded_default(tmp_path):
+    """`baton demo --embedded`: the 5-phase orchestration to its end on SQLite and the
+    filesystem broker (the engine's PostgreSQL-only statements have their SQLite path)."""
+    env = {k: v for k, v in os.environ.items() if k not in _SERVICE_VARIABLES}
+    env["BATON_HOME"] = str(tmp_path)
+    demo = subprocess.run(
+        [sys.executable, "-m", "baton.cli", "demo", "--embedded", "--timeout", "180"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    assert "orchestration completed: 5/5 steps" in demo.stdout
+    assert (tmp_path / "baton.db").exists()

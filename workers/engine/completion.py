@@ -105,7 +105,7 @@ def complete_step(
             .where(others.phase_id == JobStep.phase_id)
             .scalar_subquery()
         )
-        siblings = session.execute(
+        complete = (
             sa.update(JobStep)
             .where(JobStep.id == step.id, JobStep.status == StepStatus.RUNNING.value, job_running)
             .values(
@@ -116,9 +116,19 @@ def complete_step(
                 error=None,
                 **usage,
             )
-            .returning(phase_steps)
             .execution_options(synchronize_session=False)
-        ).scalar()
+        )
+        if session.bind.dialect.name == "postgresql":
+            siblings = session.execute(complete.returning(phase_steps)).scalar()
+        else:  # the embedded SQLite takes no subquery in RETURNING: counted after
+            phase_id = session.execute(complete.returning(JobStep.phase_id)).scalar()
+            siblings = (
+                None
+                if phase_id is None
+                else session.scalar(
+                    sa.select(sa.func.count(JobStep.id)).where(JobStep.phase_id == phase_id)
+                )
+            )
         # The streamed text not yet written, then the answered attempt, before the rest.
         events = calls.answer_events() if calls is not None else []
         if siblings is None:

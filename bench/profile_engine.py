@@ -79,6 +79,7 @@ class Counter:
         self.statements: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.commits = 0
         self.checkouts = 0
+        self.pings = 0
         self.redis: collections.Counter[str] = collections.Counter()
         self.db_seconds = 0.0
         self._started = 0.0
@@ -106,6 +107,15 @@ class Counter:
             if self.on:
                 self.checkouts += 1
 
+        ping = engine.dialect.do_ping
+
+        def counted_ping(dbapi_conn):  # type: ignore[no-untyped-def]
+            if self.on:
+                self.pings += 1
+            return ping(dbapi_conn)
+
+        engine.dialect.do_ping = counted_ping  # type: ignore[method-assign]
+
         original = redis.Redis.execute_command
 
         def counted(client, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -114,6 +124,17 @@ class Counter:
             return original(client, *args, **kwargs)
 
         redis.Redis.execute_command = counted  # type: ignore[method-assign]
+
+        original_execute = redis.client.Pipeline.execute
+
+        def pipelined(pipe, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if self.on:
+                self.redis["PIPELINE (one round trip)"] += 1
+                for command in pipe.command_stack:
+                    self.redis[f"  in a pipeline: {command[0][0]}"] += 1
+            return original_execute(pipe, *args, **kwargs)
+
+        redis.client.Pipeline.execute = pipelined  # type: ignore[method-assign]
 
 
 def make_jobs(sessions, principal, count: int):  # type: ignore[no-untyped-def]
@@ -187,8 +208,9 @@ def main() -> None:
         print(f"# {args.jobs} jobs x {len(PHASES)} one-step phases = {steps} steps (+ finish_job)")
         print(
             f"per step: {total / steps:.1f} statements, {counter.commits / steps:.2f} commits, "
-            f"{counter.checkouts / steps:.2f} pool checkouts (each a pre-ping), "
-            f"{sum(counter.redis.values()) / steps:.1f} Redis commands"
+            f"{counter.checkouts / steps:.2f} pool checkouts, {counter.pings / steps:.2f} pings, "
+            f"{sum(n for c, n in counter.redis.items() if not c.startswith(' ')) / steps:.1f} "
+            "Redis round trips"
         )
         print(
             f"per step: {wall / steps * 1000:.2f} ms wall, of which "

@@ -142,9 +142,15 @@ def _existing_for_key(session: Session, principal: Principal, key: str) -> Job |
 
 
 def submit_job(
-    sessions: sessionmaker[Session], *, principal: Principal, submission: JobSubmission
+    sessions: sessionmaker[Session],
+    *,
+    principal: Principal,
+    submission: JobSubmission,
+    with_creator: bool = True,
 ) -> JobDetail:
-    """One transaction (job, phases, steps, first event), then one send."""
+    """One transaction (job, phases, steps, first event), then one send. Without
+    ``with_creator`` the detail's ``created_by`` is None (no read of the user's row): for a
+    response that names the creator by ``job.created_by_id`` or not at all."""
     if submission.idempotency_key:
         with transaction(sessions) as session:
             existing = _existing_for_key(session, principal, submission.idempotency_key)
@@ -153,7 +159,7 @@ def submit_job(
     try:
         with transaction(sessions) as session:
             job, phases, steps = _create_job(session, principal=principal, submission=submission)
-            creator = session.get(User, principal.user_id)
+            creator = session.get(User, principal.user_id) if with_creator else None
     except IntegrityError:
         # Two submissions with one Idempotency-Key raced: the first one wins, return it.
         if not submission.idempotency_key:

@@ -72,11 +72,16 @@ def _warn(what: str, exc: Exception) -> None:
 
 
 def publish(job_id: str, message: dict[str, Any]) -> None:
+    channel, payload = redis_store.job_channel(job_id), json.dumps(message, default=str)
+    messages = getattr(_batch, "messages", None)
+    if messages is not None:  # inside _after_commit: sent with the rest of the commit's
+        messages.append((channel, payload))
+        return
     client = redis_store.redis_client()
     if client is None:
         return
     try:
-        client.publish(redis_store.job_channel(job_id), json.dumps(message, default=str))
+        client.publish(channel, payload)
     except Exception as exc:
         _warn("live output", exc)
 
@@ -104,9 +109,7 @@ def _socketio_emitter() -> Any | None:
         return None
     with _emitter_lock:
         if _emitter is None or _emitter[0] != os.getpid() or _emitter[1] != url:
-            import socketio
-
-            manager = socketio.RedisManager(
+            manager = _manager_class()(
                 url,
                 channel=socketio_channel(),
                 write_only=True,
@@ -117,6 +120,25 @@ def _socketio_emitter() -> Any | None:
             )
             _emitter = (os.getpid(), url, manager)
         return _emitter[2]
+
+
+_batch = threading.local()
+
+
+def _manager_class() -> type:
+    """python-socketio's ``RedisManager`` whose publish joins this thread's batch when one
+    is open (``_after_commit``), so a commit's emits share one round trip with its events."""
+    import socketio
+
+    class BatchingRedisManager(socketio.RedisManager):  # type: ignore[misc]
+        def _publish(self, data: Any) -> Any:
+            messages = getattr(_batch, "messages", None)
+            if messages is None:
+                return super()._publish(data)
+            messages.append((self.channel, self.json.dumps(data)))
+            return None
+
+    return BatchingRedisManager
 
 
 def conversation_room(conversation_id: Any) -> str:
@@ -181,18 +203,41 @@ def _after_rollback(session: Session) -> None:
 
 
 def _after_commit(session: Session) -> None:
+    """Publish what the committed transaction queued — its event rows on the job channels
+    and their Socket.IO emits — in order, in one pipelined round trip to Redis."""
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    for kind, item in pending:
-        try:
-            if kind == "event":
-                _publish_event(item)
-            else:
-                event, data, organization_id, room = item
-                emit(event, data, organization_id=organization_id, room=room)
-        except Exception:  # the commit happened; a failed announcement must not undo it
-            log.exception("publishing a live %s failed", kind)
+    _batch.messages = messages = []
+    try:
+        for kind, item in pending:
+            try:
+                if kind == "event":
+                    _publish_event(item)
+                else:
+                    event, data, organization_id, room = item
+                    emit(event, data, organization_id=organization_id, room=room)
+            except Exception:  # the commit happened; a failed announcement must not undo it
+                log.exception("publishing a live %s failed", kind)
+    finally:
+        _batch.messages = None
+    _send(messages)
+
+
+def _send(messages: list[tuple[str, str]]) -> None:
+    """PUBLISH each (channel, payload), in order, in one pipeline (no MULTI)."""
+    if not messages:
+        return
+    client = redis_store.redis_client()
+    if client is None:
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        for channel, payload in messages:
+            pipe.publish(channel, payload)
+        pipe.execute()
+    except Exception as exc:
+        _warn("live output", exc)
 
 
 def iso(value: datetime) -> str:

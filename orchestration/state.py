@@ -7,6 +7,7 @@ finds the transition already made. Nothing here commits; the caller owns the tra
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -118,13 +119,13 @@ def append_events(
         return Appended([], None)
     now = utcnow()
     count = len(events)
-    bump = (
-        sa.update(_JOBS)
-        .where(_JOBS.c.id == job_id)
-        .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
-        .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
-    )
     if session.bind.dialect.name != "postgresql":
+        bump = (
+            sa.update(_JOBS)
+            .where(_JOBS.c.id == job_id)
+            .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
+            .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
+        )
         row = session.execute(bump).one()
         first = row[0] - count + 1
         session.execute(
@@ -136,28 +137,10 @@ def append_events(
         )
         live_values = row[1:]
     else:
-        numbered = bump.cte("numbered")
-        batch = sa.values(
-            sa.column("k", sa.Integer), sa.column("type", sa.String), sa.column("data", sa.String),
-            name="batch",
-        ).data([(k, t, json.dumps(d or {}, default=str)) for k, (t, d) in enumerate(events)])  # fmt: skip
-        rows = sa.select(
-            sa.literal(job_id, _EVENTS.c.job_id.type),
-            numbered.c.event_seq - (count - 1) + batch.c.k,
-            batch.c.type,
-            sa.cast(batch.c.data, _EVENTS.c.data.type),
-            sa.literal(now, _EVENTS.c.created_at.type),
-        ).select_from(numbered.join(batch, sa.true()))
-        inserted = (
-            sa.insert(_EVENTS)
-            .from_select(["job_id", "seq", "type", "data", "created_at"], rows)
-            .returning(_EVENTS.c.seq)
-            .cte("inserted")
-        )
-        live_columns = [numbered.c[c.name] for c in _LIVE_COLUMNS]
-        written = session.execute(
-            sa.select(inserted.c.seq, *live_columns).select_from(inserted.join(numbered, sa.true()))
-        ).all()
+        params: dict[str, Any] = {"job_id": job_id, "now": now}
+        for k, (t, d) in enumerate(events):
+            params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d or {}, default=str)
+        written = session.execute(_append_events_statement(count), params).all()
         first, live_values = min(r[0] for r in written), written[0][1:]
     live_of = {c.name: value for c, value in zip(_LIVE_COLUMNS, live_values, strict=True)}
     for k, (t, d) in enumerate(events):
@@ -167,6 +150,47 @@ def append_events(
              **live_of},
         )  # fmt: skip
     return Appended([first + k for k in range(count)], live_of["status"])
+
+
+@functools.lru_cache(maxsize=16)
+def _append_events_statement(count: int) -> sa.Select:
+    """``append_events``' statement for ``count`` events, built once: the bump of the
+    job's counter, the rows (``:type_<k>``, ``:data_<k>`` as JSON text) numbered from it,
+    and what the live messages need. Built per call (the rows as a literal VALUES list) it
+    was compiled afresh every time: the statement cache never matched."""
+    now = sa.bindparam("now", type_=_EVENTS.c.created_at.type)
+    numbered = (
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == sa.bindparam("job_id", type_=_JOBS.c.id.type))
+        .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
+        .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
+        .cte("numbered")
+    )
+    batch = sa.union_all(
+        *(
+            sa.select(
+                sa.literal_column(str(k), sa.Integer).label("k"),
+                sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
+                sa.bindparam(f"data_{k}", type_=sa.String).label("data"),
+            )
+            for k in range(count)
+        )
+    ).subquery("batch")
+    rows = sa.select(
+        sa.bindparam("job_id", type_=_EVENTS.c.job_id.type),
+        numbered.c.event_seq - (count - 1) + batch.c.k,
+        batch.c.type,
+        sa.cast(batch.c.data, _EVENTS.c.data.type),
+        now,
+    ).select_from(numbered.join(batch, sa.true()))
+    inserted = (
+        sa.insert(_EVENTS)
+        .from_select(["job_id", "seq", "type", "data", "created_at"], rows)
+        .returning(_EVENTS.c.seq)
+        .cte("inserted")
+    )
+    live_columns = [numbered.c[c.name] for c in _LIVE_COLUMNS]
+    return sa.select(inserted.c.seq, *live_columns).select_from(inserted.join(numbered, sa.true()))
 
 
 def transition_job(

@@ -32,7 +32,9 @@ def submission_from(
 def submit(
     submission: jobs.JobSubmission, endpoint: str, message: str, id_alias: str | None = None
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
-    detail = jobs.submit_job(sessions(), principal=current_principal(), submission=submission)
+    detail = jobs.submit_job(
+        sessions(), principal=current_principal(), submission=submission, with_creator=False
+    )  # present_accepted names no user
     location = url_for(endpoint, job_id=detail.job.id)
     body = present_accepted(detail, location, message)
     if id_alias:

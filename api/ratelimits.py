@@ -17,6 +17,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
+from api.compat import registry as compat_registry
 from api.errors import error_response
 from orchestration.errors import DomainError
 
@@ -96,6 +97,36 @@ def two_factor_key() -> str:
     return f"2fa:{subject}" if subject else f"2fa-ip:{request.remote_addr or 'unknown'}"
 
 
+# -- a dialect's own limits (issue 15): its document's numbers, in buckets of its own ----------
+
+# A limit string for a kind of bucket a request's dialect does not set (exempt anyway).
+_UNUSED = "1 per second"
+
+
+def _dialect_limit(kind: str):  # type: ignore[no-untyped-def]
+    """The request's dialect's limit for ``kind`` (``ip``, ``user``, ``organization``):
+    ``Dialect.rate_limit`` (its document's, or ``BATON_DIALECT_RATE_LIMITS`` in config)."""
+
+    def value() -> str:
+        dialect = compat_registry.current()
+        return (dialect.rate_limit(kind) if dialect else None) or _UNUSED
+
+    def exempt() -> bool:
+        dialect = compat_registry.current()
+        if dialect is None or not dialect.rate_limit(kind):
+            return True
+        return kind == "organization" and _anonymous()
+
+    def key() -> str:
+        dialect = compat_registry.current()
+        name = dialect.name if dialect else "-"
+        if kind == "ip":
+            return f"{name}:{ip_key()}"
+        return f"{name}:{organization_key() if kind == 'organization' else rate_limit_key()}"
+
+    return ApplicationLimit(value, key_function=key, scope=f"dialect-{kind}", exempt_when=exempt)
+
+
 def make_limiter() -> Limiter:
     return Limiter(
         key_func=rate_limit_key,
@@ -108,6 +139,7 @@ def make_limiter() -> Limiter:
                 scope="organization",
                 exempt_when=_anonymous,
             ),
+            *(_dialect_limit(kind) for kind in ("ip", "user", "organization")),
         ],
     )
 
@@ -148,7 +180,21 @@ def install(app: Flask, limiter: Limiter) -> None:
 
     @app.after_request
     def _window_header(response: Response) -> Response:
+        # Runs before Flask-Limiter's own header hook (registered earlier): under a
+        # dialect the headers name the dialect's own bucket with the fewest left (its
+        # document's limit, e.g. 50/minute or seed 003's tier per hour), else Baton's.
         current = limiter.current_limit
+        dialect = compat_registry.current()
+        if current is not None and not current.breached and dialect is not None:
+            own = [
+                lim
+                for lim in limiter.current_limits
+                if "dialect-" in lim.key or dialect.name in lim.key
+            ]
+            tightest = min(own or limiter.current_limits, key=lambda lim: lim.remaining)
+            if tightest is not None:
+                limiter.context.view_rate_limit = tightest
+                current = tightest
         if current is not None:
             response.headers["X-RateLimit-Window"] = str(current.limit.get_expiry())
         return response

@@ -480,6 +480,15 @@ def get_organization(sessions: sessionmaker[Session], *, principal: Principal) -
     return OrganizationState(org, quotas.used(org.id))
 
 
+def subscription_tier(sessions: sessionmaker[Session], *, organization_id: uuid.UUID) -> str:
+    """The organization's subscription tier (seed 003's rate-limit tiers), ``free`` if gone."""
+    with sessions() as session:
+        tier = session.scalar(
+            sa.select(Organization.subscription_tier).where(Organization.id == organization_id)
+        )
+    return tier or "free"
+
+
 def _validate_org_settings(session: Session, org_id: uuid.UUID, settings: dict[str, Any]) -> None:
     model = settings.get("default_ai_model")
     if model is None:

@@ -118,6 +118,18 @@ def _message_data(message: ConversationMessage) -> dict[str, Any]:
     }
 
 
+def socket_message_fields(agent: Agent | None, cost: Any = None) -> dict[str, Any]:
+    """What seed 001's Socket.IO ``message`` needs beyond Baton's payload ("same as REST
+    message object"): the nested ``agent`` and ``cost_usd`` as a JSON number, added
+    alongside ``agent_id`` and the exact decimal string ``cost`` (docs/dialects-command-center.md)."""
+    out: dict[str, Any] = {
+        "agent": {"id": str(agent.id), "name": agent.name, "type": agent.type} if agent else None
+    }
+    if cost is not None:
+        out["cost_usd"] = float(cost)
+    return out
+
+
 def _announce(session: Session, message: ConversationMessage) -> None:
     """The message's webhook (outbox, same transaction) and Socket.IO event (after commit)."""
     data = _message_data(message)
@@ -127,10 +139,11 @@ def _announce(session: Session, message: ConversationMessage) -> None:
         event_type="conversation.message",
         data=data,
     )
+    agent = session.get(Agent, message.agent_id) if message.agent_id else None
     live.emit_after_commit(
         session,
         "message",
-        data,
+        {**data, **socket_message_fields(agent, message.cost or 0)},
         organization_id=message.organization_id,
         room=live.conversation_room(message.conversation_id),
     )

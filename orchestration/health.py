@@ -11,6 +11,7 @@ import os
 import resource
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from baton.settings import get_settings
 from models import utcnow
 from orchestration import breaker as breakers
-from orchestration import model_catalog, redis_store
+from orchestration import integrations, model_catalog, redis_store
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ class HealthReport:
     redis: str
     workers: WorkersHealth | None = None
     providers: dict[str, ProviderHealth] | None = None
+    # The asking organization's task servers (integrations.task_servers_state), when asked.
+    task_servers: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -209,6 +212,7 @@ def health_report(
     broker_url: str | None = None,
     redis_url: str | None = None,
     include_workers_and_providers: bool = True,
+    organization_id: uuid.UUID | None = None,
 ) -> HealthReport:
     """``status`` is this API instance's own ability to take jobs (database, broker,
     Redis); workers and providers are reported beside it, each with its own state: a
@@ -220,6 +224,10 @@ def health_report(
     workers = providers = None
     if include_workers_and_providers:
         workers, providers = check_workers(), check_providers()
+    task_servers = None
+    if organization_id is not None and database == CONNECTED:
+        with sessions() as session:
+            task_servers = integrations.task_servers_state(session, organization_id=organization_id)
     return HealthReport(
         status="healthy" if ok else "degraded",
         timestamp=utcnow(),
@@ -230,6 +238,7 @@ def health_report(
         redis=redis_state,
         workers=workers,
         providers=providers,
+        task_servers=task_servers,
     )
 
 

@@ -335,6 +335,20 @@ def delete_integration(
         session.delete(_owned(session, principal, integration_id))
 
 
+def task_servers_state(session: Session, *, organization_id: uuid.UUID) -> str:
+    """Seed 000's ``task_master`` health word for an organization: ``connected`` with an
+    enabled task server, ``disabled`` with only disabled ones, else ``not_configured``
+    (read from the integrations; health never calls an organization's server)."""
+    enabled = session.scalars(
+        sa.select(Integration.enabled).where(
+            Integration.organization_id == organization_id, Integration.kind == TASK_SERVER
+        )
+    ).all()
+    if any(enabled):
+        return "connected"
+    return "disabled" if enabled else "not_configured"
+
+
 def task_server(session: Session, *, organization_id: uuid.UUID, name: str) -> Integration | None:
     """The organization's enabled task server called ``name`` (session in, never commit)."""
     return session.scalar(

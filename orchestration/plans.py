@@ -87,13 +87,27 @@ def build_plan(data: dict[str, Any]) -> list[PhasePlan]:
         ),
         PhasePlan(
             "test",
-            [_llm_step("test", "code_generation", f"Write and reason through tests for: {goal}")],
+            [
+                _llm_step(
+                    "test",
+                    "code_generation",
+                    f"Write and reason through tests for: {goal}. End with the lines "
+                    "'Tests passed: N' and 'Coverage: N%'.",
+                )
+            ],
         ),
         PhasePlan(
             "review",
             [_llm_step("review", "complex_reasoning", f"Review the generated work for: {goal}")],
         ),
     ]
+
+
+# How a security analysis writes each finding (orchestration.results.security_issue reads it).
+SECURITY_FINDING_FORMAT = (
+    "one per line as '- <issue> | severity: critical|high|medium|low | line: <number> | "
+    "recommendation: <fix>', "
+)
 
 
 def analysis_plan(data: dict[str, Any]) -> list[PhasePlan]:
@@ -106,8 +120,9 @@ def analysis_plan(data: dict[str, Any]) -> list[PhasePlan]:
                     f"analyze:{kind}",
                     "code_analysis",
                     f"Perform a {kind} analysis of the project '{project}'. "
-                    "List concrete findings and recommendations, and end with a line "
-                    "'Score: N/10'.",
+                    "List concrete findings and recommendations, "
+                    + (SECURITY_FINDING_FORMAT if kind == "security" else "")
+                    + "and end with a line 'Score: N/10'.",
                     analysis_type=kind,
                 )
                 for kind in data["analysis_types"]

@@ -11,6 +11,41 @@ from models import Job, JobKind, JobPhase, JobStep, StepStatus
 
 SCORE_RE = re.compile(r"Score:\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*10", re.IGNORECASE)
 BULLET_RE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.*\S)\s*$", re.MULTILINE)
+# A security finding as the analysis prompt asks for it (plans.SECURITY_FINDING_FORMAT):
+# "<issue> | severity: high | line: 42 | recommendation: <fix>"; any part may be missing.
+SEVERITY_RE = re.compile(r"\bseverity\s*[:=]\s*(critical|high|medium|low|info)\b", re.I)
+LINE_RE = re.compile(r"\blines?\s*[:=#]?\s*(\d{1,7})\b", re.I)
+RECOMMENDATION_RE = re.compile(r"\b(?:recommendation|fix)\s*[:=]\s*(.+?)\s*(?:\||$)", re.I)
+TESTS_PASSED_RE = re.compile(r"\btests?\s+passed\s*[:=]\s*(\d{1,7})\b", re.I)
+COVERAGE_RE = re.compile(r"\b(?:test\s+)?coverage\s*[:=]\s*([0-9]+(?:\.[0-9]+)?)\s*%", re.I)
+
+
+def security_issue(finding: str) -> dict[str, Any]:
+    """One security finding as seed 004's item: ``issue``, ``severity``, ``line``,
+    ``recommendation`` (null where the analysis did not say)."""
+    severity = SEVERITY_RE.search(finding)
+    line = LINE_RE.search(finding)
+    recommendation = RECOMMENDATION_RE.search(finding)
+    issue = re.split(r"\s+\|\s+|\s+[—–]\s+", finding, maxsplit=1)[0].strip()
+    if SEVERITY_RE.match(issue) or LINE_RE.match(issue):
+        issue = finding
+    return {
+        "issue": issue,
+        "severity": severity.group(1).lower() if severity else None,
+        "line": int(line.group(1)) if line else None,
+        "recommendation": recommendation.group(1) if recommendation else None,
+    }
+
+
+def reported_test_figures(text: str | None) -> dict[str, Any]:
+    """``tests_passed`` and ``test_coverage`` from the test phase's report (the build
+    plan asks for ``Tests passed: N`` and ``Coverage: N%`` lines), null when absent."""
+    passed = TESTS_PASSED_RE.search(text or "")
+    coverage = COVERAGE_RE.search(text or "")
+    return {
+        "tests_passed": int(passed.group(1)) if passed else None,
+        "test_coverage": min(float(coverage.group(1)), 100.0) if coverage else None,
+    }
 
 
 def _usage(steps: list[JobStep]) -> dict[str, Any]:
@@ -44,7 +79,7 @@ def analysis_summary(steps: list[JobStep]) -> dict[str, Any]:
         "quality_score": quality,
         "scores": scores,
         "findings": findings,
-        "security_issues": [{"issue": f} for f in findings.get("security", [])],
+        "security_issues": [security_issue(f) for f in findings.get("security", [])],
         "code_smells": len(findings["quality"]) if "quality" in findings else None,
         "type_errors": len(findings["types"]) if "types" in findings else None,
         "coverage_percent": None,
@@ -78,6 +113,7 @@ def build_result(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> dict
                 for s in sorted(generate, key=lambda s: s.position)
             ],
             "tests": by_name["test"].output if "test" in by_name else None,
+            **reported_test_figures(by_name["test"].output if "test" in by_name else None),
             "review": by_name["review"].output if "review" in by_name else None,
             **common,
         }

@@ -75,6 +75,7 @@ def on_token(ctx: StepContext, attempt: Attempt, text: str, index: int) -> None:
         "attempt": attempt.number,
         "index": index,
         "delta": text,
+        **conversations.socket_message_fields(ctx.agent),
     }
     live.emit(
         "message",

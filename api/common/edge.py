@@ -116,6 +116,10 @@ def finish_response(response: Response) -> Response:
     response.headers["X-Request-ID"] = request_id()
     if response.status_code not in RETRY_AFTER_STATUSES:
         response.headers.pop("Retry-After", None)
+    elif response.status_code == 429 and "rate_limit_retry_after" in g:
+        # The 429 body's retry_after (api.ratelimits), not Flask-Limiter's own rounding
+        # (its header hook runs before this one and truncates): the two always agree.
+        response.headers["Retry-After"] = str(g.rate_limit_retry_after)
     if response.status_code == 401:
         response.headers.setdefault("WWW-Authenticate", 'Bearer realm="baton"')
     return response

@@ -94,9 +94,24 @@ class Dialect:
     # Extra statuses every authenticated operation may answer (seed 004: 403 without a token).
     auth_statuses: ClassVar[tuple[int, ...]] = (401,)
     error_schema: ClassVar[type[Schema]]  # documents error_body's shape
+    # The document's own rate limits, by bucket: "ip" (per client address), "user" (per
+    # user; anonymous callers per address), "organization" (per tenant, authenticated
+    # only), as Flask-Limiter strings ("100 per minute;1000 per hour"). Counted in the
+    # dialect's own buckets on top of Baton's per-user and per-organization ones (each
+    # request once in each); api.ratelimits reads them through ``rate_limit``.
+    rate_limits: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         self._blueprint: DialectBlueprint | None = None
+
+    def rate_limit(self, kind: str) -> str | None:
+        """This request's limit for a bucket ``kind``: ``BATON_DIALECT_RATE_LIMITS``
+        (``{dialect name: {kind: limit}}``, e.g. tests raising them) else the document's."""
+        from flask import current_app
+
+        configured = current_app.config.get("BATON_DIALECT_RATE_LIMITS") or {}
+        own = configured.get(self.name) or {}
+        return own[kind] if kind in own else self.rate_limits.get(kind)
 
     # -- errors ---------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@
   ``budget_alert``, ``emergency_pause`` and ``error`` through the Redis message queue.
   ``join_conversation``/``leave_conversation`` enter a conversation's room, which gets
   ``message`` (each stored message, and the reply's tokens as ``status: streaming`` with
-  a ``delta``), ``agent_typing`` and others' ``typing``; ``send_message`` posts a message.
+  a ``delta``; the document's nested ``agent`` and numeric ``cost_usd`` ride alongside
+  Baton's ``agent_id`` and decimal ``cost``), ``agent_typing`` and others' ``typing``;
+  ``send_message`` posts a message.
   At most 100 client events a minute per connection (seed 001).
 
 Close codes: 4401 for a missing, bad, expired or revoked token (before any data frame),

@@ -164,9 +164,19 @@ def test_the_dialects_token_streams_the_reply_over_socketio(
             ]  # fmt: skip
             time.sleep(0.1)
         assert done, received
-        # Baton's Socket.IO message event (api/streams, shared with the webhooks) names the
-        # agent by ``agent_id``; the REST object nests ``agent`` (docs/dialects-command-center.md).
-        assert "Stream it" in done[0]["content"] and done[0]["agent_id"] == agent["id"]
+        # The document's "same as REST message object": nested ``agent`` and a number
+        # ``cost_usd``, alongside Baton's ``agent_id`` and decimal-string ``cost``
+        # (docs/dialects-command-center.md); the reply's tokens name the agent the same way.
+        reply = done[0]
+        assert "Stream it" in reply["content"] and reply["agent_id"] == agent["id"]
+        assert reply["agent"] == {"id": agent["id"], "name": "Coder", "type": "coder"}
+        assert isinstance(reply["cost_usd"], float) and reply["cost_usd"] > 0
+        assert reply["cost_usd"] == pytest.approx(float(reply["cost"]))
+        assert reply["tokens_in"] > 0 and reply["tokens_out"] > 0
+        sent = [d for k, d in received if k == "message" and d.get("author_type") == "user"]
+        assert sent and sent[0]["agent"] is None and sent[0]["cost_usd"] == 0
+        tokens = [d for k, d in received if k == "message" and d.get("status") == "streaming"]
+        assert tokens and tokens[0]["agent"]["id"] == agent["id"]
         assert not [d for k, d in received if k == "error"]
     finally:
         sio.disconnect()

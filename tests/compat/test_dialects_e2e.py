@@ -77,6 +77,9 @@ def test_phase2_build_and_analysis_end_to_end(client, stream_server, database_ur
     assert all(isinstance(f["progress"], int) for f in progress if f.get("progress") is not None)
     assert frames[-1]["type"] == "completion" and frames[-1]["status"] == "completed"
     assert frames[-1]["results"]["generated_files"] == ["models", "routes"]
+    # The document's completion figures, from the test phase's report (sim writes them).
+    assert isinstance(frames[-1]["results"]["tests_passed"], int)
+    assert 0 <= frames[-1]["results"]["test_coverage"] <= 100
 
     status = client.get(f"/api/build/{task_id}", headers=headers).get_json()
     assert status["status"] == "completed" and status["progress"] == 100
@@ -101,6 +104,12 @@ def test_phase2_build_and_analysis_end_to_end(client, stream_server, database_ur
     )
     assert done["status"] == "completed" and done["performed_by"] == user["username"]
     assert isinstance(done["security_issues"], list) and isinstance(done["recommendations"], list)
+    # The document's items: issue, severity, line, recommendation (sim writes one finding).
+    assert done["security_issues"] and set(done["security_issues"][0]) == {
+        "issue", "severity", "line", "recommendation"
+    }  # fmt: skip
+    assert done["security_issues"][0]["severity"] == "high"
+    assert isinstance(done["security_issues"][0]["line"], int)
     frames, close = _ws_frames(f"{ws_base}/api/ws/analysis/{analysis_id}?token={token}")
     assert close == 1000 and frames[-1]["type"] == "completion"
 

@@ -155,3 +155,33 @@ def test_a_task_is_the_same_job_and_another_orgs_is_not_found(client, db, admin_
         client.post(f"{BASE}/tasks/{task_id}/cancel", headers=admin_headers["admin"]),
         409, "CONFLICT",
     )  # fmt: skip
+
+
+def test_health_task_master_is_the_callers_task_server(client, admin_headers):
+    """``task_master``: the organization's task-server integration when a token is given
+    (``connected`` enabled, ``disabled``), else ``not_configured`` (health is public)."""
+
+    def task_master(headers=None) -> str:
+        response = client.get(f"{BASE}/health", headers=headers or {})
+        assert response.status_code == 200
+        return response.get_json()["dependencies"]["task_master"]
+
+    admin = admin_headers["admin"]
+    assert task_master() == "not_configured"
+    assert task_master(admin) == "not_configured"
+    created = client.post(
+        "/api/v1/integrations",
+        json={"name": "taskmaster", "kind": "task_server", "base_url": "http://127.0.0.1:9/tm",
+              "api_key": "tm-key-0123456789"},
+        headers=admin,
+    )  # fmt: skip
+    assert created.status_code == 201, created.get_json()
+    assert task_master(admin) == "connected"
+    assert task_master(admin_headers["member"]) == "connected"  # the organization's
+    assert task_master() == "not_configured"  # anonymous: no organization to ask about
+    assert task_master({"Authorization": "Bearer not-a-token"}) == "not_configured"
+    disabled = client.patch(
+        f"/api/v1/integrations/{created.get_json()['id']}", json={"enabled": False}, headers=admin
+    )
+    assert disabled.status_code == 200, disabled.get_json()
+    assert task_master(admin) == "disabled"

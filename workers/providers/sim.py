@@ -9,7 +9,9 @@ with ``Retry-After: 0`` twice per prompt, then success), ``error`` (500), ``time
 ``cut-stream`` (the connection drops after half of the chunks; unstreamed, after half the
 body). The ``X-Baton-Sim-Fault`` request header, set from a job's ``sim_fault`` setting,
 picks the behaviour for any sim model. Answers quote the prompt, end with a
-``Score: X.Y/10`` line and carry token usage like a real server.
+``Score: X.Y/10`` line and carry token usage like a real server; a prompt asking for a
+security analysis's findings or a test phase's figures (orchestration/plans.py) gets
+them in its format.
 
 Offered ``tools``, every sim model emulates a tool-using model (in OpenAI's
 ``tool_calls`` shape): when the latest message is the user's, it calls ``search`` if the
@@ -87,8 +89,26 @@ def reply_text(messages: list[dict[str, Any]], model: str) -> str:
         f'Simulated answer from sim/{model}. You asked: "{quoted}". '
         f"Reference {digest[:8]}: the request was read in full and answered point by point; "
         f"keep the work small, tested and reviewed.\n"
+        f"{_asked_reports(message_text(last_user.get('content')), digest)}"
         f"Score: {score:.1f}/10"
     )
+
+
+def _asked_reports(prompt: str, digest: str) -> str:
+    """The report lines a prompt asks for in Baton's own formats (a security analysis's
+    findings, a build test phase's figures: orchestration/plans.py), stable per prompt."""
+    out = ""
+    if "| severity:" in prompt:
+        line = 1 + int(digest[8:12], 16) % 400
+        out += (
+            f"- Unvalidated input reaches a query | severity: high | line: {line} | "
+            "recommendation: Use parameterized queries\n"
+        )
+    if "'Tests passed: N'" in prompt:
+        passed = 1 + int(digest[12:14], 16) % 40
+        coverage = 50 + int(digest[14:18], 16) % 500 / 10
+        out += f"Tests passed: {passed}\nCoverage: {coverage:.1f}%\n"
+    return out
 
 
 def _offered(tools: Any) -> set[str]:

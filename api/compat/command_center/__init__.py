@@ -8,7 +8,7 @@ money is a JSON number. Its Socket.IO stays at ``/socket.io`` (api/streams).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import Schema, fields
 
@@ -58,6 +58,9 @@ class CommandCenter(Dialect):
     description = "Seed 001 (multi-agent command center API) exactly as documented."
     base = "/compat/command-center/api/v1"
     error_schema = CommandCenterErrorSchema
+    # "Authenticated: 100 requests per minute per IP" (its WebSocket's 100 messages a
+    # minute per connection are api/streams/sockets.py's).
+    rate_limits: ClassVar[dict[str, str]] = {"ip": "100 per minute"}
 
     def error_body(self, problem: Problem) -> dict[str, Any]:
         return {

@@ -16,6 +16,13 @@ from marshmallow import Schema, fields
 
 from api.compat.core import Dialect, Problem, StatusWords, timestamp
 
+# Section 4.2's tiers (requests an hour, per organization).
+TIER_LIMITS = {
+    "free": "100 per hour",
+    "pro": "1000 per hour",
+    "enterprise": "10000 per hour",
+}
+
 # Baton's codes -> the document's (section 3.3); the rest keep Baton's.
 ERROR_CODES = {
     "FORBIDDEN": "INSUFFICIENT_PERMISSIONS",
@@ -73,6 +80,29 @@ class Orchestrator(Dialect):
     # the edge answers them before any route), with the document's VALIDATION_ERROR code.
     status_map: ClassVar[dict[int, int]] = {402: 429, 405: 404}
     error_schema = OrchestratorErrorSchema
+
+    def rate_limit(self, kind: str) -> str | None:
+        """Section 4.2: per organization, per hour, by its subscription tier (an unknown
+        tier, e.g. "custom" before its limits are negotiated, counts as free). Config
+        ``BATON_DIALECT_RATE_LIMITS`` may still set any bucket."""
+        configured = super().rate_limit(kind)
+        if configured or kind != "organization":
+            return configured
+        from flask import current_app, g
+
+        from api.ratelimits import authenticated_principal
+        from api.security import sessions
+        from orchestration import accounts
+
+        principal = authenticated_principal()
+        if principal is None:
+            return None
+        if "orchestrator_tier" not in g:
+            g.orchestrator_tier = accounts.subscription_tier(
+                sessions(), organization_id=principal.organization_id
+            )
+        tiers = current_app.config.get("BATON_ORCHESTRATOR_TIER_LIMITS") or TIER_LIMITS
+        return tiers.get(g.orchestrator_tier, tiers["free"])
 
     def error_body(self, problem: Problem) -> dict[str, Any]:
         return {

@@ -63,6 +63,9 @@ class Phase2(Dialect):
     tag = "Dialect: seed 004 Phase 2 builds"
     description = "Seed 004 (Phase 2 build API) exactly as documented; also at the root."
     base = "/compat/phase2"
+    # "All endpoints are rate limited per user: Global 60 requests/minute" (build creation
+    # 10/min and analysis 5/min are the canonical buckets, shared with /api/v1).
+    rate_limits: ClassVar[dict[str, str]] = {"user": "60 per minute"}
     root_prefixes: ClassVar[tuple[str, ...]] = (
         "/auth/login",
         "/api/build/",

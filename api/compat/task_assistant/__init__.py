@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from flask import request
 from marshmallow import Schema, fields
@@ -102,6 +102,15 @@ class TaskAssistant(Dialect):
     description = "Seed 002 (Task Assistant AI SaaS API) exactly as documented."
     base = "/compat/task-assistant/api/v1"
     error_schema = TaskAssistantErrorSchema
+    # "Rate limits are enforced per tenant and per user": tenant 100/minute and
+    # 1,000/hour, user 50/minute; "auth": its auth endpoints' 10 per 15 minutes, one
+    # bucket per client address over /auth/register, /auth/login and /auth/refresh
+    # (routes.auth_attempts).
+    rate_limits: ClassVar[dict[str, str]] = {
+        "organization": "100 per minute;1000 per hour",
+        "user": "50 per minute",
+        "auth": "10 per 15 minutes",
+    }
 
     def error_body(self, problem: Problem) -> dict[str, Any]:
         body: dict[str, Any]

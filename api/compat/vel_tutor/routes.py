@@ -41,6 +41,7 @@ from api.compat.vel_tutor.schemas import (
     present_task_detail,
 )
 from api.jobs.views import submission_from
+from api.ratelimits import authenticated_principal
 from api.security import current_principal, requires, sessions, stream_principal
 from api.streams.routes import SSE_DOC, event_stream
 from api.streams.schemas import StreamArgsSchema, TaskSSE
@@ -312,7 +313,10 @@ class Health(MethodView):
     @blp.doc(security=[])
     def get(self):
         """System health and each dependency."""
-        report = health.health_report(sessions())
+        caller = authenticated_principal()  # optional: health is public
+        report = health.health_report(
+            sessions(), organization_id=caller.organization_id if caller else None
+        )
         providers = report.providers or {}
 
         def provider(name: str) -> str:
@@ -327,7 +331,8 @@ class Health(MethodView):
                 "database": report.database,
                 "openai": provider("openai"),
                 "groq": provider("groq"),
-                # Task servers are per-organization integrations: none is global.
-                "task_master": "not_configured",
+                # Task servers are per-organization integrations: the caller's, when
+                # the request carries a valid token; none is global.
+                "task_master": report.task_servers or "not_configured",
             },
         }

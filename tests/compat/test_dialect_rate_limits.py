@@ -1,0 +1,133 @@
+"""Each document's own rate limits (issue 15): its numbers, in its headers, and its 429.
+
+Seed 001: 100 requests a minute per IP. Seed 002: 50 a minute per user, 100 a minute and
+1,000 an hour per tenant, its auth endpoints 10 per 15 minutes per IP. Seed 003: per
+organization per hour by subscription tier (100 / 1,000 / 10,000). Seed 004: 60 a minute
+per user (at its base and at the root: one bucket). Every dialect bucket comes on top of
+Baton's per-user and per-organization ones, each request counted once in each.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests import factories
+
+CC = "/compat/command-center/api/v1"
+TA = "/compat/task-assistant/api/v1"
+ORCH = "/compat/orchestrator/v1"
+PHASE2 = "/compat/phase2"
+
+
+@pytest.fixture(autouse=True)
+def _documents_limits(app):
+    """The documents' own numbers (tests/conftest.py gives other tests roomy ones)."""
+    app.config["BATON_DIALECT_RATE_LIMITS"] = {}
+
+
+@pytest.fixture
+def acme(app, db):
+    org = factories.organization(db)
+    user = factories.user(db, org, role="admin")
+    db.commit()
+    return {"org": org, "user": user, "headers": factories.auth_headers(app, user)}
+
+
+def _limit_headers(response, limit: int, remaining: int | None = None) -> None:
+    assert int(response.headers["X-RateLimit-Limit"]) == limit, dict(response.headers)
+    if remaining is not None:
+        assert int(response.headers["X-RateLimit-Remaining"]) == remaining
+    assert int(response.headers["X-RateLimit-Reset"]) > 0
+
+
+def _exhaust(client, url: str, limit: int, **kwargs):
+    answers = [client.get(url, **kwargs) for _ in range(limit)]
+    assert all(a.status_code != 429 for a in answers)
+    _limit_headers(answers[0], limit, limit - 1)
+    _limit_headers(answers[-1], limit, 0)
+    over = client.get(url, **kwargs)
+    assert over.status_code == 429, over.get_json()
+    assert int(over.headers["Retry-After"]) > 0
+    return over
+
+
+def test_seed_001_100_a_minute_per_ip(client, acme):
+    over = _exhaust(client, f"{CC}/projects", 100, headers=acme["headers"])
+    error = over.get_json()["error"]
+    assert error["code"] == "RATE_LIMIT_EXCEEDED" and set(error) == {
+        "code", "message", "details", "request_id"
+    }  # fmt: skip
+    # Per IP: another user from the same address is counted in the same bucket.
+    assert client.get(f"{CC}/projects").status_code == 429
+    # The canonical API and the other dialects are not this document's bucket.
+    assert client.get("/api/v1/health").status_code == 200
+
+
+def test_seed_002_50_a_minute_per_user_and_its_429(client, acme):
+    over = _exhaust(client, f"{TA}/tasks", 50, headers=acme["headers"])
+    body = over.get_json()
+    retry = int(over.headers["Retry-After"])
+    assert body["retry_after"] == retry
+    assert body["detail"] == f"Rate limit exceeded. Try again in {retry} seconds."
+
+
+def test_seed_002_tenant_limit_counts_every_user(app, client, db, acme):
+    app.config["BATON_DIALECT_RATE_LIMITS"] = {
+        "task_assistant": {"organization": "4 per minute;1000 per hour"}
+    }
+    other = factories.user(db, acme["org"], role="member")
+    db.commit()
+    others = factories.auth_headers(app, other)
+    assert [client.get(f"{TA}/tasks", headers=h).status_code
+            for h in (acme["headers"], others) * 2] == [200] * 4  # fmt: skip
+    assert client.get(f"{TA}/tasks", headers=others).status_code == 429
+
+
+def test_seed_002_auth_endpoints_10_per_15_minutes_per_ip(app, client):
+    answers = [
+        client.post(
+            f"{TA}/auth/register",
+            json={
+                "email": f"r{uuid.uuid4().hex[:10]}@example.com",
+                "password": "Correct-Horse-9",
+                "tenant_name": f"T{i}",
+            },
+        )  # fmt: skip
+        for i in range(10)
+    ]
+    assert all(a.status_code != 429 for a in answers), [a.get_json() for a in answers]
+    _limit_headers(answers[0], 10)
+    assert int(answers[0].headers["X-RateLimit-Window"]) == 900
+    # Login shares the bucket: the eleventh auth request from this address is refused.
+    login = client.post(f"{TA}/auth/login", json={"email": "x@example.com", "password": "x"})
+    assert login.status_code == 429 and "retry_after" in login.get_json()
+
+
+@pytest.mark.parametrize(("tier", "limit"), [("free", 100), ("pro", 1000), ("enterprise", 10000)])
+def test_seed_003_per_tier_per_hour(client, db, acme, tier, limit):
+    acme["org"].subscription_tier = tier
+    db.commit()
+    response = client.get(f"{ORCH}/projects", headers=acme["headers"])
+    _limit_headers(response, limit, limit - 1)
+    assert response.headers["X-RateLimit-Window"] == "3600"
+
+
+def test_seed_003_free_tier_429(client, acme):
+    over = _exhaust(client, f"{ORCH}/projects", 100, headers=acme["headers"])
+    assert over.get_json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    assert over.headers["X-RateLimit-Window"] == "3600"
+
+
+def test_seed_004_60_a_minute_per_user_at_base_and_root(client, acme):
+    h = acme["headers"]
+    first = client.get(f"{PHASE2}/api/build/", headers=h)
+    _limit_headers(first, 60, 59)
+    root = client.get("/api/build/", headers=h)
+    _limit_headers(root, 60, 58)
+    for _ in range(58):
+        assert client.get("/api/build/", headers=h).status_code == 200
+    over = client.get(f"{PHASE2}/api/build/", headers=h)
+    assert over.status_code == 429
+    assert over.get_json()["error"] == "rate_limit_exceeded"

@@ -20,6 +20,7 @@ from api.budget.schemas import (
     PeriodSpendSchema,
     ProjectSpendSchema,
     TimelineBucketSchema,
+    TimelineSchema,
     _report,
     chat_fields,
     usage_fields,
@@ -39,7 +40,7 @@ from api.projects.schemas import GITHUB_ID, GITHUB_REPO, ProjectSchema, ProjectS
 from api.pull_requests.routes import PullRequestSchema
 from orchestration.listing import MAX_LIMIT, MAX_OFFSET, Page, PageRequest
 from orchestration.project_work import TASK_STATUSES
-from orchestration.reports import GRANULARITIES, SpendReport, Timeline
+from orchestration.reports import GRANULARITIES, SpendReport
 
 AGENT_TYPES = ("architect", "coder", "tester", "reviewer", "orchestrator")
 CONVERSATION_STATUSES = ("active", "paused", "completed")
@@ -428,22 +429,11 @@ class CCTimelineBucketSchema(TimelineBucketSchema):
     spent = Number()
 
 
-class CCTimelineSchema(Schema):
-    start_date = fields.Date()
-    end_date = fields.Date()
-    granularity = fields.String()
+class CCTimelineSchema(TimelineSchema):
+    """The canonical timeline (its pre_dump reads the Timeline) with money as numbers."""
+
     total_spent = Number()
     items = fields.List(fields.Nested(CCTimelineBucketSchema))
-
-    @pre_dump
-    def _from_timeline(self, timeline: Timeline, **_: Any) -> dict[str, Any]:
-        return {
-            "start_date": timeline.range.start,
-            "end_date": timeline.range.end,
-            "granularity": timeline.granularity,
-            "total_spent": timeline.total,
-            "items": timeline.buckets,
-        }
 
 
 class CCAgentMetricsSchema(AgentMetricsSchema):

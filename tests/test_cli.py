@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -82,3 +83,57 @@ def test_the_readmes_first_command_runs_the_demo_on_the_embedded_default(tmp_pat
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     assert "orchestration completed: 5/5 steps" in demo.stdout
     assert (tmp_path / "baton.db").exists()
+
+
+def test_an_embedded_budget_limit_holds_and_settles_a_call(tmp_path):
+    """`baton up` on the embedded default with a block limit: the call is held and settled
+    on SQLite (its statements one by one) and the window ends with the spend, nothing held."""
+    env = {k: v for k, v in os.environ.items() if k not in _SERVICE_VARIABLES}
+    env["BATON_HOME"] = str(tmp_path)
+    port = free_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "baton.cli", "up", "--port", str(port), "--stream-port", str(free_port())],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health/live").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("baton up did not come up")
+        registered = httpx.post(
+            f"{base}/auth/register",
+            json={
+                "email": "ada@example.com",
+                "password": "correct horse",
+                "organization_name": "A",
+            },
+        )
+        headers = {"Authorization": f"Bearer {registered.json()['access_token']}"}
+        limit = httpx.post(
+            f"{base}/budget/limits",
+            json={"name": "daily", "scope_type": "organization", "amount_usd": "10", "period": "daily"},
+            headers=headers,
+        )  # fmt: skip
+        assert limit.status_code == 201, limit.text
+        task = httpx.post(
+            f"{base}/tasks", json={"title": "t", "description": "hello"}, headers=headers
+        )
+        assert task.status_code == 202, task.text
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            job = httpx.get(f"{base}/jobs/{task.json()['id']}", headers=headers).json()
+            if job["status"] in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.5)
+        assert job["status"] == "completed", job
+        window = httpx.get(f"{base}/budget/limits/{limit.json()['id']}", headers=headers).json()
+        assert Decimal(window["spent"]) > 0 and Decimal(window["reserved"]) == 0, window
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -16,12 +17,30 @@ from api.security import current_principal, requires, sessions
 from api.tasks.schemas import TaskCreateSchema, TaskSchema, present_task
 from models import JobKind
 from orchestration import jobs
+from orchestration.jobs import JobSubmission
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks", description="Agent tasks")
 
 
 class TaskAcceptedSchema(AcceptedSchema):
     task_id = fields.UUID()
+
+
+def task_submission(data: dict[str, Any]) -> JobSubmission:
+    """A TaskCreateSchema body as a job (the seed dialects' task creation too)."""
+    job_input = {
+        "title": data.get("title"),
+        "description": data.get("description"),
+        "parameters": data["parameters"],
+        "metadata": data["metadata"],
+        "due_date": data["due_date"].isoformat() if data.get("due_date") else None,
+    }
+    return submission_from(
+        data,
+        kind=JobKind.TASK,
+        title=data.get("title") or data["description"][:200],
+        job_input=job_input,
+    )
 
 
 @blp.route("")
@@ -32,20 +51,7 @@ class Tasks(MethodView):
     @job_submission
     def post(self, data):
         """Create a task and start it; answers 202 with the job id and a Location."""
-        job_input = {
-            "title": data.get("title"),
-            "description": data.get("description"),
-            "parameters": data["parameters"],
-            "metadata": data["metadata"],
-            "due_date": data["due_date"].isoformat() if data.get("due_date") else None,
-        }
-        submission = submission_from(
-            data,
-            kind=JobKind.TASK,
-            title=data.get("title") or data["description"][:200],
-            job_input=job_input,
-        )
-        return submit(submission, "tasks.TaskById", "Task created", id_alias="task_id")
+        return submit(task_submission(data), "tasks.TaskById", "Task created", id_alias="task_id")
 
     @requires("job:read")
     @blp.arguments(JobListArgsSchema, location="query")

@@ -38,10 +38,10 @@ from api.compat.task_assistant.schemas import (
 from api.conversations.routes import SSE_DOC, _sse
 from api.conversations.schemas import ChatMessageSchema
 from api.extensions import limiter
-from api.jobs.views import submission_from
 from api.ratelimits import ip_key
 from api.security import current_principal, requires, sessions
 from api.streams.sockets import multiplexed_socket, sock
+from api.tasks.routes import task_submission
 from api.tasks.schemas import TaskCreateSchema
 from api.webhooks.schemas import present_webhook
 from baton.settings import get_settings
@@ -165,18 +165,7 @@ class Tasks(MethodView):
     def post(self, data: dict[str, Any]):
         """Create a task (201, ``pending``); it starts at once. The same job is
         ``GET /api/v1/jobs/{id}``."""
-        submission = submission_from(
-            data,
-            kind=JobKind.TASK,
-            title=data.get("title") or data["description"][:200],
-            job_input={
-                "title": data.get("title"),
-                "description": data.get("description"),
-                "parameters": data["parameters"],
-                "metadata": data["metadata"],
-                "due_date": data["due_date"].isoformat() if data.get("due_date") else None,
-            },
-        )
+        submission = task_submission(data)
         detail = jobs.submit_job(sessions(), principal=current_principal(), submission=submission)
         location = DIALECT.url_for("TaskById", task_id=detail.job.id)
         return present_task(detail), 201, {"Location": location}

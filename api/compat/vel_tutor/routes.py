@@ -40,11 +40,11 @@ from api.compat.vel_tutor.schemas import (
     present_task,
     present_task_detail,
 )
-from api.jobs.views import submission_from
 from api.ratelimits import authenticated_principal
 from api.security import current_principal, requires, sessions, stream_principal
 from api.streams.routes import SSE_DOC, event_stream
 from api.streams.schemas import StreamArgsSchema, TaskSSE
+from api.tasks.routes import task_submission
 from api.tasks.schemas import TaskCreateSchema
 from models import TERMINAL_STATUSES, JobKind
 from orchestration import accounts, agent_runs, agents, health, jobs
@@ -236,18 +236,7 @@ class Tasks(MethodView):
     @job_submission
     def post(self, data: dict[str, Any]):
         """Create and start a task: 201, status ``pending``."""
-        submission = submission_from(
-            data,
-            kind=JobKind.TASK,
-            title=data.get("title") or data["description"][:200],
-            job_input={
-                "title": data.get("title"),
-                "description": data.get("description"),
-                "parameters": data["parameters"],
-                "metadata": data["metadata"],
-                "due_date": data["due_date"].isoformat() if data.get("due_date") else None,
-            },
-        )
+        submission = task_submission(data)
         detail = jobs.submit_job(sessions(), principal=current_principal(), submission=submission)
         location = DIALECT.url_for("TaskById", task_id=detail.job.id)
         return present_task(detail.job), 201, {"Location": location}

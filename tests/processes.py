@@ -3,6 +3,7 @@ output in a file, and polling helpers (no fixed sleeps)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -51,7 +52,9 @@ class Script:
         self.log = log
         self.out = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [BATON, *args], cwd=ROOT, env={**os.environ, **(env or {})},
+            # faulthandler: a process that will not stop is made to print every thread's
+            # stack into its log (SIGABRT) before it is killed, so a hang in CI says where.
+            [BATON, *args], cwd=ROOT, env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
             stdout=self.out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -66,11 +69,19 @@ class Script:
 
         poll(seen, timeout, f"{marker!r} in {self.log.name}")
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=60)
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            raise AssertionError(
+                f"{self.proc.args} did not exit {timeout:g} s after SIGTERM; its log and "
+                f"stacks:\n{self.text()[-12000:]}"
+            ) from None
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()

@@ -210,3 +210,29 @@ def test_an_organization_can_require_2fa(client, db):
     assert sign_in(client, admin["user"]["email"])["requires_2fa_setup"] is True
     org_id = admin["user"]["organization_id"]
     assert db.scalar(sa.select(Organization.require_2fa).where(Organization.id == org_id))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/compat/vel-tutor/api/v1/auth/login",
+        "/compat/task-assistant/api/v1/auth/login",
+        "/compat/orchestrator/v1/auth/login",
+        "/compat/phase2/auth/login",
+        "/auth/login",
+    ],
+)
+def test_dialect_logins_without_a_second_factor_step_refuse_a_2fa_account(client, path):
+    # These documents have no second-factor step: the account is sent to the canonical
+    # login, in the dialect's own 401, and no token is issued.
+    tokens = register(client).get_json()
+    enroll(client, tokens)
+    response = client.post(
+        path,
+        json={"email": tokens["user"]["email"], "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": unique_ip()},
+    )
+    assert response.status_code == 401, response.get_data(as_text=True)
+    text = response.get_data(as_text=True)
+    assert "/api/v1/auth/login" in text and "token" not in response.get_json()
+    assert "access_token" not in response.get_json()

@@ -260,3 +260,25 @@ def token_issuer(
         )
 
     return issue
+
+
+def password_sign_in(data: dict[str, Any], *, issue: Callable[..., Any]) -> Any:
+    """``accounts.login`` for a dialect's login route (email or username, and password):
+    the signed-in ``accounts.SignIn``. These documents have no second-factor step, so an
+    account that needs one is sent to the canonical login instead of half signed in."""
+    from api.security import sessions
+    from orchestration import accounts
+    from orchestration.errors import AuthenticationRequired
+
+    signin = accounts.login(
+        sessions(),
+        email=data.get("email"),
+        username=data.get("username"),
+        password=data["password"],
+        issue=issue,
+    )
+    if isinstance(signin, accounts.SecondFactorRequired):
+        raise AuthenticationRequired(
+            "This account signs in with two factors: use /api/v1/auth/login"
+        )
+    return signin

@@ -100,15 +100,7 @@ class Login(MethodView):
     @blp.doc(security=[])
     def post(self, data: dict[str, Any]):
         """Email (or username) and password -> access and refresh tokens and the user."""
-        return _signed_in(
-            accounts.login(
-                sessions(),
-                email=data.get("email"),
-                username=data.get("username"),
-                password=data["password"],
-                issue=issue,
-            )
-        )
+        return _signed_in(core.password_sign_in(data, issue=issue))
 
 
 @blp.route("/auth/refresh")

@@ -34,8 +34,8 @@ from api.compat.phase2.schemas import (
 from api.jobs.views import submission_from
 from api.security import current_principal, requires, sessions
 from models import JobKind, User, utcnow
-from orchestration import accounts, health, jobs
-from orchestration.errors import AuthenticationRequired, Forbidden
+from orchestration import health, jobs
+from orchestration.errors import Forbidden
 from orchestration.principal import PERMISSIONS
 
 blp = DIALECT.blueprint
@@ -60,17 +60,7 @@ class Login(MethodView):
     @blp.doc(security=[])
     def post(self, data: dict[str, Any]):
         """Username (or email) and password -> a bearer JWT."""
-        signin = accounts.login(
-            sessions(),
-            email=data.get("email"),
-            username=data.get("username"),
-            password=data["password"],
-            issue=issue,
-        )
-        if isinstance(signin, accounts.SecondFactorRequired):
-            raise AuthenticationRequired(
-                "This account signs in with two factors: use /api/v1/auth/login"
-            )
+        signin = core.password_sign_in(data, issue=issue)
         return {
             "access_token": signin.tokens.access_token,
             "token_type": "bearer",

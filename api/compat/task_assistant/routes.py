@@ -47,7 +47,7 @@ from api.webhooks.schemas import present_webhook
 from baton.settings import get_settings
 from models import TERMINAL_STATUSES, JobKind
 from orchestration import accounts, agent_runs, agents, conversations, jobs, webhooks
-from orchestration.errors import AuthenticationRequired, ValidationFailed, field_error
+from orchestration.errors import ValidationFailed, field_error
 
 blp = DIALECT.blueprint
 issue = core.token_issuer()
@@ -100,17 +100,7 @@ class Login(MethodView):
     @blp.doc(security=[])
     def post(self, data: dict[str, Any]):
         """Email and password -> a bearer access token."""
-        signin = accounts.login(
-            sessions(),
-            email=data.get("email"),
-            username=data.get("username"),
-            password=data["password"],
-            issue=issue,
-        )
-        if isinstance(signin, accounts.SecondFactorRequired):
-            raise AuthenticationRequired(
-                "This account signs in with two factors: use /api/v1/auth/login"
-            )
+        signin = core.password_sign_in(data, issue=issue)
         return _token(signin)
 
 

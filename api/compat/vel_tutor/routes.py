@@ -48,7 +48,6 @@ from api.tasks.routes import task_submission
 from api.tasks.schemas import TaskCreateSchema
 from models import TERMINAL_STATUSES, JobKind
 from orchestration import accounts, agent_runs, agents, health, jobs
-from orchestration.errors import AuthenticationRequired
 
 blp = DIALECT.blueprint
 issue = core.token_issuer()
@@ -70,11 +69,7 @@ class Login(MethodView):
     @blp.doc(security=[])
     def post(self, data: dict[str, Any]):
         """Email and password -> a JWT, its expiry, and the user (5 attempts/min per IP)."""
-        signin = accounts.login(
-            sessions(), email=data["email"], password=data["password"], issue=issue
-        )
-        if isinstance(signin, accounts.SecondFactorRequired):
-            raise AuthenticationRequired("Two-factor sign-in required: use /api/v1/auth/login")
+        signin = core.password_sign_in(data, issue=issue)
         return {
             "user": VelTutorUserSchema().dump(signin.user),
             "token": signin.tokens.access_token,

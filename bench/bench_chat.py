@@ -71,30 +71,13 @@ def main() -> None:
         conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
     procs: list[subprocess.Popen] = []
     try:
+        from baseline import celery_worker
+
         from models.migrate import upgrade
         from orchestration.canvas import all_queues
 
         upgrade(ENV["DATABASE_URL"])
-        procs.append(
-            sh(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers",
-                    "worker",
-                    "-Q",
-                    ",".join(all_queues()),
-                    "-c",
-                    "2",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "warning",
-                ]
-            )  # fmt: skip
-        )
+        procs.append(celery_worker("workers", all_queues()))
         procs.append(
             sh(
                 [

@@ -234,7 +234,11 @@ def _create_job(
     scope = budget.CallScope(
         principal.organization_id, project_id, agent.id if agent else None, principal.user_id
     )
-    if spent := budget.blocking_limit_spent(session, scope):
+    # The token check already read whether the organization has any block limit: without
+    # one there is nothing to read here (a limit created since is enforced by the worker
+    # before any provider call, as one created after this read always was).
+    may_block = principal.block_limits is not False
+    if may_block and (spent := budget.blocking_limit_spent(session, scope)):
         raise BudgetExceeded(
             f"Budget limit '{spent.name}' ({spent.amount_usd} USD {spent.period}) is already spent",
             [{"limit_id": str(spent.id), "scope_type": spent.scope_type, "period": spent.period}],

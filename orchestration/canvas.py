@@ -118,6 +118,10 @@ def bound_broker_waits() -> None:
     if settings.broker_is_filesystem:
         return
     seconds = settings.broker_timeout_seconds
+    if settings.celery_broker_url.startswith(("redis://", "rediss://")):
+        from orchestration.redis_transport import TRANSPORT
+
+        app.conf.broker_transport = TRANSPORT  # one Redis client per channel, not per send
     app.conf.broker_transport_options = {
         **(app.conf.broker_transport_options or {}),
         "socket_timeout": seconds,

@@ -67,7 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         **docs.settings(),
         # Every route takes a bearer token unless it says otherwise (auth, health).
         API_SPEC_OPTIONS={"security": [{"bearerAuth": []}]},
-        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_STORAGE_URI=ratelimits.storage_uri(settings.redis_url),
         # Every limiter key under BATON_REDIS_PREFIX ("<prefix>:ratelimit:LIMITER/..."); a
         # paused Redis costs at most a second before the in-memory fallback below.
         RATELIMIT_STORAGE_OPTIONS={

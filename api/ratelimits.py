@@ -13,9 +13,11 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, has_request_context, request
+from flask.globals import request_ctx
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from limits.storage import RedisStorage
 
 from api.compat import registry as compat_registry
 from api.errors import error_response
@@ -125,6 +127,76 @@ def _dialect_limit(kind: str):  # type: ignore[no-untyped-def]
         return f"{name}:{organization_key() if kind == 'organization' else rate_limit_key()}"
 
     return ApplicationLimit(value, key_function=key, scope=f"dialect-{kind}", exempt_when=exempt)
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+class CountingRedisStorage(RedisStorage):
+    """limits' Redis storage (``baton+redis://`` for Flask-Limiter's storage URI) whose
+    increment also answers the key's time to live, kept for the rest of the request.
+
+    A request hits each of its limits once (a Lua INCRBY+EXPIRE, as limits' own script),
+    then its ``X-RateLimit-*`` headers ask the limit's window: a GET and a TTL, two more
+    round trips for what the increment has just said. Here ``get`` and ``get_expiry``
+    of a key this request incremented answer from that increment; any other key (or
+    outside a request) reads Redis as before. Counting, keys and expiry are unchanged.
+    """
+
+    STORAGE_SCHEME = ["baton+redis", "baton+rediss"]
+    SCRIPT_INCR_EXPIRE_TTL = """
+local amount = tonumber(ARGV[2])
+local current = redis.call("incrby", KEYS[1], amount)
+if tonumber(current) == amount then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+return {current, redis.call("ttl", KEYS[1])}
+"""
+
+    def __init__(self, uri: str, **options) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(uri.removeprefix("baton+"), **options)
+
+    def initialize_storage(self, uri: str) -> None:
+        super().initialize_storage(uri)
+        self.lua_incr_expire_ttl = self.get_connection().register_script(
+            self.SCRIPT_INCR_EXPIRE_TTL
+        )
+
+    @staticmethod
+    def _seen() -> dict[str, tuple[int, float]] | None:
+        """This request's increments: key -> (count, expiry as a timestamp)."""
+        if not has_request_context():
+            return None
+        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        if not hasattr(ctx, "_baton_rate_counts"):
+            ctx._baton_rate_counts = {}
+        return ctx._baton_rate_counts
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        current, ttl = self.lua_incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])
+        seen = self._seen()
+        if seen is not None:
+            seen[key] = (int(current), max(int(ttl), 0) + time.time())
+        return int(current)
+
+    def get(self, key: str) -> int:
+        seen = self._seen()
+        if seen is not None and key in seen:
+            return seen[key][0]
+        return super().get(key)
+
+    def get_expiry(self, key: str) -> float:
+        seen = self._seen()
+        if seen is not None and key in seen:
+            return seen[key][1]
+        return super().get_expiry(key)
+
+
+def storage_uri(redis_url: str) -> str:
+    """Flask-Limiter's storage URI for Baton's Redis URL (memory without one)."""
+    if redis_url.startswith(("redis://", "rediss://")):
+        return f"baton+{redis_url}"
+    return redis_url or "memory://"
 
 
 def make_limiter() -> Limiter:

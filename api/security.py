@@ -45,6 +45,7 @@ def current_principal() -> Principal:
         user_id=token_user_id(claims),
         organization_id=g.live_session.organization_id,
         role=g.live_session.role,
+        block_limits=g.live_session.has_block_limits,
     )
     observability.bind(organization_id=g.principal.organization_id)
     return g.principal
@@ -87,7 +88,10 @@ def principal_from_token(token: str | None) -> Principal:
     if has_request_context() and "live_session" not in g:
         g.live_session = live  # the quota hook reads it, as for a bearer header
     return Principal(
-        user_id=token_user_id(claims), organization_id=live.organization_id, role=live.role
+        user_id=token_user_id(claims),
+        organization_id=live.organization_id,
+        role=live.role,
+        block_limits=live.has_block_limits,
     )
 
 

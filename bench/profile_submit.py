@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="cumulative", help="a pstats sort key (tottime, ...)")
     parser.add_argument("--idempotency", action="store_true", help="send an Idempotency-Key")
+    parser.add_argument("--dump", help="also write the raw cProfile stats to this file")
     args = parser.parse_args()
 
     admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
@@ -172,6 +173,8 @@ def main() -> None:
         print(f"Redis round trips per submission: {sum(redis_commands.values()) / n:.2f}")
         for name, c in redis_commands.most_common():
             print(f"  {c / n:5.2f}  {name}  ({seen_where.get(name, 'pipeline')})")
+        if args.dump:
+            profiler.dump_stats(args.dump)
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(args.top)
         print(out.getvalue())

@@ -21,7 +21,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from baton.settings import get_settings
-from models import Organization, RefreshToken, RevokedAccessToken, Role, User, utcnow
+from models import (
+    BudgetLimit,
+    LimitAction,
+    Organization,
+    RefreshToken,
+    RevokedAccessToken,
+    Role,
+    User,
+    utcnow,
+)
 from models.db import transaction
 from orchestration import integrations, quotas
 from orchestration.errors import (
@@ -336,6 +345,40 @@ class LiveSession:
     organization_id: uuid.UUID
     role: str
     api_quota_limit: int | None
+    # Whether the organization has an active, undeleted ``block`` budget limit (of any
+    # scope): without one, a submission needs no budget read to know it is not a 402.
+    has_block_limits: bool = True
+
+
+@lru_cache(maxsize=1)
+def _live_session_statement() -> sa.Select[Any]:
+    """Built once (its parameters are bound per call): the user row, both revocation
+    checks, the organization's quota and whether it has a block limit, in one SELECT."""
+    token_revoked = sa.select(RevokedAccessToken.jti).where(
+        RevokedAccessToken.jti == sa.bindparam("jti")
+    )
+    family_revoked = sa.select(RefreshToken.jti).where(
+        RefreshToken.family_id == sa.bindparam("family_id", type_=sa.Uuid()),
+        RefreshToken.revoked_at.is_not(None),
+    )
+    block_limit = sa.select(BudgetLimit.id).where(
+        BudgetLimit.organization_id == User.organization_id,
+        BudgetLimit.action_on_exceed == LimitAction.BLOCK.value,
+        BudgetLimit.is_active.is_(True),
+        BudgetLimit.deleted_at.is_(None),
+    )
+    return (
+        sa.select(
+            User.organization_id,
+            User.role,
+            token_revoked.exists(),
+            family_revoked.exists(),
+            Organization.api_quota_limit,
+            block_limit.exists(),
+        )
+        .join(Organization, Organization.id == User.organization_id)
+        .where(User.id == sa.bindparam("user_id", type_=sa.Uuid()), User.is_active.is_(True))
+    )
 
 
 def live_session(
@@ -345,28 +388,24 @@ def live_session(
     the user is gone or deactivated, the token was logged out, or its login (refresh
     family) was revoked by logout, refresh-token reuse or a password change.
 
-    One round trip per request: the user row and both revocation checks in one SELECT.
+    One round trip per request: the user row and both revocation checks in one SELECT,
+    outside a transaction when the factory is bound to an engine (one statement reads
+    one snapshot anyway; a BEGIN and a ROLLBACK were two more round trips).
     """
-    token_revoked = sa.select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti)
-    family_revoked = sa.select(RefreshToken.jti).where(
-        RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
-    )
-    stmt = (
-        sa.select(
-            User.organization_id,
-            User.role,
-            token_revoked.exists(),
-            family_revoked.exists(),
-            Organization.api_quota_limit,
-        )
-        .join(Organization, Organization.id == User.organization_id)
-        .where(User.id == user_id, User.is_active.is_(True))
-    )
-    with sessions() as session:
-        row = session.execute(stmt).one_or_none()
+    stmt = _live_session_statement()
+    params = {"user_id": user_id, "jti": jti, "family_id": family_id}
+    bind = sessions.kw.get("bind")
+    if isinstance(bind, sa.Engine):
+        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            row = conn.execute(stmt, params).one_or_none()
+    else:  # bound to a connection (a test's outer transaction): read through it
+        with sessions() as session:
+            row = session.execute(stmt, params).one_or_none()
     if row is None or row[2] or row[3]:
         return None
-    return LiveSession(organization_id=row[0], role=row[1], api_quota_limit=row[4])
+    return LiveSession(
+        organization_id=row[0], role=row[1], api_quota_limit=row[4], has_block_limits=row[5]
+    )
 
 
 def purge_revoked_access_tokens(sessions: sessionmaker[Session]) -> int:

@@ -73,8 +73,11 @@ def _sig(
     }
     if task_id:
         options["task_id"] = task_id
-    if keep_result:  # a chord's header: the chord counts its result (tasks ignore theirs)
-        options["ignore_result"] = False
+    # A chord's header keeps its result (the chord counts it). Every other task ignores its
+    # result, and saying so in the signature also spares the sender (the API, which has no
+    # task registered) the result backend's subscription to the task's result channel:
+    # nothing here ever waits for a result, the job's state is in PostgreSQL.
+    options["ignore_result"] = not keep_result
     return app.signature(str(name), args=args, immutable=True, **options)
 
 
@@ -115,6 +118,10 @@ def bound_broker_waits() -> None:
     if settings.broker_is_filesystem:
         return
     seconds = settings.broker_timeout_seconds
+    if settings.celery_broker_url.startswith(("redis://", "rediss://")):
+        from orchestration.redis_transport import TRANSPORT
+
+        app.conf.broker_transport = TRANSPORT  # one Redis client per channel, not per send
     app.conf.broker_transport_options = {
         **(app.conf.broker_transport_options or {}),
         "socket_timeout": seconds,

@@ -234,7 +234,11 @@ def _create_job(
     scope = budget.CallScope(
         principal.organization_id, project_id, agent.id if agent else None, principal.user_id
     )
-    if spent := budget.blocking_limit_spent(session, scope):
+    # The token check already read whether the organization has any block limit: without
+    # one there is nothing to read here (a limit created since is enforced by the worker
+    # before any provider call, as one created after this read always was).
+    may_block = principal.block_limits is not False
+    if may_block and (spent := budget.blocking_limit_spent(session, scope)):
         raise BudgetExceeded(
             f"Budget limit '{spent.name}' ({spent.amount_usd} USD {spent.period}) is already spent",
             [{"limit_id": str(spent.id), "scope_type": spent.scope_type, "period": spent.period}],
@@ -314,15 +318,27 @@ def _insert_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> sa.Text
     return sa.text(f"WITH {ctes} {last}" if ctes else last)
 
 
+@functools.cache
+def _table_columns(table: sa.Table) -> tuple[frozenset[str], tuple[tuple[str, Any], ...]]:
+    """The table's column keys, and the (key, default) of each column with a Python
+    default (looked up once per table, not per row)."""
+    defaults = tuple(
+        (column.key, column.default)
+        for column in table.c
+        if column.default is not None and not column.default.is_sequence
+    )
+    return frozenset(column.key for column in table.c), defaults
+
+
 def _column_values(row: Any, table: sa.Table) -> dict[str, Any]:
-    values = {key: value for key, value in vars(row).items() if key in table.c}
-    for column in table.c:
-        default = column.default
-        if column.key not in values and default is not None and not default.is_sequence:
-            values[column.key] = default.arg(None) if default.is_callable else default.arg
+    keys, defaults = _table_columns(table)
+    values = {key: value for key, value in vars(row).items() if key in keys}
+    for key, default in defaults:
+        if key not in values:
+            values[key] = default.arg(None) if default.is_callable else default.arg
             # The caller answers from this object (progress 0, not None): it holds what
             # the row holds.
-            setattr(row, column.key, values[column.key])
+            setattr(row, key, values[key])
     return values
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from models.identity import Role
 
@@ -28,6 +28,10 @@ class Principal:
     user_id: uuid.UUID
     organization_id: uuid.UUID
     role: str
+    # What the request's token check read: whether the organization has an active
+    # ``block`` budget limit. False lets a submission skip its budget read (no limit can
+    # make it a 402); None (not known) means look.
+    block_limits: bool | None = field(default=None, compare=False)
 
     @property
     def permissions(self) -> tuple[str, ...]:

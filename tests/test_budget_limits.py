@@ -493,3 +493,62 @@ def test_a_hold_closes_once_and_a_refused_hold_leaves_no_row(client, db, tenant)
     # Rows of this limit's window only: end-to-end tests leave committed holds of their own.
     own_holds = sa.select(sa.func.count()).where(BudgetReservation.window_id == window().id)
     assert db.scalar(own_holds) == 2
+
+
+def test_a_spent_block_limit_refuses_submissions_and_only_while_it_applies(client, db, tenant):
+    """The token check reads whether the organization has a block limit; a submission
+    reads the limits only then: every change below applies from the next request."""
+    org, h = tenant["org"], tenant["headers"]
+    factories.usage_record(db, org, cost="1.00", created_at=day_start())
+    db.commit()
+    task = {"description": "Tally the invoices"}
+
+    def submit() -> int:
+        return client.post("/api/v1/tasks", json=task, headers=h).status_code
+
+    assert submit() == 202  # no limit at all
+    create(client, h, amount_usd="0.50", action_on_exceed="warn")
+    assert submit() == 202  # a spent warn limit only alerts
+    roomy = create(client, h, amount_usd="5", name="roomy block")
+    assert submit() == 202  # a block limit with room left
+    spent = create(client, h, amount_usd="0.50", name="spent block")
+    refused = client.post("/api/v1/tasks", json=task, headers=h)
+    assert refused.status_code == 402, refused.get_json()
+    assert refused.get_json()["error"]["code"] == "BUDGET_EXCEEDED"
+    assert refused.get_json()["error"]["details"][0]["limit_id"] == spent["id"]
+    switched = client.patch(f"{URL}/{spent['id']}", json={"is_active": False}, headers=h)
+    assert switched.status_code == 200, switched.get_json()
+    assert submit() == 202
+    client.patch(f"{URL}/{spent['id']}", json={"is_active": True}, headers=h)
+    assert submit() == 402
+    assert client.delete(f"{URL}/{spent['id']}", headers=h).status_code == 204
+    assert client.delete(f"{URL}/{roomy['id']}", headers=h).status_code == 204
+    assert submit() == 202
+    # Another organization's spent block limit is not this one's.
+    factories.usage_record(db, tenant["other_org"], cost="1.00", created_at=day_start())
+    other = factories.budget_limit(db, tenant["other_org"], amount_usd=Decimal("0.5"))
+    db.commit()
+    assert other.action_on_exceed == "block"
+    assert submit() == 202
+
+
+def test_the_token_check_says_whether_the_organization_has_a_block_limit(db, sessions, tenant):
+    from orchestration import accounts
+
+    def live(user) -> accounts.LiveSession:  # noqa: ANN001
+        family = uuid.uuid4()
+        found = accounts.live_session(sessions, user_id=user.id, jti="j", family_id=family)
+        assert found is not None
+        return found
+
+    assert live(tenant["admin"]).has_block_limits is False
+    assert live(tenant["outsider"]).has_block_limits is True  # foreign_limit: block, active
+    limit = factories.budget_limit(db, tenant["org"], action_on_exceed="pause")
+    db.commit()
+    assert live(tenant["admin"]).has_block_limits is False
+    limit.action_on_exceed = "block"
+    db.commit()
+    assert live(tenant["admin"]).has_block_limits is True
+    limit.deleted_at = limit.created_at
+    db.commit()
+    assert live(tenant["admin"]).has_block_limits is False

@@ -239,3 +239,30 @@ def test_openapi_documents_the_history_page(client):
     assert {"history_limit", "history_after"} <= params
     schemas = spec["components"]["schemas"]
     assert "history_next" in schemas["Job"]["properties"]
+
+
+def test_the_apis_redis_channel_sends_through_one_client(app):
+    """orchestration.redis_transport: the API's broker channels reuse one Redis client
+    (kombu's builds one per publish); messages still arrive, on the right queue."""
+    from kombu import Connection, Queue
+
+    from baton.celery_app import app as celery_app
+    from orchestration.redis_transport import TRANSPORT, Transport
+
+    url = celery_app.conf.broker_url
+    if not url.startswith("redis"):
+        pytest.skip("the broker is not Redis")
+    assert celery_app.conf.broker_transport == TRANSPORT  # create_app set it
+    queue = Queue(f"test-shared-client-{uuid.uuid4().hex}")
+    with Connection(url, transport=Transport) as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+        producer = conn.Producer(channel)
+        for n in range(3):
+            producer.publish({"n": n}, routing_key=queue.name, declare=[queue], serializer="json")
+        with channel.conn_or_acquire() as third:
+            assert third is first
+        got = [queue(channel).get(no_ack=True).payload["n"] for _ in range(3)]
+        assert got == [0, 1, 2]
+        queue(channel).delete()

@@ -130,3 +130,43 @@ def store_keys(org_id) -> list[str]:
         return [k.decode() for k in store.scan_iter(match=f"*org:{org_id}*", count=1000)]
     finally:
         store.close()
+
+
+def test_the_storage_answers_headers_from_the_requests_own_increment():
+    """api.ratelimits.CountingRedisStorage: an increment also reads the key's TTL; within
+    the same request, reading that key's count and expiry costs no round trip; another
+    request (or no request) reads Redis."""
+    import time
+    import uuid
+
+    from flask import Flask
+
+    from api.ratelimits import CountingRedisStorage, storage_uri
+
+    url = os.environ["REDIS_URL"]
+    assert storage_uri(url) == f"baton+{url}" and storage_uri("") == "memory://"
+    prefix = f"{os.environ['BATON_REDIS_PREFIX']}:ratelimit-test-{uuid.uuid4().hex}"
+    storage = CountingRedisStorage(storage_uri(url), key_prefix=prefix)
+    client = redis.Redis.from_url(url)
+    app = Flask(__name__)
+    with app.test_request_context():
+        assert storage.incr("k", 60) == 1
+        assert storage.incr("k", 60) == 2
+        assert 0 < client.ttl(f"{prefix}:k") <= 60  # the window expires as limits' does
+        client.incrby(f"{prefix}:k", 5)  # another process's hits, after ours
+        calls = []
+        original = client.__class__.execute_command
+        client.__class__.execute_command = lambda self, *a, **kw: (  # type: ignore[method-assign]
+            calls.append(a[0]) or original(self, *a, **kw)
+        )
+        try:
+            assert storage.get("k") == 2  # what this request's increment said
+            assert time.time() + 58 < storage.get_expiry("k") <= time.time() + 61
+        finally:
+            client.__class__.execute_command = original  # type: ignore[method-assign]
+        assert calls == []
+        assert storage.get("other") == 0  # a key this request did not increment: Redis
+    with app.test_request_context():
+        assert storage.get("k") == 7  # a new request reads Redis
+    assert storage.get("k") == 7 and storage.incr("k", 60) == 8  # outside a request too
+    client.delete(f"{prefix}:k")

@@ -37,7 +37,7 @@ class AnalysisAcceptedSchema(AcceptedSchema):
 class Analyses(MethodView):
     @analysis_submissions
     @requires("job:create")
-    @blp.arguments(AnalysisCreateSchema)
+    @blp.arguments(AnalysisCreateSchema())  # one instance: not built per request
     @blp.response(202, AnalysisAcceptedSchema)
     @job_submission
     def post(self, data):

@@ -41,7 +41,7 @@ class CancelledSchema(Schema):
 class Builds(MethodView):
     @build_submissions
     @requires("job:create")
-    @blp.arguments(BuildCreateSchema)
+    @blp.arguments(BuildCreateSchema())  # one instance: not built per request
     @blp.response(202, BuildAcceptedSchema)
     @job_submission
     def post(self, data):

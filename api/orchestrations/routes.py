@@ -33,7 +33,7 @@ class RunCancelledSchema(Schema):
 @blp.route("/orchestrate")
 class Orchestrate(MethodView):
     @requires("job:create")
-    @blp.arguments(OrchestrateSchema)
+    @blp.arguments(OrchestrateSchema())  # one instance: not built per request
     @blp.response(202, RunAcceptedSchema)
     @job_submission
     def post(self, data):

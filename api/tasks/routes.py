@@ -46,7 +46,7 @@ def task_submission(data: dict[str, Any]) -> JobSubmission:
 @blp.route("")
 class Tasks(MethodView):
     @requires("job:create")
-    @blp.arguments(TaskCreateSchema)
+    @blp.arguments(TaskCreateSchema())  # one instance: not built per request
     @blp.response(202, TaskAcceptedSchema)
     @job_submission
     def post(self, data):

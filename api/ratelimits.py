@@ -14,7 +14,6 @@ import math
 import time
 
 from flask import Flask, Response, current_app, g, has_request_context, request
-from flask.globals import request_ctx
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from limits.storage import RedisStorage
@@ -167,10 +166,7 @@ return {current, redis.call("ttl", KEYS[1])}
         """This request's increments: key -> (count, expiry as a timestamp)."""
         if not has_request_context():
             return None
-        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-        if not hasattr(ctx, "_baton_rate_counts"):
-            ctx._baton_rate_counts = {}
-        return ctx._baton_rate_counts
+        return g.setdefault("baton_rate_counts", {})
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         current, ttl = self.lua_incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])

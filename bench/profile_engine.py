@@ -179,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--stats", help="also write the cProfile stats to this file (pstats)")
     args = parser.parse_args()
 
     admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
@@ -228,6 +229,8 @@ def main() -> None:
         profile.enable()
         run_jobs(sessions, plans)
         profile.disable()
+        if args.stats:
+            profile.dump_stats(args.stats)
         print(f"\n# cProfile of the same {steps} steps, top {args.top} by cumulative time")
         stats = pstats.Stats(profile, stream=sys.stdout)
         stats.sort_stats("cumulative").print_stats(args.top)

@@ -41,6 +41,7 @@ WEBHOOK_STATUSES = frozenset(
 
 _JOBS = Job.__table__
 _EVENTS = JobEvent.__table__
+_PHASES = JobPhase.__table__
 # What a live message says about the job besides the event (see orchestration.live).
 _LIVE_COLUMNS = (
     _JOBS.c.organization_id, _JOBS.c.agent_id, _JOBS.c.kind, _JOBS.c.title, _JOBS.c.status,
@@ -204,17 +205,19 @@ def transition_job(
     """Move the job to ``to`` if its current status allows it; False if another got there."""
     now = utcnow()
     extra: dict[str, Any] = {"updated_at": now, **values}
-    if to == JobStatus.RUNNING:
-        extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
     if to in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
         extra.setdefault("finished_at", now)
-    kind = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status.in_([s.value for s in ALLOWED_FROM[to]]))
-        .values(status=to.value, **extra)
-        .returning(Job.kind)
-        .execution_options(synchronize_session=False)
-    ).scalar()
+    if any(isinstance(v, sa.ClauseElement) for v in extra.values()):
+        statement = _transition_statement(to, ())  # a caller's own SQL: built here
+        if to == JobStatus.RUNNING:
+            extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
+        statement = statement.values(**extra)
+        params: dict[str, Any] = {"t_job_id": job_id}
+    else:
+        keys = tuple(sorted(extra))
+        statement = _transition_statement(to, keys)
+        params = {"t_job_id": job_id, "t_now": now, **{f"t_{k}": extra[k] for k in keys}}
+    kind = session.execute(statement, params).scalar()
     changed = kind is not None
     if changed:
         metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=to.value)
@@ -227,6 +230,28 @@ def transition_job(
         if to in WEBHOOK_STATUSES:  # the outbox row commits with the transition
             webhooks.record_job_transition(session, job_id=job_id, status=to.value)
     return bool(changed)
+
+
+@functools.lru_cache(maxsize=64)
+def _transition_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Update:
+    """``transition_job``'s compare-and-set for ``to``, setting ``keys`` from parameters
+    (``:t_<key>``), built once per shape: building it per call (and through the ORM's
+    bulk UPDATE) cost more Python than the round trip. ``keys`` empty: the caller adds
+    its own values."""
+    values: dict[str, Any] = {"status": to.value}
+    values |= {k: sa.bindparam(f"t_{k}", type_=_JOBS.c[k].type) for k in keys}
+    if keys and to == JobStatus.RUNNING and "started_at" not in keys:
+        now = sa.bindparam("t_now", type_=_JOBS.c.started_at.type)
+        values["started_at"] = sa.func.coalesce(_JOBS.c.started_at, now)
+    statement = (
+        sa.update(_JOBS)
+        .where(
+            _JOBS.c.id == sa.bindparam("t_job_id", type_=_JOBS.c.id.type),
+            _JOBS.c.status.in_(sorted(s.value for s in ALLOWED_FROM[to])),
+        )
+        .returning(_JOBS.c.kind)
+    )
+    return statement.values(**values)
 
 
 def job_status(session: Session, job_id: uuid.UUID) -> JobStatus | None:
@@ -263,13 +288,32 @@ def set_phase_status(
     from_: Iterable[StepStatus],
     **values: Any,
 ) -> bool:
-    return bool(
-        session.execute(
-            sa.update(JobPhase)
-            .where(JobPhase.id == phase_id, JobPhase.status.in_([s.value for s in from_]))
-            .values(status=to.value, **values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    froms = tuple(sorted(s.value for s in from_))
+    if any(isinstance(v, sa.ClauseElement) for v in values.values()):
+        statement = _phase_status_statement(to, froms, ()).values(**values)
+        params: dict[str, Any] = {"s_phase_id": phase_id}
+    else:
+        keys = tuple(sorted(values))
+        statement = _phase_status_statement(to, froms, keys)
+        params = {"s_phase_id": phase_id, **{f"s_{k}": values[k] for k in keys}}
+    return bool(session.execute(statement, params).rowcount)
+
+
+@functools.lru_cache(maxsize=64)
+def _phase_status_statement(
+    to: StepStatus, froms: tuple[str, ...], keys: tuple[str, ...]
+) -> sa.Update:
+    """``set_phase_status``' compare-and-set, built once per shape (``:s_<key>``)."""
+    return (
+        sa.update(_PHASES)
+        .where(
+            _PHASES.c.id == sa.bindparam("s_phase_id", type_=_PHASES.c.id.type),
+            _PHASES.c.status.in_(froms),
+        )
+        .values(
+            status=to.value,
+            **{k: sa.bindparam(f"s_{k}", type_=_PHASES.c[k].type) for k in keys},
+        )
     )
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import uuid
@@ -97,21 +98,47 @@ def _claim_pending(
 ) -> JobStep | None:
     """The common case in one statement: a pending step of a running job becomes this
     delivery's, and the row comes back with it (RETURNING: nothing is read twice)."""
-    job_running = (
-        sa.select(Job.id).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).exists()
-    )
     return session.scalars(
+        _claim_pending_statement(),
+        {
+            "k_step_id": step_id,
+            "k_job_id": job_id,
+            "k_now": now,
+            "k_lease": now + timedelta(seconds=get_settings().step_time_limit),
+            "k_worker": worker_id(),
+        },
+    ).one_or_none()
+
+
+@functools.cache
+def _claim_pending_statement() -> sa.Update:
+    """``_claim_pending``'s compare-and-set, built once (building it was a good part of
+    the claim's Python)."""
+    job_running = (
+        sa.select(Job.id)
+        .where(Job.id == sa.bindparam("k_job_id"), Job.status == JobStatus.RUNNING.value)
+        .exists()
+    )
+    return (
         sa.update(JobStep)
         .where(
-            JobStep.id == step_id,
-            JobStep.job_id == job_id,
+            JobStep.id == sa.bindparam("k_step_id"),
+            JobStep.job_id == sa.bindparam("k_job_id"),
             JobStep.status == StepStatus.PENDING.value,
             job_running,
         )
-        .values(**_claim_values(now))
+        .values(
+            status=StepStatus.RUNNING.value,
+            attempts=JobStep.attempts + 1,
+            started_at=sa.bindparam("k_now", type_=JobStep.__table__.c.started_at.type),
+            lease_expires_at=sa.bindparam(
+                "k_lease", type_=JobStep.__table__.c.lease_expires_at.type
+            ),
+            claimed_by=sa.bindparam("k_worker", type_=sa.String),
+        )
         .returning(JobStep)
         .execution_options(synchronize_session=False, populate_existing=True)
-    ).one_or_none()
+    )
 
 
 def _claim_other(
@@ -181,27 +208,11 @@ def _claim_other(
 
 
 def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
-    """Everything the call needs, in two queries (job with organization, agent and the
-    integrations' version; the job's phases), and the claim's events in one."""
-    job, organization, agent, version, creator_active = session.execute(
-        sa.select(
-            Job,
-            Organization,
-            Agent,
-            integrations.version_of(Job.organization_id),
-            User.is_active,
-        )
-        .join(Organization, Organization.id == Job.organization_id)
-        .outerjoin(Agent, Agent.id == Job.agent_id)
-        .outerjoin(User, User.id == Job.created_by_id)
-        .where(Job.id == step.job_id)
-        .execution_options(populate_existing=True)
-    ).one()
-    phases = list(
-        session.scalars(
-            sa.select(JobPhase).where(JobPhase.job_id == job.id).order_by(JobPhase.position)
-        )
-    )
+    """Everything the call needs, in one query (the job's phases, each row with the job,
+    organization, agent and the integrations' version), and the claim's events in one."""
+    rows = session.execute(_context_statement(), {"x_job_id": step.job_id}).all()
+    job, organization, agent, version, creator_active = rows[0][:5]
+    phases = [row[5] for row in rows]
     phase = next(p for p in phases if p.id == step.phase_id)
     events: list[tuple[str, dict[str, Any]]] = []
     if set_phase_status(
@@ -241,4 +252,28 @@ def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
         siblings=siblings,
         providers=providers,
         creator_active=creator_active is not False,
+    )
+
+
+@functools.cache
+def _context_statement() -> sa.Select:
+    """``_context``'s query, built once: one row per phase of the job (in order), each
+    with the job, its organization, agent, creator's activity and integrations' version
+    (the ORM returns one object for the repeated job, organization and agent)."""
+    return (
+        sa.select(
+            Job,
+            Organization,
+            Agent,
+            integrations.version_of(Job.organization_id),
+            User.is_active,
+            JobPhase,
+        )
+        .join(Organization, Organization.id == Job.organization_id)
+        .join(JobPhase, JobPhase.job_id == Job.id)
+        .outerjoin(Agent, Agent.id == Job.agent_id)
+        .outerjoin(User, User.id == Job.created_by_id)
+        .where(Job.id == sa.bindparam("x_job_id"))
+        .order_by(JobPhase.position)
+        .execution_options(populate_existing=True)
     )

@@ -209,17 +209,27 @@ def _claim_other(
 
 def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
     """Everything the call needs, in one query (the job's phases, each row with the job,
-    organization, agent and the integrations' version), and the claim's events in one."""
-    rows = session.execute(_context_statement(), {"x_job_id": step.job_id}).all()
+    organization, agent and the integrations' version) that on PostgreSQL also starts the
+    step's phase (a data-modifying CTE), and the claim's events in one."""
+    dialect = session.bind.dialect.name
+    rows = session.execute(
+        _context_statement(dialect),
+        {"x_job_id": step.job_id, "x_phase_id": step.phase_id, "x_now": now},
+    ).all()
     job, organization, agent, version, creator_active = rows[0][:5]
     phases = [row[5] for row in rows]
     phase = next(p for p in phases if p.id == step.phase_id)
+    if dialect == "postgresql":
+        started = bool(rows[0][6])
+    else:  # SQLite: no UPDATE inside a WITH
+        started = set_phase_status(
+            session, phase_id=phase.id, to=StepStatus.RUNNING, from_=[StepStatus.PENDING],
+            started_at=now,
+        )  # fmt: skip
     events: list[tuple[str, dict[str, Any]]] = []
-    if set_phase_status(
-        session, phase_id=phase.id, to=StepStatus.RUNNING, from_=[StepStatus.PENDING],
-        started_at=now,
-    ):  # fmt: skip
-        # What the UPDATE wrote, without a flush: the completion times the phase from it.
+    if started:
+        # What the UPDATE wrote (the query's rows show the phase as it was before it):
+        # the completion times the phase from it.
         set_committed_value(phase, "status", StepStatus.RUNNING.value)
         set_committed_value(phase, "started_at", now)
         events.append(("phase.started", {"phase": phase.name, "code": phase.code}))
@@ -255,12 +265,14 @@ def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
     )
 
 
-@functools.cache
-def _context_statement() -> sa.Select:
+@functools.lru_cache(maxsize=4)
+def _context_statement(dialect: str) -> sa.Select:
     """``_context``'s query, built once: one row per phase of the job (in order), each
     with the job, its organization, agent, creator's activity and integrations' version
-    (the ORM returns one object for the repeated job, organization and agent)."""
-    return (
+    (the ORM returns one object for the repeated job, organization and agent). On
+    PostgreSQL it also moves the step's phase from pending to running (``:x_phase_id``,
+    ``:x_now``) and returns whether it did: one round trip less for every step."""
+    statement = (
         sa.select(
             Job,
             Organization,
@@ -276,4 +288,23 @@ def _context_statement() -> sa.Select:
         .where(Job.id == sa.bindparam("x_job_id"))
         .order_by(JobPhase.position)
         .execution_options(populate_existing=True)
+    )
+    if dialect != "postgresql":
+        return statement
+    phases = JobPhase.__table__
+    started = (
+        sa.update(phases)
+        .where(
+            phases.c.id == sa.bindparam("x_phase_id", type_=phases.c.id.type),
+            phases.c.status == StepStatus.PENDING.value,
+        )
+        .values(
+            status=StepStatus.RUNNING.value,
+            started_at=sa.bindparam("x_now", type_=phases.c.started_at.type),
+        )
+        .returning(phases.c.id)
+        .cte("started_phase")
+    )
+    return statement.add_cte(started).add_columns(
+        sa.select(sa.func.count()).select_from(started).scalar_subquery()
     )

@@ -36,7 +36,7 @@ from orchestration.state import (
 )
 from workers import chat, ledger
 from workers.engine.core import Outcome, StepContext, through_outage
-from workers.engine.phases import phase_completed_event
+from workers.engine.phases import finish_in, phase_completed_event
 from workers.providers import (
     CompletionResult,
     ProviderError,
@@ -148,7 +148,7 @@ def complete_step(
         phase_done = _add_to_phase(session, ctx, usage, output=output, now=now, alone=siblings == 1)
         # The job row last but the budget's: the steps of a chord wait on it (it orders
         # the job's events) for these two statements only.
-        progress, status = session.execute(
+        progress, status, completed, total = session.execute(
             _count_step_statement(dialect), {"j_job_id": job.id, "j_now": now}
         ).one()
         event = {
@@ -181,6 +181,10 @@ def complete_step(
         append_events(session, job_id=job.id, events=events)
         if chat.is_chat(ctx):  # the reply message, and the conversation's next reply
             chat.reply_written(session, ctx, text=output, usage=usage)
+        if phase_done is not None and status == JobStatus.RUNNING.value and completed >= total:
+            # The job's last step (a one-step last phase): the job ends here, its
+            # job.completed after this step's events (a chord's last phase: its join).
+            finish_in(session, job)
         if result is not None:
             settle(session, ctx, call_key, result.cost)
     # Paused meanwhile: the chain stops here and resume sends the rest.
@@ -293,7 +297,7 @@ def _count_step_statement(dialect: str) -> sa.Update:
             ),
             updated_at=_param("j_now", _JOBS.c.updated_at),
         )
-        .returning(_JOBS.c.progress, _JOBS.c.status)
+        .returning(_JOBS.c.progress, _JOBS.c.status, _JOBS.c.completed_steps, _JOBS.c.total_steps)
     )
 
 

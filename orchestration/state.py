@@ -11,6 +11,7 @@ import functools
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -200,9 +201,12 @@ def transition_job(
     job_id: uuid.UUID,
     to: JobStatus,
     event_data: dict[str, Any] | None = None,
+    events: list[tuple[str, dict[str, Any]]] | None = None,
     **values: Any,
 ) -> bool:
-    """Move the job to ``to`` if its current status allows it; False if another got there."""
+    """Move the job to ``to`` if its current status allows it; False if another got there.
+    ``events``: the caller's list of events still to write (``append_events``), to which
+    the ``job.<status>`` event is added instead of being written here."""
     now = utcnow()
     extra: dict[str, Any] = {"updated_at": now, **values}
     if to in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
@@ -221,12 +225,11 @@ def transition_job(
     changed = kind is not None
     if changed:
         metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=to.value)
-        append_event(
-            session,
-            job_id=job_id,
-            type=f"job.{to.value}",
-            data={"status": to.value, **(event_data or {})},
-        )
+        event = (f"job.{to.value}", {"status": to.value, **(event_data or {})})
+        if events is not None:
+            events.append(event)
+        else:
+            append_event(session, job_id=job_id, type=event[0], data=event[1])
         if to in WEBHOOK_STATUSES:  # the outbox row commits with the transition
             webhooks.record_job_transition(session, job_id=job_id, status=to.value)
     return bool(changed)
@@ -252,6 +255,50 @@ def _transition_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Update:
         .returning(_JOBS.c.kind)
     )
     return statement.values(**values)
+
+
+def start_queued_job(
+    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
+) -> tuple[str, dict[str, Any]] | None:
+    """``queued -> running`` for the first step of a job, if that step is pending: the
+    compare-and-set ``transition_job`` makes, in one statement with no read before it.
+    Returns the ``job.running`` event for the caller to write first with its own
+    events (one numbering statement for all), or None if the job was not queued or the
+    step not pending (the caller looks closer)."""
+    kind = session.execute(
+        _start_queued_statement(), {"q_job_id": job_id, "q_step_id": step_id, "q_now": now}
+    ).scalar()
+    if kind is None:
+        return None
+    metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=JobStatus.RUNNING.value)
+    webhooks.record_job_transition(session, job_id=job_id, status=JobStatus.RUNNING.value)
+    return (f"job.{JobStatus.RUNNING.value}", {"status": JobStatus.RUNNING.value})
+
+
+@functools.cache
+def _start_queued_statement() -> sa.Update:
+    steps = JobStep.__table__
+    job_id = sa.bindparam("q_job_id", type_=_JOBS.c.id.type)
+    now = sa.bindparam("q_now", type_=_JOBS.c.updated_at.type)
+    step_pending = (
+        sa.select(steps.c.id)
+        .where(
+            steps.c.id == sa.bindparam("q_step_id", type_=steps.c.id.type),
+            steps.c.job_id == job_id,
+            steps.c.status == StepStatus.PENDING.value,
+        )
+        .exists()
+    )
+    return (
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == job_id, _JOBS.c.status == JobStatus.QUEUED.value, step_pending)
+        .values(
+            status=JobStatus.RUNNING.value,
+            started_at=sa.func.coalesce(_JOBS.c.started_at, now),
+            updated_at=now,
+        )
+        .returning(_JOBS.c.kind)
+    )
 
 
 def job_status(session: Session, job_id: uuid.UUID) -> JobStatus | None:

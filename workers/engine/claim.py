@@ -32,6 +32,7 @@ from orchestration import integrations
 from orchestration.state import (
     append_events,
     set_phase_status,
+    start_queued_job,
     transition_job,
 )
 from workers.engine.completion import fail_in
@@ -71,13 +72,22 @@ def claim(
     with transaction(sessions) as session:
         now = utcnow()
         step = _claim_pending(session, job_id=job_id, step_id=step_id, now=now)
+        # The first step of a queued job (pending): the job starts, and the step is
+        # claimed as in the common case; its job.running is the first of the claim's events.
+        job_started = (
+            start_queued_job(session, job_id=job_id, step_id=step_id, now=now)
+            if step is None
+            else None
+        )
+        if job_started is not None:
+            step = _claim_pending(session, job_id=job_id, step_id=step_id, now=now)
         if step is None:  # not a pending step of a running job: look closer
             step = _claim_other(
                 session, job_id=job_id, step_id=step_id, take_over_from=take_over_from, now=now
             )
             if isinstance(step, Outcome):
                 return step
-        ctx = _context(session, step, now)
+        ctx = _context(session, step, now, [job_started] if job_started else [])
         if hold is not None:
             ctx.first_hold = hold(session, ctx)
         return ctx
@@ -207,7 +217,9 @@ def _claim_other(
     return claimed
 
 
-def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
+def _context(
+    session: Session, step: JobStep, now: datetime, events: list[tuple[str, dict[str, Any]]]
+) -> StepContext:
     """Everything the call needs, in one query (the job's phases, each row with the job,
     organization, agent and the integrations' version) that on PostgreSQL also starts the
     step's phase (a data-modifying CTE), and the claim's events in one."""
@@ -226,7 +238,6 @@ def _context(session: Session, step: JobStep, now: datetime) -> StepContext:
             session, phase_id=phase.id, to=StepStatus.RUNNING, from_=[StepStatus.PENDING],
             started_at=now,
         )  # fmt: skip
-    events: list[tuple[str, dict[str, Any]]] = []
     if started:
         # What the UPDATE wrote (the query's rows show the phase as it was before it):
         # the completion times the phase from it.

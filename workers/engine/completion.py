@@ -178,13 +178,14 @@ def complete_step(
         events.append(("step.completed", event))
         if phase_done is not None:
             events.append(phase_done)
+            if status == JobStatus.RUNNING.value and completed >= total:
+                # The job's last step (a one-step last phase; a chord's last phase is
+                # ended by its join): the job ends in this transaction, its job.completed
+                # the last of the step's events.
+                finish_in(session, job, events)
         append_events(session, job_id=job.id, events=events)
         if chat.is_chat(ctx):  # the reply message, and the conversation's next reply
             chat.reply_written(session, ctx, text=output, usage=usage)
-        if phase_done is not None and status == JobStatus.RUNNING.value and completed >= total:
-            # The job's last step (a one-step last phase): the job ends here, its
-            # job.completed after this step's events (a chord's last phase: its join).
-            finish_in(session, job)
         if result is not None:
             settle(session, ctx, call_key, result.cost)
     # Paused meanwhile: the chain stops here and resume sends the rest.

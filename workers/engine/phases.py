@@ -98,10 +98,13 @@ def join_phase(
         return Outcome.CONTINUE
 
 
-def finish_in(session: Session, job: Job) -> bool:
+def finish_in(
+    session: Session, job: Job, events: list[tuple[str, dict[str, Any]]] | None = None
+) -> bool:
     """The job completed with its result, in the caller's transaction, if every phase is
     (the transaction that completes the last phase calls it: one commit and one task
-    hop less than a task of its own). False if a phase is not, or the job is not running."""
+    hop less than a task of its own). False if a phase is not, or the job is not running.
+    ``events``: the caller's events still to write, to which job.completed is added."""
     phases = list(session.scalars(sa.select(JobPhase).where(JobPhase.job_id == job.id)))
     if any(p.status != StepStatus.COMPLETED.value for p in phases):
         return False
@@ -113,6 +116,7 @@ def finish_in(session: Session, job: Job) -> bool:
         result=build_result(job, phases, steps),
         progress=100,
         event_data={"progress": 100},
+        events=events,
     )
 
 

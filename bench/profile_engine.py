@@ -3,9 +3,10 @@ spends its statements, transactions, Redis commands and time.
 
 The engine runs in this process (no Celery, no broker): jobs are written the way the API
 writes them (``orchestration.jobs.create_job_rows``), then each step goes through
-``workers.engine.run_step`` and the job through ``finish_job``, as the worker's tasks call
-them. A ``before_cursor_execute`` listener names each statement by the engine function that
-caused it and the innermost project function that sent it; a cProfile run of the same
+``workers.engine.run_step``, as the worker's task calls it (the last step's transaction
+ends the job; each job's completion is checked after). A ``before_cursor_execute``
+listener names each statement by the engine function that caused it and the innermost
+project function that sent it; a cProfile run of the same
 steps gives the time split. The findings are in docs/engine-profile.md.
 
 Needs PostgreSQL and Redis (the machine's, or BENCH_PG / BENCH_REDIS).
@@ -171,14 +172,23 @@ def run_jobs(sessions, plans) -> None:  # type: ignore[no-untyped-def]
             outcome = engine.run_step(sessions, job_id=job_id, step_id=step_id)
             if outcome is not engine.Outcome.CONTINUE:
                 raise SystemExit(f"step {step_id} ended {outcome}")
-        if engine.finish_job(sessions, job_id=job_id) is not engine.Outcome.CONTINUE:
-            raise SystemExit(f"job {job_id} did not finish")
+
+    from models import Job, JobStatus
+    from models.db import transaction
+
+    with transaction(sessions) as session:  # the last step's transaction ended each job
+        statuses = session.execute(
+            sa.select(Job.status).where(Job.id.in_([job_id for job_id, _ in plans]))
+        ).scalars()
+        if any(status != JobStatus.COMPLETED.value for status in statuses):
+            raise SystemExit("a job did not complete")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--stats", help="also write the cProfile stats to this file (pstats)")
     args = parser.parse_args()
 
     admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
@@ -205,7 +215,7 @@ def main() -> None:
         counter.on = False
 
         total = sum(counter.statements.values())
-        print(f"# {args.jobs} jobs x {len(PHASES)} one-step phases = {steps} steps (+ finish_job)")
+        print(f"# {args.jobs} jobs x {len(PHASES)} one-step phases = {steps} steps")
         print(
             f"per step: {total / steps:.1f} statements, {counter.commits / steps:.2f} commits, "
             f"{counter.checkouts / steps:.2f} pool checkouts, {counter.pings / steps:.2f} pings, "
@@ -228,6 +238,8 @@ def main() -> None:
         profile.enable()
         run_jobs(sessions, plans)
         profile.disable()
+        if args.stats:
+            profile.dump_stats(args.stats)
         print(f"\n# cProfile of the same {steps} steps, top {args.top} by cumulative time")
         stats = pstats.Stats(profile, stream=sys.stdout)
         stats.sort_stats("cumulative").print_stats(args.top)

@@ -1,7 +1,10 @@
 """Plan rows -> one Celery canvas, built by task *name* (orchestration never imports workers).
 
-A job is ``chain(phase_1, phase_2, ..., finish)``: a one-step phase is the step's task, a
-many-step phase is ``chord(steps, join)``. Every signature is immutable and carries ids
+A job is ``chain(phase_1, phase_2, ...)``: a one-step phase is the step's task, a
+many-step phase is ``chord(steps, join)``. The transaction that completes the last phase
+(its step's, or its join's) also ends the job: no task of its own, so a job takes as many
+task hops as it has phases. Only a job with no phase left to run (re-sent, resumed) is
+sent ``finish`` alone. Every signature is immutable and carries ids
 only; step task ids are assigned up front and stored, so cancel can revoke them.
 """
 
@@ -105,7 +108,8 @@ def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Sign
         else:
             join = _sig(TaskName.JOIN_PHASE, str(job.id), str(phase.id), job=job, phase=phase.name)
             parts.append(chord(step_sigs, join))
-    parts.append(_sig(TaskName.FINISH_JOB, str(job.id), job=job))
+    if not parts:  # every phase completed (a re-sent or resumed job): only the end
+        parts.append(_sig(TaskName.FINISH_JOB, str(job.id), job=job))
     return chain(*parts)
 
 

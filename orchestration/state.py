@@ -11,6 +11,7 @@ import functools
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -41,6 +42,7 @@ WEBHOOK_STATUSES = frozenset(
 
 _JOBS = Job.__table__
 _EVENTS = JobEvent.__table__
+_PHASES = JobPhase.__table__
 # What a live message says about the job besides the event (see orchestration.live).
 _LIVE_COLUMNS = (
     _JOBS.c.organization_id, _JOBS.c.agent_id, _JOBS.c.kind, _JOBS.c.title, _JOBS.c.status,
@@ -199,34 +201,104 @@ def transition_job(
     job_id: uuid.UUID,
     to: JobStatus,
     event_data: dict[str, Any] | None = None,
+    events: list[tuple[str, dict[str, Any]]] | None = None,
     **values: Any,
 ) -> bool:
-    """Move the job to ``to`` if its current status allows it; False if another got there."""
+    """Move the job to ``to`` if its current status allows it; False if another got there.
+    ``events``: the caller's list of events still to write (``append_events``), to which
+    the ``job.<status>`` event is added instead of being written here."""
     now = utcnow()
     extra: dict[str, Any] = {"updated_at": now, **values}
-    if to == JobStatus.RUNNING:
-        extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
     if to in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
         extra.setdefault("finished_at", now)
-    kind = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status.in_([s.value for s in ALLOWED_FROM[to]]))
-        .values(status=to.value, **extra)
-        .returning(Job.kind)
-        .execution_options(synchronize_session=False)
-    ).scalar()
+    if any(isinstance(v, sa.ClauseElement) for v in extra.values()):
+        statement = _transition_statement(to, ())  # a caller's own SQL: built here
+        if to == JobStatus.RUNNING:
+            extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
+        statement = statement.values(**extra)
+        params: dict[str, Any] = {"t_job_id": job_id}
+    else:
+        keys = tuple(sorted(extra))
+        statement = _transition_statement(to, keys)
+        params = {"t_job_id": job_id, "t_now": now, **{f"t_{k}": extra[k] for k in keys}}
+    kind = session.execute(statement, params).scalar()
     changed = kind is not None
     if changed:
         metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=to.value)
-        append_event(
-            session,
-            job_id=job_id,
-            type=f"job.{to.value}",
-            data={"status": to.value, **(event_data or {})},
-        )
+        event = (f"job.{to.value}", {"status": to.value, **(event_data or {})})
+        if events is not None:
+            events.append(event)
+        else:
+            append_event(session, job_id=job_id, type=event[0], data=event[1])
         if to in WEBHOOK_STATUSES:  # the outbox row commits with the transition
             webhooks.record_job_transition(session, job_id=job_id, status=to.value)
     return bool(changed)
+
+
+@functools.lru_cache(maxsize=64)
+def _transition_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Update:
+    """``transition_job``'s compare-and-set for ``to``, setting ``keys`` from parameters
+    (``:t_<key>``), built once per shape: building it per call (and through the ORM's
+    bulk UPDATE) cost more Python than the round trip. ``keys`` empty: the caller adds
+    its own values."""
+    values: dict[str, Any] = {"status": to.value}
+    values |= {k: sa.bindparam(f"t_{k}", type_=_JOBS.c[k].type) for k in keys}
+    if keys and to == JobStatus.RUNNING and "started_at" not in keys:
+        now = sa.bindparam("t_now", type_=_JOBS.c.started_at.type)
+        values["started_at"] = sa.func.coalesce(_JOBS.c.started_at, now)
+    statement = (
+        sa.update(_JOBS)
+        .where(
+            _JOBS.c.id == sa.bindparam("t_job_id", type_=_JOBS.c.id.type),
+            _JOBS.c.status.in_(sorted(s.value for s in ALLOWED_FROM[to])),
+        )
+        .returning(_JOBS.c.kind)
+    )
+    return statement.values(**values)
+
+
+def start_queued_job(
+    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
+) -> tuple[str, dict[str, Any]] | None:
+    """``queued -> running`` for the first step of a job, if that step is pending: the
+    compare-and-set ``transition_job`` makes, in one statement with no read before it.
+    Returns the ``job.running`` event for the caller to write first with its own
+    events (one numbering statement for all), or None if the job was not queued or the
+    step not pending (the caller looks closer)."""
+    kind = session.execute(
+        _start_queued_statement(), {"q_job_id": job_id, "q_step_id": step_id, "q_now": now}
+    ).scalar()
+    if kind is None:
+        return None
+    metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=JobStatus.RUNNING.value)
+    webhooks.record_job_transition(session, job_id=job_id, status=JobStatus.RUNNING.value)
+    return (f"job.{JobStatus.RUNNING.value}", {"status": JobStatus.RUNNING.value})
+
+
+@functools.cache
+def _start_queued_statement() -> sa.Update:
+    steps = JobStep.__table__
+    job_id = sa.bindparam("q_job_id", type_=_JOBS.c.id.type)
+    now = sa.bindparam("q_now", type_=_JOBS.c.updated_at.type)
+    step_pending = (
+        sa.select(steps.c.id)
+        .where(
+            steps.c.id == sa.bindparam("q_step_id", type_=steps.c.id.type),
+            steps.c.job_id == job_id,
+            steps.c.status == StepStatus.PENDING.value,
+        )
+        .exists()
+    )
+    return (
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == job_id, _JOBS.c.status == JobStatus.QUEUED.value, step_pending)
+        .values(
+            status=JobStatus.RUNNING.value,
+            started_at=sa.func.coalesce(_JOBS.c.started_at, now),
+            updated_at=now,
+        )
+        .returning(_JOBS.c.kind)
+    )
 
 
 def job_status(session: Session, job_id: uuid.UUID) -> JobStatus | None:
@@ -263,13 +335,32 @@ def set_phase_status(
     from_: Iterable[StepStatus],
     **values: Any,
 ) -> bool:
-    return bool(
-        session.execute(
-            sa.update(JobPhase)
-            .where(JobPhase.id == phase_id, JobPhase.status.in_([s.value for s in from_]))
-            .values(status=to.value, **values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    froms = tuple(sorted(s.value for s in from_))
+    if any(isinstance(v, sa.ClauseElement) for v in values.values()):
+        statement = _phase_status_statement(to, froms, ()).values(**values)
+        params: dict[str, Any] = {"s_phase_id": phase_id}
+    else:
+        keys = tuple(sorted(values))
+        statement = _phase_status_statement(to, froms, keys)
+        params = {"s_phase_id": phase_id, **{f"s_{k}": values[k] for k in keys}}
+    return bool(session.execute(statement, params).rowcount)
+
+
+@functools.lru_cache(maxsize=64)
+def _phase_status_statement(
+    to: StepStatus, froms: tuple[str, ...], keys: tuple[str, ...]
+) -> sa.Update:
+    """``set_phase_status``' compare-and-set, built once per shape (``:s_<key>``)."""
+    return (
+        sa.update(_PHASES)
+        .where(
+            _PHASES.c.id == sa.bindparam("s_phase_id", type_=_PHASES.c.id.type),
+            _PHASES.c.status.in_(froms),
+        )
+        .values(
+            status=to.value,
+            **{k: sa.bindparam(f"s_{k}", type_=_PHASES.c[k].type) for k in keys},
+        )
     )
 
 

@@ -4,6 +4,7 @@ phase and the job; and the budget settlement that closes either."""
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from contextlib import nullcontext
@@ -35,7 +36,7 @@ from orchestration.state import (
 )
 from workers import chat, ledger
 from workers.engine.core import Outcome, StepContext, through_outage
-from workers.engine.phases import phase_completed_event
+from workers.engine.phases import finish_in, phase_completed_event
 from workers.providers import (
     CompletionResult,
     ProviderError,
@@ -92,41 +93,22 @@ def complete_step(
             usage["tools_used"] = tools_used
         # A job paused meanwhile keeps the finished (and paid-for) step; a cancelled or
         # failed one does not. The UPDATE returns the number of steps of the phase.
-        job_running = (
-            sa.select(Job.id)
-            .where(
-                Job.id == job.id, Job.status.in_([JobStatus.RUNNING.value, JobStatus.PAUSED.value])
-            )
-            .exists()
-        )
-        others = sa.orm.aliased(JobStep)
-        phase_steps = (
-            sa.select(sa.func.count(others.id))
-            .where(others.phase_id == JobStep.phase_id)
-            .scalar_subquery()
-        )
-        complete = (
-            sa.update(JobStep)
-            .where(JobStep.id == step.id, JobStep.status == StepStatus.RUNNING.value, job_running)
-            .values(
-                status=StepStatus.COMPLETED.value,
-                output=output,
-                completed_at=now,
-                execution_time_ms=elapsed_ms,
-                error=None,
-                **usage,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if session.bind.dialect.name == "postgresql":
-            siblings = session.execute(complete.returning(phase_steps)).scalar()
+        dialect = session.bind.dialect.name
+        params = {
+            "c_step_id": step.id, "c_job_id": job.id, "c_output": output, "c_now": now,
+            "c_elapsed_ms": elapsed_ms, **{f"c_{k}": v for k, v in usage.items()},
+        }  # fmt: skip
+        counted = session.execute(
+            _complete_statement(dialect, tools_used is not None), params
+        ).scalar()
+        if dialect == "postgresql":
+            siblings = counted
         else:  # the embedded SQLite takes no subquery in RETURNING: counted after
-            phase_id = session.execute(complete.returning(JobStep.phase_id)).scalar()
             siblings = (
                 None
-                if phase_id is None
+                if counted is None
                 else session.scalar(
-                    sa.select(sa.func.count(JobStep.id)).where(JobStep.phase_id == phase_id)
+                    sa.select(sa.func.count(JobStep.id)).where(JobStep.phase_id == counted)
                 )
             )
         # The streamed text not yet written, then the answered attempt, before the rest.
@@ -166,22 +148,8 @@ def complete_step(
         phase_done = _add_to_phase(session, ctx, usage, output=output, now=now, alone=siblings == 1)
         # The job row last but the budget's: the steps of a chord wait on it (it orders
         # the job's events) for these two statements only.
-        progress, status = session.execute(
-            sa.update(Job)
-            .where(Job.id == job.id)
-            .values(
-                completed_steps=Job.completed_steps + 1,
-                progress=sa.func.least(
-                    100, (Job.completed_steps + 1) * 100 / sa.func.greatest(Job.total_steps, 1)
-                )
-                if session.bind.dialect.name != "sqlite"
-                else sa.func.min(
-                    100, (Job.completed_steps + 1) * 100 / sa.func.max(Job.total_steps, 1)
-                ),
-                updated_at=now,
-            )
-            .returning(Job.progress, Job.status)
-            .execution_options(synchronize_session=False)
+        progress, status, completed, total = session.execute(
+            _count_step_statement(dialect), {"j_job_id": job.id, "j_now": now}
         ).one()
         event = {
             "phase": ctx.phase.name,
@@ -210,6 +178,11 @@ def complete_step(
         events.append(("step.completed", event))
         if phase_done is not None:
             events.append(phase_done)
+            if status == JobStatus.RUNNING.value and completed >= total:
+                # The job's last step (a one-step last phase; a chord's last phase is
+                # ended by its join): the job ends in this transaction, its job.completed
+                # the last of the step's events.
+                finish_in(session, job, events)
         append_events(session, job_id=job.id, events=events)
         if chat.is_chat(ctx):  # the reply message, and the conversation's next reply
             chat.reply_written(session, ctx, text=output, usage=usage)
@@ -232,39 +205,137 @@ def _add_to_phase(
     in the same statement (a chord's phase is joined by ``join_phase``). Returns the
     ``phase.completed`` event if it did."""
     tokens = {
-        "prompt_tokens": JobPhase.prompt_tokens + usage["prompt_tokens"],
-        "completion_tokens": JobPhase.completion_tokens + usage["completion_tokens"],
-        "cost": JobPhase.cost + usage["cost"],
+        "p_phase_id": ctx.phase.id,
+        "p_prompt_tokens": usage["prompt_tokens"],
+        "p_completion_tokens": usage["completion_tokens"],
+        "p_cost": usage["cost"],
     }
     phase = ctx.phase
     if alone:
         started = phase.started_at
         elapsed = int((now - started).total_seconds() * 1000) if started else None
         done = session.execute(
-            sa.update(JobPhase)
-            .where(JobPhase.id == phase.id, JobPhase.status == StepStatus.RUNNING.value)
-            .values(
-                **tokens,
-                status=StepStatus.COMPLETED.value,
-                output=output,
-                completed_at=now,
-                execution_time_ms=elapsed,
-            )  # fmt: skip
-            .returning(JobPhase.prompt_tokens, JobPhase.completion_tokens)
-            .execution_options(synchronize_session=False)
+            _complete_phase_statement(),
+            {**tokens, "p_output": output, "p_now": now, "p_elapsed_ms": elapsed},
         ).one_or_none()
         if done is not None:
             return phase_completed_event(
                 phase, output=output, elapsed_ms=elapsed, prompt_tokens=done[0],
                 completion_tokens=done[1],
             )  # fmt: skip
-    session.execute(
-        sa.update(JobPhase)
-        .where(JobPhase.id == phase.id)
-        .values(**tokens)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_add_to_phase_statement(), tokens)
     return None
+
+
+# The completion's statements, built once (with parameters) instead of on every step:
+# building them was about a tenth of a step's Python (SQLAlchemy's coercions), and the
+# ORM's bulk UPDATE path more. Core statements on the tables; nothing reads them back
+# through the session's identity map.
+_STEPS = JobStep.__table__
+_PHASES = JobPhase.__table__
+_JOBS = Job.__table__
+_USAGE_COLUMNS = ("provider", "model", "prompt_tokens", "completion_tokens", "cost")
+
+
+def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=column.type)
+
+
+@functools.lru_cache(maxsize=8)
+def _complete_statement(dialect: str, with_tools: bool) -> sa.Update:
+    """The step completed if it is running and its job running or paused; RETURNING the
+    number of steps of its phase (PostgreSQL) or its phase's id (SQLite, which takes no
+    subquery there)."""
+    job_running = (
+        sa.select(_JOBS.c.id)
+        .where(
+            _JOBS.c.id == _param("c_job_id", _JOBS.c.id),
+            _JOBS.c.status.in_([JobStatus.RUNNING.value, JobStatus.PAUSED.value]),
+        )
+        .exists()
+    )
+    columns = [*_USAGE_COLUMNS, "tools_used"] if with_tools else list(_USAGE_COLUMNS)
+    statement = (
+        sa.update(_STEPS)
+        .where(
+            _STEPS.c.id == _param("c_step_id", _STEPS.c.id),
+            _STEPS.c.status == StepStatus.RUNNING.value,
+            job_running,
+        )
+        .values(
+            status=StepStatus.COMPLETED.value,
+            output=_param("c_output", _STEPS.c.output),
+            completed_at=_param("c_now", _STEPS.c.completed_at),
+            execution_time_ms=_param("c_elapsed_ms", _STEPS.c.execution_time_ms),
+            error=None,
+            **{c: _param(f"c_{c}", _STEPS.c[c]) for c in columns},
+        )
+    )
+    if dialect != "postgresql":
+        return statement.returning(_STEPS.c.phase_id)
+    others = _STEPS.alias("others")
+    phase_steps = (
+        sa.select(sa.func.count(others.c.id))
+        .where(others.c.phase_id == _STEPS.c.phase_id)
+        .scalar_subquery()
+    )
+    return statement.returning(phase_steps)
+
+
+@functools.lru_cache(maxsize=4)
+def _count_step_statement(dialect: str) -> sa.Update:
+    """The job's counters after a completed step, RETURNING its progress and status."""
+    least, greatest = (
+        (sa.func.min, sa.func.max) if dialect == "sqlite" else (sa.func.least, sa.func.greatest)
+    )
+    return (
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == _param("j_job_id", _JOBS.c.id))
+        .values(
+            completed_steps=_JOBS.c.completed_steps + 1,
+            progress=least(
+                100, (_JOBS.c.completed_steps + 1) * 100 / greatest(_JOBS.c.total_steps, 1)
+            ),
+            updated_at=_param("j_now", _JOBS.c.updated_at),
+        )
+        .returning(_JOBS.c.progress, _JOBS.c.status, _JOBS.c.completed_steps, _JOBS.c.total_steps)
+    )
+
+
+def _phase_tokens() -> dict[str, Any]:
+    return {
+        c: _PHASES.c[c] + _param(f"p_{c}", _PHASES.c[c])
+        for c in ("prompt_tokens", "completion_tokens", "cost")
+    }
+
+
+@functools.cache
+def _add_to_phase_statement() -> sa.Update:
+    return (
+        sa.update(_PHASES)
+        .where(_PHASES.c.id == _param("p_phase_id", _PHASES.c.id))
+        .values(**_phase_tokens())
+    )
+
+
+@functools.cache
+def _complete_phase_statement() -> sa.Update:
+    """A one-step phase: its tokens added and the phase completed, if it is running."""
+    return (
+        sa.update(_PHASES)
+        .where(
+            _PHASES.c.id == _param("p_phase_id", _PHASES.c.id),
+            _PHASES.c.status == StepStatus.RUNNING.value,
+        )
+        .values(
+            **_phase_tokens(),
+            status=StepStatus.COMPLETED.value,
+            output=_param("p_output", _PHASES.c.output),
+            completed_at=_param("p_now", _PHASES.c.completed_at),
+            execution_time_ms=_param("p_elapsed_ms", _PHASES.c.execution_time_ms),
+        )
+        .returning(_PHASES.c.prompt_tokens, _PHASES.c.completion_tokens)
+    )
 
 
 def _already_written(session: Session, step_id: uuid.UUID, call_key: str | None) -> Outcome | None:

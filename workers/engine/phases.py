@@ -80,38 +80,57 @@ def complete_phase(session: Session, *, job_id: uuid.UUID, phase_id: uuid.UUID) 
 def join_phase(
     sessions: sessionmaker[Session], *, job_id: uuid.UUID, phase_id: uuid.UUID
 ) -> Outcome:
-    """The chord body: every step of the phase has finished; close the phase."""
-    with transaction(sessions) as session:
-        if session.scalar(sa.select(Job.status).where(Job.id == job_id)) != JobStatus.RUNNING.value:
-            return Outcome.STOP
-        phase = session.get(JobPhase, phase_id)
-        if phase is None:
-            return Outcome.STOP
-        if phase.status == StepStatus.COMPLETED.value or complete_phase(
-            session, job_id=job_id, phase_id=phase_id
-        ):
-            return Outcome.CONTINUE
-        return Outcome.STOP
-
-
-def finish_job(sessions: sessionmaker[Session], *, job_id: uuid.UUID) -> Outcome:
+    """The chord body: every step of the phase has finished; close the phase. The job's
+    last phase also ends the job, in the same transaction (no task of its own)."""
     with transaction(sessions) as session:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.RUNNING.value:
             return Outcome.STOP
-        phases = list(session.scalars(sa.select(JobPhase).where(JobPhase.job_id == job_id)))
-        steps = list(session.scalars(sa.select(JobStep).where(JobStep.job_id == job_id)))
-        if any(p.status != StepStatus.COMPLETED.value for p in phases):
+        phase = session.get(JobPhase, phase_id)
+        if phase is None:
             return Outcome.STOP
-        result = build_result(job, phases, steps)
-        transition_job(
-            session,
-            job_id=job_id,
-            to=JobStatus.COMPLETED,
-            result=result,
-            progress=100,
-            event_data={"progress": 100},
-        )
+        if phase.status == StepStatus.COMPLETED.value:
+            return Outcome.CONTINUE
+        if not complete_phase(session, job_id=job_id, phase_id=phase_id):
+            return Outcome.STOP
+        if job.completed_steps >= job.total_steps:
+            finish_in(session, job)
+        return Outcome.CONTINUE
+
+
+def finish_in(
+    session: Session, job: Job, events: list[tuple[str, dict[str, Any]]] | None = None
+) -> bool:
+    """The job completed with its result, in the caller's transaction, if every phase is
+    (the transaction that completes the last phase calls it: one commit and one task
+    hop less than a task of its own). False if a phase is not, or the job is not running.
+    ``events``: the caller's events still to write, to which job.completed is added."""
+    phases = list(session.scalars(sa.select(JobPhase).where(JobPhase.job_id == job.id)))
+    if any(p.status != StepStatus.COMPLETED.value for p in phases):
+        return False
+    steps = list(session.scalars(sa.select(JobStep).where(JobStep.job_id == job.id)))
+    return transition_job(
+        session,
+        job_id=job.id,
+        to=JobStatus.COMPLETED,
+        result=build_result(job, phases, steps),
+        progress=100,
+        event_data={"progress": 100},
+        events=events,
+    )
+
+
+def finish_job(sessions: sessionmaker[Session], *, job_id: uuid.UUID) -> Outcome:
+    """The canvas' last task when no phase is left to run (a re-sent or resumed job whose
+    phases all completed), and in canvases sent before the last phase ended the job."""
+    with transaction(sessions) as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.status == JobStatus.COMPLETED.value:
+            return Outcome.CONTINUE  # its last phase ended it
+        if job is None or job.status != JobStatus.RUNNING.value:
+            return Outcome.STOP
+        if not finish_in(session, job):
+            return Outcome.STOP
     return Outcome.CONTINUE
 
 

@@ -1,0 +1,110 @@
+"""Trace (not a benchmark, not a test): where the wall time of a 5-phase ``sim`` job goes
+with a real worker, from its events' timestamps, as ``bench_engine.py`` runs it (one job
+at a time through the API, the same worker, the same polling for its end).
+
+Each event's ``created_at`` is taken when its statement is built (before the commit), so:
+``step.started -> step.completed`` is the rest of the claim's transaction, its commit, the
+provider call and the completion up to its events; ``step.completed -> next
+step.started`` is the completion's events, budget settlement and commit, the Celery hop
+to the next task and the claim up to its events.
+
+Needs PostgreSQL and Redis (as bench_engine.py). Usage: ``python bench/trace_engine.py [--jobs 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import bench_engine as be  # sets the environment (its own database, queues) on import
+import httpx
+import sqlalchemy as sa
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20)
+    args = parser.parse_args()
+    admin = sa.create_engine(f"{be.PG}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{be.DB}"'))
+    procs = []
+    try:
+        from baseline import celery_worker
+
+        from models.migrate import upgrade
+        from orchestration.canvas import all_queues
+
+        upgrade(be.ENV["DATABASE_URL"])
+        engine = sa.create_engine(be.ENV["DATABASE_URL"])
+        procs.append(be.gunicorn("api:create_app()", 18111))
+        reg = httpx.post(
+            "http://127.0.0.1:18111/api/v1/auth/register",
+            json={"email": f"trace-{be.RUN}@example.com", "password": "bench-password",
+                  "organization_name": "Trace"},
+        )  # fmt: skip
+        reg.raise_for_status()
+        headers = {"Authorization": f"Bearer {reg.json()['access_token']}"}
+        body = {"topic": "benchmark", "custom_phases": ["a", "b", "c", "d", "e"],
+                "settings": {"ai_model": "sim/echo"}}  # fmt: skip
+        procs.append(celery_worker("workers", all_queues()))
+        time.sleep(3)
+        seen: dict[str, tuple[float, float, float]] = {}
+        with httpx.Client(base_url="http://127.0.0.1:18111", timeout=30) as client:
+            for i in range(args.jobs + 3):  # 3 warm-up jobs, as bench_engine
+                posted = time.time()
+                job_id = client.post("/api/v1/orchestrate", json=body, headers=headers).json()["id"]
+                answered = time.time()
+                while True:
+                    with engine.connect() as conn:
+                        status = conn.execute(
+                            sa.text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}
+                        ).scalar()
+                    if status in ("completed", "failed", "cancelled"):
+                        break
+                    time.sleep(0.002)
+                if i >= 3:
+                    seen[job_id] = (posted, answered, time.time())
+        gaps: dict[str, list[float]] = {}
+
+        def add(what: str, seconds: float) -> None:
+            gaps.setdefault(what, []).append(seconds * 1000)
+
+        with engine.connect() as conn:
+            for job_id, (posted, answered, ended) in seen.items():
+                events = conn.execute(
+                    sa.text("SELECT type, extract(epoch FROM created_at) FROM job_events "
+                            "WHERE job_id = :id ORDER BY seq"), {"id": job_id},
+                ).all()  # fmt: skip
+                at = [(t, float(e)) for t, e in events]
+                queued = next(e for t, e in at if t == "job.queued")
+                starts = [e for t, e in at if t == "step.started"]
+                dones = [e for t, e in at if t == "step.completed"]
+                completed = next(e for t, e in at if t == "job.completed")
+                add("job (POST to its end seen)", ended - posted)
+                add("POST answered", answered - posted)
+                add("job.queued -> first step.started", starts[0] - queued)
+                for s, d in zip(starts, dones, strict=True):
+                    add("step.started -> step.completed", d - s)
+                for d, s in zip(dones, starts[1:], strict=False):
+                    add("step.completed -> next step.started", s - d)
+                add("last step.completed -> job.completed", completed - dones[-1])
+                add("job.completed -> end seen by the client", ended - completed)
+        for what, values in gaps.items():
+            print(f"{what:42s} median {statistics.median(values):7.2f} ms  (n={len(values)})")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": be.DB},
+            )  # fmt: skip
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{be.DB}"'))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,7 @@ import functools
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NoReturn
 
@@ -63,6 +63,22 @@ class CallScope:
     @classmethod
     def of(cls, job: Job) -> CallScope:
         return cls(job.organization_id, job.project_id, job.agent_id, job.created_by_id)
+
+
+@dataclass(slots=True)
+class Hold:
+    """One hold ``reserve`` made: the values of its ``budget_reservations`` row (a plain
+    record, not a loaded object: building ORM instances was a measurable share of a
+    reservation's Python)."""
+
+    id: uuid.UUID
+    window_id: uuid.UUID | None
+    call_key: str
+    job_id: uuid.UUID | None
+    amount: Decimal
+    status: str
+    expires_at: datetime
+    created_at: datetime
 
 
 class BudgetPaused(Exception):
@@ -193,9 +209,7 @@ def _limits_with_windows(session: Session, scope: CallScope, now: datetime) -> l
 
 
 def _scope_params(scope: CallScope, now: datetime) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        f"start_{period.value}": window_bounds(period, now)[0] for period in Period
-    }
+    params = dict(_window_starts(now.astimezone(UTC).date()))
     params["scope_organization"] = scope.organization_id
     for name, value in (
         ("scope_project", scope.project_id),
@@ -205,6 +219,13 @@ def _scope_params(scope: CallScope, now: datetime) -> dict[str, Any]:
         if value is not None:
             params[name] = value
     return params
+
+
+@functools.lru_cache(maxsize=4)
+def _window_starts(day: date) -> dict[str, datetime]:
+    """Each period's window start on the UTC ``day`` (it depends on nothing else)."""
+    now = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return {f"start_{period.value}": window_bounds(period, now)[0] for period in Period}
 
 
 # What a hold, a refusal, a window's creation and an unheld charge read of a limit.
@@ -341,7 +362,7 @@ def reserve(
     amount: Decimal,
     job_id: uuid.UUID | None,
     hold_seconds: int,
-) -> list[BudgetReservation]:
+) -> list[Hold]:
     """Hold ``amount`` on every applicable limit's window, or raise.
 
     ``block`` raises BudgetExceeded and ``pause`` raises BudgetPaused when the hold does not
@@ -364,7 +385,7 @@ def reserve(
     one = _one_statement(session)
     if one:
         # Built before the statement: the window stays locked from it to the commit.
-        first = BudgetReservation(id=uuid.uuid4(), window_id=None, **values)
+        first = Hold(id=uuid.uuid4(), window_id=None, **values)
         params = _scope_params(scope, now)
         params.update((f"hold_{name}", value) for name, value in values.items())
         params["hold_id"] = first.id
@@ -376,7 +397,7 @@ def reserve(
         rows = session.connection().execute(_reserve_statement(*shape), params).all()
     else:
         rows = _limits_with_windows(session, scope, now)
-    holds: list[BudgetReservation] = []
+    holds: list[Hold] = []
     for position, limit in enumerate(rows):
         if one and position == 0 and limit.window_id is not None:
             # The statement above tried this window: held, or it does not fit.
@@ -385,7 +406,7 @@ def reserve(
             first.window_id = limit.window_id
             holds.append(first)
             continue
-        hold = BudgetReservation(
+        hold = Hold(
             id=uuid.uuid4(),
             window_id=limit.window_id or current_window(session, limit, now).id,
             **values,
@@ -461,7 +482,7 @@ _HOLD_COLUMNS = (
 )
 
 
-def _hold(session: Session, hold: BudgetReservation, ceiling: Decimal | None) -> bool:
+def _hold(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
     """ONE statement: add the hold to the window's ``reserved`` when it fits under
     ``ceiling`` (the single conditional UPDATE), and insert the hold row only if it did.
     The hot window row is locked by this statement until the caller commits."""
@@ -479,7 +500,7 @@ def _one_statement(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _hold_in_two(session: Session, hold: BudgetReservation, ceiling: Decimal | None) -> bool:
+def _hold_in_two(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
     update = sa.update(_WINDOWS).where(_WINDOWS.c.id == hold.window_id)
     if ceiling is not None:
         update = update.where(_WINDOWS.c.spent + _WINDOWS.c.reserved + hold.amount <= ceiling)

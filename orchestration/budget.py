@@ -17,9 +17,9 @@ import functools
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -63,6 +63,22 @@ class CallScope:
     @classmethod
     def of(cls, job: Job) -> CallScope:
         return cls(job.organization_id, job.project_id, job.agent_id, job.created_by_id)
+
+
+@dataclass(slots=True)
+class Hold:
+    """One hold ``reserve`` made: the values of its ``budget_reservations`` row (a plain
+    record, not a loaded object: building ORM instances was a measurable share of a
+    reservation's Python)."""
+
+    id: uuid.UUID
+    window_id: uuid.UUID | None
+    call_key: str
+    job_id: uuid.UUID | None
+    amount: Decimal
+    status: str
+    expires_at: datetime
+    created_at: datetime
 
 
 class BudgetPaused(Exception):
@@ -155,7 +171,11 @@ def applicable_limits(session: Session, scope: CallScope) -> list[BudgetLimit]:
 
 
 def _applicable(scope: CallScope) -> list[Any]:
-    matches = [BudgetLimit.scope_type.in_([ScopeType.GLOBAL.value, ScopeType.ORGANIZATION.value])]
+    # Equalities, not IN: an IN list is expanded into the statement on every execution.
+    matches = [
+        BudgetLimit.scope_type == ScopeType.GLOBAL.value,
+        BudgetLimit.scope_type == ScopeType.ORGANIZATION.value,
+    ]
     for scope_type, scope_id in (
         (ScopeType.PROJECT, scope.project_id),
         (ScopeType.AGENT, scope.agent_id),
@@ -175,29 +195,50 @@ def _applicable(scope: CallScope) -> list[Any]:
     ]
 
 
-def _limits_with_windows(
-    session: Session, scope: CallScope, now: datetime
-) -> list[tuple[BudgetLimit, uuid.UUID | None]]:
-    """Each applicable limit (in id order) with its window for ``now``, or None when that
-    window is not created yet: one query for what ``applicable_limits`` and a
-    ``current_window`` per limit would read."""
-    params: dict[str, Any] = {
-        f"start_{period.value}": window_bounds(period, now)[0] for period in Period
-    }
-    params.update(
-        (name, value)
-        for name, value in (
-            ("scope_organization", scope.organization_id),
-            ("scope_project", scope.project_id),
-            ("scope_agent", scope.agent_id),
-            ("scope_user", scope.user_id),
-        )
-        if value is not None
+def _limits_with_windows(session: Session, scope: CallScope, now: datetime) -> list[Any]:
+    """Each applicable limit (in id order) with its window for ``now`` (``window_id``, None
+    when that window is not created yet): one query for what ``applicable_limits`` and a
+    ``current_window`` per limit would read. Rows of the limit's columns (``LIMIT_ROW``),
+    not loaded objects: the hot paths only read them."""
+    shape = (scope.project_id is not None, scope.agent_id is not None, scope.user_id is not None)
+    return (
+        session.connection()
+        .execute(_limits_with_windows_query(*shape), _scope_params(scope, now))
+        .all()
     )
-    query = _limits_with_windows_query(
-        scope.project_id is not None, scope.agent_id is not None, scope.user_id is not None
-    )
-    return [(limit, window_id) for limit, window_id in session.execute(query, params)]
+
+
+def _scope_params(scope: CallScope, now: datetime) -> dict[str, Any]:
+    params = dict(_window_starts(now.astimezone(UTC).date()))
+    params["scope_organization"] = scope.organization_id
+    for name, value in (
+        ("scope_project", scope.project_id),
+        ("scope_agent", scope.agent_id),
+        ("scope_user", scope.user_id),
+    ):
+        if value is not None:
+            params[name] = value
+    return params
+
+
+@functools.lru_cache(maxsize=4)
+def _window_starts(day: date) -> dict[str, datetime]:
+    """Each period's window start on the UTC ``day`` (it depends on nothing else)."""
+    now = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return {f"start_{period.value}": window_bounds(period, now)[0] for period in Period}
+
+
+# What a hold, a refusal, a window's creation and an unheld charge read of a limit.
+LIMIT_ROW = (
+    "id",
+    "organization_id",
+    "name",
+    "scope_type",
+    "scope_id",
+    "amount_usd",
+    "period",
+    "action_on_exceed",
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -210,21 +251,21 @@ def _limits_with_windows_query(project: bool, agent: bool, user: bool) -> sa.Sel
         sa.bindparam("scope_agent") if agent else None,  # type: ignore[arg-type]
         sa.bindparam("scope_user") if user else None,  # type: ignore[arg-type]
     )
-    start_type = BudgetWindow.window_start.type
+    limits = BudgetLimit.__table__
+    start_type = _WINDOWS.c.window_start.type
     window_start = sa.case(
         {p.value: sa.bindparam(f"start_{p.value}", type_=start_type) for p in Period},
-        value=BudgetLimit.period,
+        value=limits.c.period,
     )
     return (
-        sa.select(BudgetLimit, BudgetWindow.id)
+        sa.select(*(limits.c[name] for name in LIMIT_ROW), _WINDOWS.c.id.label("window_id"))
+        .select_from(limits)
         .outerjoin(
-            BudgetWindow,
-            sa.and_(
-                BudgetWindow.limit_id == BudgetLimit.id, BudgetWindow.window_start == window_start
-            ),
+            _WINDOWS,
+            sa.and_(_WINDOWS.c.limit_id == limits.c.id, _WINDOWS.c.window_start == window_start),
         )
         .where(*_applicable(scope))
-        .order_by(BudgetLimit.id)
+        .order_by(limits.c.id)  # a fixed order: concurrent reservers lock windows alike
     )
 
 
@@ -321,44 +362,110 @@ def reserve(
     amount: Decimal,
     job_id: uuid.UUID | None,
     hold_seconds: int,
-) -> list[BudgetReservation]:
+) -> list[Hold]:
     """Hold ``amount`` on every applicable limit's window, or raise.
 
     ``block`` raises BudgetExceeded and ``pause`` raises BudgetPaused when the hold does not
     fit; the caller's transaction rolls back every hold made before the refusal.
+
+    On PostgreSQL one statement reads the applicable limits with their current windows
+    and holds on the first (in id order; for one limit, the whole reservation); further
+    limits, and a window not created yet, take a statement each, in the same id order.
     """
-    holds: list[BudgetReservation] = []
     now = utcnow()
-    expires = now + timedelta(seconds=hold_seconds)
-    for limit, window_id in _limits_with_windows(session, scope, now):
-        hold = BudgetReservation(
+    values = {
+        "call_key": call_key,
+        "job_id": job_id,
+        "amount": amount,
+        "status": "held",
+        "expires_at": now + timedelta(seconds=hold_seconds),
+        "created_at": now,
+    }
+    session.flush()  # pending rows before the window lock (these statements are Core)
+    one = _one_statement(session)
+    if one:
+        # Built before the statement: the window stays locked from it to the commit.
+        first = Hold(id=uuid.uuid4(), window_id=None, **values)
+        params = _scope_params(scope, now)
+        params.update((f"hold_{name}", value) for name, value in values.items())
+        params["hold_id"] = first.id
+        shape = (
+            scope.project_id is not None,
+            scope.agent_id is not None,
+            scope.user_id is not None,
+        )
+        rows = session.connection().execute(_reserve_statement(*shape), params).all()
+    else:
+        rows = _limits_with_windows(session, scope, now)
+    holds: list[Hold] = []
+    for position, limit in enumerate(rows):
+        if one and position == 0 and limit.window_id is not None:
+            # The statement above tried this window: held, or it does not fit.
+            if limit.held_window is None:
+                _refuse(limit)
+            first.window_id = limit.window_id
+            holds.append(first)
+            continue
+        hold = Hold(
             id=uuid.uuid4(),
-            window_id=window_id or current_window(session, limit, now).id,
-            call_key=call_key,
-            job_id=job_id,
-            amount=amount,
-            status="held",
-            expires_at=expires,
-            created_at=now,
+            window_id=limit.window_id or current_window(session, limit, now).id,
+            **values,
         )
         ceiling = None if limit.action_on_exceed == LimitAction.WARN else limit.amount_usd
         if not _hold(session, hold, ceiling):
-            metrics.budget_refused(paused=limit.action_on_exceed == LimitAction.PAUSE)
-            if limit.action_on_exceed == LimitAction.PAUSE:
-                raise BudgetPaused(limit)
-            raise BudgetExceeded(
-                f"Budget limit '{limit.name}' ({limit.amount_usd} USD {limit.period}) would be exceeded",
-                [
-                    {
-                        "limit_id": str(limit.id),
-                        "scope_type": limit.scope_type,
-                        "period": limit.period,
-                    }
-                ],
-            )
+            _refuse(limit)
         holds.append(hold)
     metrics.count_on_commit(session, metrics.BUDGET_HOLDS, outcome="held")
     return holds
+
+
+def _refuse(limit: Any) -> NoReturn:
+    metrics.budget_refused(paused=limit.action_on_exceed == LimitAction.PAUSE)
+    if limit.action_on_exceed == LimitAction.PAUSE:
+        raise BudgetPaused(limit)
+    raise BudgetExceeded(
+        f"Budget limit '{limit.name}' ({limit.amount_usd} USD {limit.period}) would be exceeded",
+        [{"limit_id": str(limit.id), "scope_type": limit.scope_type, "period": limit.period}],
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _reserve_statement(project: bool, agent: bool, user: bool) -> sa.Select:
+    """``_limits_with_windows_query`` and ``_hold_statement`` for its first limit in one
+    statement: the limits with their windows (each row also names ``held_window``, the
+    first limit's window when the hold was made). The first window's conditional UPDATE
+    takes its row lock as ``_hold_statement`` does; a ``warn`` limit has no ceiling."""
+    limits = _limits_with_windows_query(project, agent, user).cte("limits")
+    first = sa.select(limits).order_by(limits.c.id).limit(1).cte("first_limit")
+    amount = sa.bindparam("hold_amount", type_=_WINDOWS.c.reserved.type)
+    held = (
+        sa.update(_WINDOWS)
+        .where(
+            _WINDOWS.c.id == first.c.window_id,
+            sa.or_(
+                first.c.action_on_exceed == LimitAction.WARN.value,
+                _WINDOWS.c.spent + _WINDOWS.c.reserved + amount <= first.c.amount_usd,
+            ),
+        )
+        .values(reserved=_WINDOWS.c.reserved + amount)
+        .returning(_WINDOWS.c.id)
+        .cte("held")
+    )
+    values = [
+        held.c.id
+        if name == "window_id"
+        else sa.bindparam(f"hold_{name}", type_=_HOLDS.c[name].type)
+        for name in _HOLD_COLUMNS
+    ]
+    hold = (
+        sa.insert(_HOLDS)
+        .from_select(list(_HOLD_COLUMNS), sa.select(*values))
+        .returning(_HOLDS.c.window_id)
+        .cte("hold")
+    )
+    return sa.select(
+        limits, sa.select(hold.c.window_id).scalar_subquery().label("held_window")
+    ).order_by(limits.c.id)
 
 
 _WINDOWS = BudgetWindow.__table__
@@ -375,7 +482,7 @@ _HOLD_COLUMNS = (
 )
 
 
-def _hold(session: Session, hold: BudgetReservation, ceiling: Decimal | None) -> bool:
+def _hold(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
     """ONE statement: add the hold to the window's ``reserved`` when it fits under
     ``ceiling`` (the single conditional UPDATE), and insert the hold row only if it did.
     The hot window row is locked by this statement until the caller commits."""
@@ -393,7 +500,7 @@ def _one_statement(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _hold_in_two(session: Session, hold: BudgetReservation, ceiling: Decimal | None) -> bool:
+def _hold_in_two(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
     update = sa.update(_WINDOWS).where(_WINDOWS.c.id == hold.window_id)
     if ceiling is not None:
         update = update.where(_WINDOWS.c.spent + _WINDOWS.c.reserved + hold.amount <= ceiling)
@@ -445,8 +552,9 @@ def _hold_statement(capped: bool) -> sa.Insert:
 
 def settle(
     session: Session, *, call_key: str, actual: Decimal, scope: CallScope | None = None
-) -> list[BudgetWindow]:
-    """Charge ``actual`` to each window the call reserved on and release the hold.
+) -> list[Any]:
+    """Charge ``actual`` to each window the call reserved on and release the hold; the
+    windows charged are returned (their columns, as ``raise_alerts`` reads them).
 
     With ``scope``, also to the current window of every applicable limit the call holds
     nothing on (a limit created, switched on, or a period begun while the call was in
@@ -456,8 +564,12 @@ def settle(
     Call it last in the transaction: the window rows it updates are shared by every
     concurrent call on the same limit.
     """
+    session.flush()  # the call's usage row first (these statements are Core: no autoflush)
+    windows: list[Any]
     if _one_statement(session):
-        windows = list(session.scalars(_settle_statement(), {"key": call_key, "actual": actual}))
+        windows = list(
+            session.connection().execute(_settle_statement(), {"key": call_key, "actual": actual})
+        )
     else:
         windows = []
         for window_id, amount in _close_holds_one_by_one(session, call_key, "settled"):
@@ -471,25 +583,45 @@ def settle(
                 windows.append(window)
     if scope is not None and actual:
         held = {w.id for w in windows}
-        for window_id in _charge_unheld_windows(session, scope, held, actual):
-            window = session.get(BudgetWindow, window_id, populate_existing=True)
-            if window is not None:
-                windows.append(window)
+        windows.extend(_charge_unheld_windows(session, scope, held, actual))
     return windows
 
 
 @functools.lru_cache(maxsize=1)
-def _settle_statement() -> sa.Select:
-    """The windows charged, read back by the UPDATE's RETURNING as BudgetWindow rows."""
+def _settle_statement() -> sa.Update:
+    """The windows charged, read back by the UPDATE's RETURNING (rows with the window's
+    columns, what ``raise_alerts`` reads), each with its limit's alert settings
+    (``limit_*``): a settlement that crosses no alert level reads nothing more while it
+    holds the window's row lock."""
     settled = _close_holds("settled")
     actual = sa.bindparam("actual", type_=_WINDOWS.c.spent.type)
-    charge = (
+    limits = BudgetLimit.__table__
+    return (
         sa.update(_WINDOWS)
-        .where(_WINDOWS.c.id == settled.c.window_id)
+        .where(_WINDOWS.c.id == settled.c.window_id, limits.c.id == _WINDOWS.c.limit_id)
         .values(reserved=_WINDOWS.c.reserved - settled.c.amount, spent=_WINDOWS.c.spent + actual)
-        .returning(*_WINDOWS.c)
+        .returning(
+            *_WINDOWS.c,
+            *(limits.c[name].label(f"limit_{name}") for name in _ALERT_SETTINGS),
+        )
     )
-    return sa.select(BudgetWindow).from_statement(charge).execution_options(populate_existing=True)
+
+
+_ALERT_SETTINGS = ("amount_usd", "alert_threshold", "is_active", "deleted_at")
+
+
+def _crosses_nothing(window: Any) -> bool:
+    """True when ``window`` carries its limit's alert settings (a row from
+    ``_settle_statement``) and no alert is due on it: no need to load the limit."""
+    amount = getattr(window, "limit_amount_usd", None)
+    if amount is None:
+        return False
+    if not window.limit_is_active or window.limit_deleted_at is not None or amount <= 0:
+        return True
+    ratio = window.spent / amount
+    threshold_due = ratio >= window.limit_alert_threshold and window.threshold_alerted_at is None
+    exceeded_due = ratio >= 1 and window.exceeded_alerted_at is None
+    return not (threshold_due or exceeded_due)
 
 
 def _close_holds(status: str) -> Any:
@@ -509,26 +641,26 @@ def _close_holds(status: str) -> Any:
 
 def _charge_unheld_windows(
     session: Session, scope: CallScope, held: set[uuid.UUID], actual: Decimal
-) -> list[uuid.UUID]:
+) -> list[Any]:
+    """The windows charged (their columns, as ``settle`` returns them)."""
     now = utcnow()
     charged = []
-    for limit, window_id in _limits_with_windows(session, scope, now):
-        if window_id in held:
+    for limit in _limits_with_windows(session, scope, now):
+        if limit.window_id in held:
             continue
         start, end = window_bounds(limit.period, now)
         # Created here, its ledger sum already counts this call's (uncommitted) usage row;
         # created by another transaction, that sum could not see it: add it.
-        if window_id is None and _create_window(session, limit, start, end):
+        if limit.window_id is None and _create_window(session, limit, start, end):
             continue
-        window_id = session.execute(
-            sa.update(BudgetWindow)
-            .where(BudgetWindow.limit_id == limit.id, BudgetWindow.window_start == start)
-            .values(spent=BudgetWindow.spent + actual)
-            .returning(BudgetWindow.id)
-            .execution_options(synchronize_session=False)
-        ).scalar_one()
-        if window_id not in held:
-            charged.append(window_id)
+        window = session.execute(
+            sa.update(_WINDOWS)
+            .where(_WINDOWS.c.limit_id == limit.id, _WINDOWS.c.window_start == start)
+            .values(spent=_WINDOWS.c.spent + actual)
+            .returning(*_WINDOWS.c)
+        ).one()
+        if window.id not in held:
+            charged.append(window)
     return charged
 
 
@@ -577,6 +709,8 @@ def raise_alerts(session: Session, windows: list[BudgetWindow]) -> list[Notifica
     """Crossing the alert threshold and crossing 100% each notify once per window."""
     created = []
     for window in windows:
+        if _crosses_nothing(window):
+            continue
         limit = session.get(BudgetLimit, window.limit_id)
         if limit is None or not limit.is_active or limit.deleted_at or limit.amount_usd <= 0:
             continue

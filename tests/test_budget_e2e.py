@@ -402,3 +402,31 @@ def test_deleting_a_limit_mid_call_lets_the_step_settle(live_client, tenant, dat
     assert holds == ["settled"]
     window = window_of(database_url, limit_id)
     assert window.spent == Decimal(done["cost"]) and window.reserved == 0
+
+
+def test_a_job_paused_while_its_last_step_finishes_completes_on_resume(
+    live_client, tenant, database_url
+):
+    # The last step's answer lands after the pause: the job keeps it and stays paused;
+    # resumed with nothing left to run, the job completes (no step runs again).
+    h = tenant["headers"]
+    accepted = live_client.post(
+        "/api/v1/tasks",
+        json={"description": "paused at the end", "settings": {"ai_model": "sim/slow"}},
+        headers=h,
+    ).get_json()
+    wait_for(
+        live_client, accepted["location"], h,
+        lambda b: any(e["type"] == "step.started" for e in b["history"]),
+    )  # fmt: skip
+    assert live_client.post("/api/v1/emergency/pause-all", headers=h).status_code == 200
+    paused = wait_for(
+        live_client, accepted["location"], h,
+        lambda b: b["phases"][0]["status"] == "completed",
+    )  # fmt: skip
+    assert paused["status"] == "paused", paused
+    assert live_client.post("/api/v1/emergency/resume-all", headers=h).status_code == 200
+    body = wait_terminal(live_client, accepted["location"], h, timeout=60)
+    assert body["status"] == "completed", body
+    assert "paused at the end" in body["result"]["output"]
+    assert [e["type"] for e in body["history"]].count("step.started") == 1

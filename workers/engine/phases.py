@@ -127,6 +127,11 @@ def finish_job(sessions: sessionmaker[Session], *, job_id: uuid.UUID) -> Outcome
         job = session.get(Job, job_id)
         if job is not None and job.status == JobStatus.COMPLETED.value:
             return Outcome.CONTINUE  # its last phase ended it
+        if job is not None and job.status == JobStatus.QUEUED.value:
+            # Resumed after its last step finished while it was paused: nothing is left
+            # to run, so it runs (the event) and ends here.
+            transition_job(session, job_id=job.id, to=JobStatus.RUNNING)
+            session.refresh(job)
         if job is None or job.status != JobStatus.RUNNING.value:
             return Outcome.STOP
         if not finish_in(session, job):

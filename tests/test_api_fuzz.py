@@ -44,6 +44,11 @@ class _CurrentTestSessions:
     def __call__(self, **kwargs):
         return self.factory(**kwargs)
 
+    @property
+    def kw(self) -> dict:
+        """The factory's configuration, as ``sessionmaker.kw`` (its bind)."""
+        return self.factory.kw
+
 
 CURRENT_SESSIONS = _CurrentTestSessions()
 APP = create_app(

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+from scratch import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,9 +47,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2000)
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     try:
         from api import create_app
         from models.db import get_engine, session_factory, transaction
@@ -102,15 +101,7 @@ def main() -> None:
         from models.db import get_engine
 
         get_engine.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
         store = None
         try:
             import redis

@@ -20,6 +20,7 @@ import uuid
 from decimal import Decimal
 
 import sqlalchemy as sa
+from scratch import create_database, drop_database
 
 PG = os.environ.get("BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 DB = f"baton_bench_budget_{uuid.uuid4().hex[:8]}"
@@ -76,9 +77,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     try:
         from models import BudgetLimit, Organization
         from models.db import transaction
@@ -127,14 +126,7 @@ def main() -> None:
         assert held == 0
         engine.dispose()
     finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ os.environ.update(ENV)
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from scratch import create_database, drop_database  # noqa: E402
 
 
 def sh(cmd: list[str], **kw) -> subprocess.Popen:  # type: ignore[no-untyped-def]
@@ -113,9 +114,7 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=30)
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     procs: list[subprocess.Popen] = []
     try:
         from models.migrate import upgrade
@@ -236,14 +235,7 @@ def main() -> None:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
 
 
 if __name__ == "__main__":

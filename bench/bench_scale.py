@@ -52,6 +52,7 @@ os.environ.update(
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import sqlalchemy as sa  # noqa: E402
+from scratch import create_database, drop_database  # noqa: E402
 
 
 def send_jobs(sessions, principal, count: int, model: str = "sim/echo") -> None:  # type: ignore[no-untyped-def]
@@ -141,9 +142,7 @@ def main() -> None:
     parser.add_argument("--model", default="sim/echo", help="sim/echo (no latency) or sim/slow")
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     procs: list[subprocess.Popen] = []
     try:
         from baseline import bench_principal, celery_worker
@@ -216,15 +215,7 @@ def main() -> None:
         from models.db import get_engine
 
         get_engine.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
 
 
 if __name__ == "__main__":

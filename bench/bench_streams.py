@@ -52,7 +52,7 @@ ENV = {
 os.environ.update(ENV)
 
 import httpx  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+from scratch import create_database, drop_database  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -206,9 +206,7 @@ def main() -> None:
 
     from baton.stream import stream_command
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     server = None
     try:
         from models.migrate import upgrade
@@ -285,11 +283,7 @@ def main() -> None:
         from models.db import get_engine
 
         get_engine.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"
-            ), {"db": DB})  # fmt: skip
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
 
 
 def make_running_jobs(org_id: uuid.UUID, count: int) -> list[uuid.UUID]:

@@ -18,6 +18,7 @@ import statistics
 import bench_engine as stack  # the same scratch database, queues and gunicorn helpers
 import httpx
 import sqlalchemy as sa
+from scratch import create_database, drop_database
 
 
 def main() -> None:
@@ -27,9 +28,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{stack.PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{stack.DB}"'))
+    create_database(stack.PG, stack.DB)
     procs = []
     try:
         from models.migrate import upgrade
@@ -86,15 +85,7 @@ def main() -> None:
         with baton_celery.connection_for_write() as conn:
             for queue in [*all_queues(), stack.ENV["BENCH_BASELINE_QUEUE"]]:
                 conn.default_channel.queue_purge(queue)
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": stack.DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{stack.DB}"'))
+        drop_database(stack.PG, stack.DB)
 
 
 if __name__ == "__main__":

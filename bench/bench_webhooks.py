@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from scratch import create_database, drop_database  # noqa: E402
 
 SECRET = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-bench!").decode()
 
@@ -171,9 +172,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     ports: multiprocessing.Queue = multiprocessing.Queue()
     receiver = multiprocessing.Process(target=_receive, args=(ports,), daemon=True)
     receiver.start()
@@ -209,15 +208,7 @@ def main() -> None:
         receiver.terminate()
         if os.environ.get("BENCH_KEEP_LOG"):
             print("worker log:", log)
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :db AND pid <> pg_backend_pid()"
-                ),
-                {"db": DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import uuid
 from decimal import Decimal
 
 import sqlalchemy as sa
+from scratch import create_database, drop_database
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 DB = f"baton_abx_{uuid.uuid4().hex[:8]}"
@@ -26,10 +27,6 @@ os.environ["DATABASE_URL"] = URL
 os.environ.setdefault("BATON_HOME", f"/tmp/{DB}")
 AFTER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
-
-admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-with admin.connect() as c:
-    c.execute(sa.text(f'CREATE DATABASE "{DB}"'))
 
 
 def run(kind, tree, seconds, wid, org):
@@ -51,30 +48,7 @@ def run(kind, tree, seconds, wid, org):
     return float(out.stdout.strip().splitlines()[-1])
 
 
-try:
-    from models import BudgetLimit, Organization
-    from models.db import transaction
-    from models.migrate import upgrade
-    from orchestration import budget
-
-    upgrade(URL)
-    engine = sa.create_engine(URL)
-    f = sa.orm.sessionmaker(bind=engine, expire_on_commit=False)
-    with transaction(f) as s:
-        org = Organization(name="abx", slug="abx")
-        s.add(org)
-        s.flush()
-        lim = BudgetLimit(
-            organization_id=org.id,
-            name="hot",
-            scope_type="organization",
-            period="daily",
-            amount_usd=Decimal("1000000"),
-            action_on_exceed="block",
-        )
-        s.add(lim)
-        s.flush()
-        wid = str(budget.current_window(s, lim).id)
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--before", required=True, help="another checkout (e.g. a worktree of main)"
@@ -82,35 +56,59 @@ try:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
-    BEFORE, rounds, secs = os.path.abspath(args.before), args.rounds, args.seconds
-    run("raw", AFTER, 1, wid, str(org.id))
-    res = {"raw": [], "before": [], "after": []}
-    order = [("raw", "raw", AFTER), ("before", "baton", BEFORE), ("after", "baton", AFTER)]
-    for r in range(rounds):
-        seq = order[r % 3 :] + order[: r % 3]
-        got = {name: run(kind, tree, secs, wid, str(org.id)) for name, kind, tree in seq}
-        for k, v in got.items():
-            res[k].append(v)
+    create_database(PG, DB)
+    try:
+        from models import BudgetLimit, Organization
+        from models.db import transaction
+        from models.migrate import upgrade
+        from orchestration import budget
+
+        upgrade(URL)
+        engine = sa.create_engine(URL)
+        f = sa.orm.sessionmaker(bind=engine, expire_on_commit=False)
+        with transaction(f) as s:
+            org = Organization(name="abx", slug="abx")
+            s.add(org)
+            s.flush()
+            lim = BudgetLimit(
+                organization_id=org.id,
+                name="hot",
+                scope_type="organization",
+                period="daily",
+                amount_usd=Decimal("1000000"),
+                action_on_exceed="block",
+            )
+            s.add(lim)
+            s.flush()
+            wid = str(budget.current_window(s, lim).id)
+        BEFORE, rounds, secs = os.path.abspath(args.before), args.rounds, args.seconds
+        run("raw", AFTER, 1, wid, str(org.id))
+        res = {"raw": [], "before": [], "after": []}
+        order = [("raw", "raw", AFTER), ("before", "baton", BEFORE), ("after", "baton", AFTER)]
+        for r in range(rounds):
+            seq = order[r % 3 :] + order[: r % 3]
+            got = {name: run(kind, tree, secs, wid, str(org.id)) for name, kind, tree in seq}
+            for k, v in got.items():
+                res[k].append(v)
+            print(
+                f"round {r + 1}: raw {got['raw']:.0f}/s  before {got['before']:.0f} pairs/s ({got['before'] / got['raw']:.2f})  after {got['after']:.0f} pairs/s ({got['after'] / got['raw']:.2f})",
+                flush=True,
+            )
+        raw = statistics.median(res["raw"])
+        rb = [b / r for b, r in zip(res["before"], res["raw"], strict=True)]
+        ra = [a / r for a, r in zip(res["after"], res["raw"], strict=True)]
         print(
-            f"round {r + 1}: raw {got['raw']:.0f}/s  before {got['before']:.0f} pairs/s ({got['before'] / got['raw']:.2f})  after {got['after']:.0f} pairs/s ({got['after'] / got['raw']:.2f})",
-            flush=True,
+            f"medians: raw {raw:.0f}/s, before {statistics.median(res['before']):.0f} pairs/s (ratio of medians {statistics.median(res['before']) / raw:.2f}, median per-round ratio {statistics.median(rb):.2f}), after {statistics.median(res['after']):.0f} pairs/s (ratio of medians {statistics.median(res['after']) / raw:.2f}, median per-round ratio {statistics.median(ra):.2f}); after/before pairs per round: median {statistics.median([a / b for a, b in zip(res['after'], res['before'], strict=True)]):.2f}"
         )
-    raw = statistics.median(res["raw"])
-    rb = [b / r for b, r in zip(res["before"], res["raw"], strict=True)]
-    ra = [a / r for a, r in zip(res["after"], res["raw"], strict=True)]
-    print(
-        f"medians: raw {raw:.0f}/s, before {statistics.median(res['before']):.0f} pairs/s (ratio of medians {statistics.median(res['before']) / raw:.2f}, median per-round ratio {statistics.median(rb):.2f}), after {statistics.median(res['after']):.0f} pairs/s (ratio of medians {statistics.median(res['after']) / raw:.2f}, median per-round ratio {statistics.median(ra):.2f}); after/before pairs per round: median {statistics.median([a / b for a, b in zip(res['after'], res['before'], strict=True)]):.2f}"
-    )
-    with transaction(f) as s:
-        held = s.scalar(sa.text("SELECT count(*) FROM budget_reservations WHERE status = 'held'"))
-        w = s.execute(sa.text("SELECT spent, reserved FROM budget_windows")).all()
-    print("held after the run:", held, "windows:", w)
-finally:
-    with admin.connect() as c:
-        c.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
-            ),
-            {"d": DB},
-        )
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        with transaction(f) as s:
+            held = s.scalar(
+                sa.text("SELECT count(*) FROM budget_reservations WHERE status = 'held'")
+            )
+            w = s.execute(sa.text("SELECT spent, reserved FROM budget_windows")).all()
+        print("held after the run:", held, "windows:", w)
+    finally:
+        drop_database(PG, DB)
+
+
+if __name__ == "__main__":
+    main()

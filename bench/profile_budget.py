@@ -27,6 +27,7 @@ os.environ.setdefault("BATON_HOME", f"/tmp/{DB}")
 os.environ["DATABASE_URL"] = f"{PG}/{DB}"
 
 import sqlalchemy as sa  # noqa: E402
+from scratch import create_database, drop_database  # noqa: E402
 
 
 def _shape(statement: str) -> str:
@@ -41,9 +42,7 @@ def main() -> None:
     parser.add_argument("--scope", action="store_true", help="settle with the call's scope")
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     try:
         from models import BudgetLimit, Organization
         from models.db import transaction
@@ -118,15 +117,7 @@ def main() -> None:
         print(out.getvalue())
         engine.dispose()
     finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
 
 
 if __name__ == "__main__":

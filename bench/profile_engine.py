@@ -46,6 +46,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import redis  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from scratch import create_database, drop_database  # noqa: E402
 
 PHASES = ["a", "b", "c", "d", "e"]
 ENGINE_FILES = ("workers/engine", "workers/chat.py", "workers/external.py")
@@ -191,9 +192,7 @@ def main() -> None:
     parser.add_argument("--stats", help="also write the cProfile stats to this file (pstats)")
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     try:
         from baseline import bench_principal
 
@@ -251,15 +250,7 @@ def main() -> None:
         from models.db import get_engine
 
         get_engine.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
         client = redis.Redis.from_url(f"{REDIS}/2")
         keys = list(client.scan_iter(match=f"prof{RUN}:*"))
         if keys:

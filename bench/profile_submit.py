@@ -35,6 +35,7 @@ os.environ.update(
 )
 
 import sqlalchemy as sa  # noqa: E402
+from scratch import create_database, drop_database  # noqa: E402
 
 
 def _shape(statement: str) -> str:
@@ -51,9 +52,7 @@ def main() -> None:
     parser.add_argument("--dump", help="also write the raw cProfile stats to this file")
     args = parser.parse_args()
 
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+    create_database(PG, DB)
     try:
         from models.migrate import upgrade
 
@@ -186,15 +185,7 @@ def main() -> None:
                 conn.default_channel.queue_purge(queue)
         engine.dispose()
     finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": DB},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}"'))
+        drop_database(PG, DB)
 
 
 if __name__ == "__main__":

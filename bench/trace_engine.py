@@ -20,15 +20,14 @@ import time
 import bench_engine as be  # sets the environment (its own database, queues) on import
 import httpx
 import sqlalchemy as sa
+from scratch import create_database, drop_database
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
-    admin = sa.create_engine(f"{be.PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{be.DB}"'))
+    create_database(be.PG, be.DB)
     procs = []
     try:
         from baseline import celery_worker
@@ -98,12 +97,7 @@ def main() -> None:
             proc.terminate()
         for proc in procs:
             proc.wait()
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": be.DB},
-            )  # fmt: skip
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{be.DB}"'))
+        drop_database(be.PG, be.DB)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ and their ratio. Usage: ``python bench/bench_submit.py [--requests 1000] [--roun
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 
 import bench_engine as stack  # the same scratch database, queues and gunicorn helpers
@@ -26,7 +27,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="per round and side")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    # Two helpers benchmarking on one machine must not hit each other's servers.
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "18111")))
     args = parser.parse_args()
+    baton_port, baseline_port = args.port, args.port + 1
 
     create_database(stack.PG, stack.DB)
     procs = []
@@ -38,10 +42,10 @@ def main() -> None:
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE TABLE bench_rows (id uuid primary key, payload text)"))
         engine.dispose()
-        procs.append(stack.gunicorn("api:create_app()", 18111))
-        procs.append(stack.gunicorn("baseline:baseline_app()", 18112))
+        procs.append(stack.gunicorn("api:create_app()", baton_port))
+        procs.append(stack.gunicorn("baseline:baseline_app()", baseline_port))
         reg = httpx.post(
-            "http://127.0.0.1:18111/api/v1/auth/register",
+            f"http://127.0.0.1:{baton_port}/api/v1/auth/register",
             json={
                 "email": f"bench-{stack.RUN}@example.com",
                 "password": "bench-password",
@@ -55,8 +59,8 @@ def main() -> None:
             "custom_phases": ["a", "b", "c", "d", "e"],
             "settings": {"ai_model": "sim/echo"},
         }
-        baton_url = "http://127.0.0.1:18111/api/v1/orchestrate"
-        baseline_url = "http://127.0.0.1:18112/submit"
+        baton_url = f"http://127.0.0.1:{baton_port}/api/v1/orchestrate"
+        baseline_url = f"http://127.0.0.1:{baseline_port}/submit"
         stack.hammer(baseline_url, {}, {}, 100, args.concurrency)  # warm-up
         stack.hammer(baton_url, body, headers, 100, args.concurrency)
         baton, baseline = [], []

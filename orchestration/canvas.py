@@ -14,6 +14,7 @@ import uuid
 
 from celery import chain, chord
 from celery.canvas import Signature
+from celery.utils import uuid as celery_uuid
 
 from baton.celery_app import app
 from baton.settings import get_settings
@@ -84,7 +85,8 @@ def _sig(
     return app.signature(str(name), args=args, immutable=True, **options)
 
 
-def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Signature:
+def _parts(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> list[Signature]:
+    """The chain's links in order: a step's signature, or a chord for a many-step phase."""
     by_phase: dict[uuid.UUID, list[JobStep]] = {}
     for step in sorted(steps, key=lambda s: s.position):
         by_phase.setdefault(step.phase_id, []).append(step)
@@ -110,7 +112,11 @@ def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Sign
             parts.append(chord(step_sigs, join))
     if not parts:  # every phase completed (a re-sent or resumed job): only the end
         parts.append(_sig(TaskName.FINISH_JOB, str(job.id), job=job))
-    return chain(*parts)
+    return parts
+
+
+def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Signature:
+    return chain(*_parts(job, phases, steps))
 
 
 def bound_broker_waits() -> None:
@@ -133,6 +139,23 @@ def bound_broker_waits() -> None:
     }
 
 
+def api_sends_no_sent_event() -> None:
+    """The API's sends publish no ``task-sent`` event (celeryconfig's
+    ``task_send_sent_event`` stays on for the workers' own sends): a PUBLISH and about 3 %
+    of a submission's CPU. Flower still sees every task from the worker's
+    ``task-received`` and ``task-started``; a queued job's state is in PostgreSQL
+    (docs/decisions.md, issue 14). Celery reads the setting at each send."""
+    app.conf.task_send_sent_event = False
+
+
+# A request waits on the broker for a bounded time (two socket timeouts at most), then
+# answers 503; Celery's default policy would retry for seconds more.
+_SEND_RETRY: dict[str, object] = {
+    "retry": True,
+    "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+}
+
+
 def enqueue(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> None:
     """Send the whole job once (one message for the first task; the rest ride along).
 
@@ -140,11 +163,32 @@ def enqueue(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> None:
     itself. A message that cannot be published or is lost (a join, a finish) leaves the
     job running with no progress, and beat's reaper re-sends it (orchestration/recovery).
     """
-    build_canvas(job, phases, steps).apply_async(
-        # A request waits on the broker for a bounded time (two socket timeouts at most),
-        # then answers 503; Celery's default policy would retry for seconds more.
-        retry=True,
-        retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+    parts = _parts(job, phases, steps)
+    if any(isinstance(part, chord) for part in parts):
+        chain(*parts).apply_async(**_SEND_RETRY)
+    else:
+        send_chain(parts)
+
+
+def send_chain(parts: list[Signature]) -> None:
+    """Send ``chain(*parts)`` of plain signatures as ``chain.apply_async()`` does, without
+    its cost: it clones and freezes every link (``prepare_steps``), a fifth of Celery's
+    part of a submission. The message is the same (tests/test_jobs_api.py compares them):
+    the first task, its body carrying the other links frozen (a task id, ``reply_to``),
+    last first, as protocol 2's ``chain`` field, which the worker pops after each task.
+    """
+    reply_to = app.thread_oid
+    for part in parts:
+        part.options.setdefault("task_id", celery_uuid())
+        part.options.setdefault("reply_to", reply_to)
+    first = parts[0]
+    app.send_task(
+        first.task,
+        args=first.args,
+        kwargs=first.kwargs,
+        chain=parts[:0:-1],
+        **_SEND_RETRY,
+        **first.options,
     )
 
 

@@ -335,3 +335,83 @@ def test_token_claims_carry_role_and_permissions(client, app):
     assert "user:admin" in claims["permissions"]
     assert claims["org"] == tokens["user"]["organization_id"]
     assert claims["sub"] == tokens["user"]["id"]
+
+
+def test_the_bearer_check_decides_as_flask_jwt_extended_does(app, db):
+    """api.security.verify_bearer_token parses a token once; for every kind of token it
+    accepts and refuses exactly what ``verify_jwt_in_request`` does (the same error
+    class), and leaves the same claims and header for ``get_jwt()``."""
+    from datetime import timedelta
+
+    import jwt as pyjwt
+    from flask_jwt_extended import (
+        create_access_token,
+        create_refresh_token,
+        get_jwt,
+        get_jwt_header,
+        verify_jwt_in_request,
+    )
+
+    from api.auth.tokens import access_token_for
+    from api.security import verify_bearer_token
+
+    org = factories.organization(db)
+    user = factories.user(db, org, role="member")
+    gone = factories.user(db, org, role="member", is_active=False)
+    db.commit()
+    secret = app.config["JWT_SECRET_KEY"]
+
+    def access(row=user, **kw):  # type: ignore[no-untyped-def]
+        return access_token_for(
+            user_id=str(row.id),
+            organization_id=kw.pop("org", str(row.organization_id)),
+            role=row.role,
+            family=str(uuid.uuid4()),
+        )
+
+    with app.app_context():
+        now = pyjwt.decode(access(), options={"verify_signature": False})
+        tokens = {
+            "valid": access(),
+            "deactivated user": access(gone),
+            "another organization": access(org=str(uuid.uuid4())),
+            "expired": create_access_token(
+                identity=str(user.id), expires_delta=timedelta(seconds=-30)
+            ),
+            "refresh": create_refresh_token(identity=str(user.id)),
+            "wrong key": pyjwt.encode(now, "not-the-secret-" * 3, algorithm="HS256"),
+            "alg none": pyjwt.encode(now, None, algorithm="none"),
+            "no subject": pyjwt.encode(
+                {k: v for k, v in now.items() if k != "sub"}, secret, algorithm="HS256"
+            ),
+            "no type": pyjwt.encode(
+                {k: v for k, v in now.items() if k != "type"}, secret, algorithm="HS256"
+            ),
+            "garbage": "abc.def.ghi",
+            "not base64": now["jti"] + "!.e30.x",
+        }
+    headers = {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+    headers |= {
+        "no header": {},
+        "other scheme": {"Authorization": f"Token {tokens['valid']}"},
+        "two parts": {"Authorization": f"Bearer {tokens['valid']} extra"},
+        "two bearers": {"Authorization": f"Bearer {tokens['valid']}, Bearer x"},
+    }
+
+    def outcome(check, method, sent):  # type: ignore[no-untyped-def]
+        with app.test_request_context("/api/v1/users/me", method=method, headers=sent):
+            try:
+                result = check()
+            except Exception as exc:  # noqa: BLE001 - the class is the outcome
+                return ("refused", type(exc))
+            if not result:
+                return ("exempt",)
+            return ("accepted", dict(get_jwt()), dict(get_jwt_header()))
+
+    accepted = 0
+    for name, sent in headers.items():
+        for method in ("POST", "OPTIONS"):
+            ours = outcome(verify_bearer_token, method, sent)
+            assert ours == outcome(verify_jwt_in_request, method, sent), (name, method)
+            accepted += ours[0] == "accepted"
+    assert accepted == 2  # "valid" and "no type" (the library's default type is access)

@@ -22,6 +22,31 @@ import sqlalchemy as sa
 from scratch import create_database, drop_database
 
 
+def cpu_seconds(root: int) -> float:
+    """User+system CPU of a process and its children (a gunicorn master and its workers),
+    from /proc: the API's own cost, whatever else runs on the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == root or int(fields[1]) == root:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def measured(proc, url: str, body: dict, headers: dict, total: int, concurrency: int):  # type: ignore[no-untyped-def]
+    """(requests per second, the server's CPU milliseconds per request) for one round."""
+    before = cpu_seconds(proc.pid)
+    rate = stack.hammer(url, body, headers, total, concurrency)
+    return rate, (cpu_seconds(proc.pid) - before) * 1000 / total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000, help="per round and side")
@@ -63,10 +88,16 @@ def main() -> None:
         baseline_url = f"http://127.0.0.1:{baseline_port}/submit"
         stack.hammer(baseline_url, {}, {}, 100, args.concurrency)  # warm-up
         stack.hammer(baton_url, body, headers, 100, args.concurrency)
-        baton, baseline = [], []
+        baton, baseline, baton_cpu, baseline_cpu = [], [], [], []
         for _ in range(args.rounds):
-            baseline.append(stack.hammer(baseline_url, {}, {}, args.requests, args.concurrency))
-            baton.append(stack.hammer(baton_url, body, headers, args.requests, args.concurrency))
+            rate, cpu = measured(procs[1], baseline_url, {}, {}, args.requests, args.concurrency)
+            baseline.append(rate)
+            baseline_cpu.append(cpu)
+            rate, cpu = measured(
+                procs[0], baton_url, body, headers, args.requests, args.concurrency
+            )
+            baton.append(rate)
+            baton_cpu.append(cpu)
         b, r = statistics.median(baton), statistics.median(baseline)
         print(
             f"submissions/s   baton {b:8.1f}   baseline (insert+send) {r:8.1f}   ratio {b / r:.2f}"
@@ -77,6 +108,15 @@ def main() -> None:
             + " ".join(f"{x:.0f}" for x in baton)
             + " / baseline "
             + " ".join(f"{x:.0f}" for x in baseline)
+        )
+        # CPU per request moves far less than the rates on a shared machine.
+        bc, rc = statistics.median(baton_cpu), statistics.median(baseline_cpu)
+        print(
+            f"server CPU/req  baton {bc:6.2f} ms   baseline {rc:6.2f} ms   baseline/baton {rc / bc:.2f}"
+            "   rounds baton "
+            + " ".join(f"{x:.2f}" for x in baton_cpu)
+            + " / baseline "
+            + " ".join(f"{x:.2f}" for x in baseline_cpu)
         )
     finally:
         for proc in procs:

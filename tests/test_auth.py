@@ -415,3 +415,52 @@ def test_the_bearer_check_decides_as_flask_jwt_extended_does(app, db):
             assert ours == outcome(verify_jwt_in_request, method, sent), (name, method)
             accepted += ours[0] == "accepted"
     assert accepted == 2  # "valid" and "no type" (the library's default type is access)
+
+
+def test_the_token_check_on_an_engine_reads_the_live_row_and_pools_no_autocommit(database_url):
+    """accounts.live_session on an engine-bound factory (every API process) reads through a
+    pooled driver connection in autocommit: the same answers as the ORM path (active user,
+    role, quota, block limit; a logged-out token, a revoked login, a deactivated user are
+    refused), and the connection goes back to the pool out of autocommit."""
+    from datetime import timedelta
+
+    from models import User
+    from models.base import utcnow
+    from models.db import get_engine, session_factory, transaction
+    from orchestration import accounts
+
+    sessions = session_factory(database_url)
+    with transaction(sessions) as s:
+        org = factories.organization(s, api_quota_limit=1234)
+        user = factories.user(s, org, role="member")
+        factories.budget_limit(s, org, action_on_exceed="block")
+        revoked_family, gone_jti = uuid.uuid4(), uuid.uuid4().hex
+        s.add(RevokedAccessToken(jti=gone_jti, expires_at=utcnow() + timedelta(hours=1)))
+        s.add(
+            RefreshToken(
+                jti=uuid.uuid4().hex,
+                user_id=user.id,
+                family_id=revoked_family,
+                expires_at=utcnow() + timedelta(days=1),
+                revoked_at=utcnow(),
+            )
+        )
+
+    def check(**kw):  # type: ignore[no-untyped-def]
+        args = {"user_id": user.id, "jti": uuid.uuid4().hex, "family_id": uuid.uuid4(), **kw}
+        return accounts.live_session(sessions, **args)
+
+    live = check()
+    assert live == accounts.LiveSession(
+        organization_id=org.id, role="member", api_quota_limit=1234, has_block_limits=True
+    )
+    assert isinstance(live.organization_id, uuid.UUID)
+    assert check(jti=gone_jti) is None
+    assert check(family_id=revoked_family) is None
+    assert check(user_id=uuid.uuid4()) is None
+    with transaction(sessions) as s:
+        s.execute(sa.update(User).where(User.id == user.id).values(is_active=False))
+    assert check() is None
+    with get_engine(database_url).connect() as conn:  # the pool's connection, as handed out
+        assert conn.connection.driver_connection.autocommit is False
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1

@@ -297,22 +297,31 @@ def _transient_job(step_counts: list[int]):  # type: ignore[no-untyped-def]
     return job, phases, steps
 
 
+@pytest.mark.parametrize("tasks_registered", [False, True])
 @pytest.mark.parametrize("step_counts", [[1], [1, 1, 1, 1, 1], []])
-def test_a_chain_is_sent_as_celerys_own_chain_would_be(app, step_counts):
+def test_a_chain_is_sent_as_celerys_own_chain_would_be(app, step_counts, tasks_registered):
     """canvas.send_chain (no clone, no freeze of every link) publishes the message that
     ``chain(...).apply_async()`` publishes for the same job: headers, body (its ``chain``
-    field included), routing. Pins the shortcut to the Celery installed."""
+    field included), routing, as serialized. As the API sends (no task registered) and as
+    a worker does (recovery's re-sends: the tasks registered). Pins the shortcut to the
+    Celery installed."""
+    import json
+
     from celery import chain
     from celery.signals import before_task_publish
 
     from baton.celery_app import app as celery_app
     from orchestration import canvas
 
+    if tasks_registered:
+        import workers.tasks  # noqa: F401 - registers the tasks, as in a worker
     job, phases, steps = _transient_job(step_counts)
     sent: list[dict] = []
 
     def capture(sender=None, body=None, headers=None, routing_key=None, **kw):  # type: ignore[no-untyped-def]
-        sent.append({"task": sender, "body": body, "headers": dict(headers), "key": routing_key})
+        # As it goes on the wire: JSON (a task name given as a str enum is its value).
+        message = {"task": sender, "body": body, "headers": dict(headers), "key": routing_key}
+        sent.append(json.loads(json.dumps(message)))
 
     before_task_publish.connect(capture)
     try:

@@ -313,8 +313,12 @@ def test_a_chain_is_sent_as_celerys_own_chain_would_be(app, step_counts, tasks_r
     from baton.celery_app import app as celery_app
     from orchestration import canvas
 
-    if tasks_registered:
-        import workers.tasks  # noqa: F401 - registers the tasks, as in a worker
+    if tasks_registered:  # as in a worker
+        import workers.tasks  # noqa: F401
+    # A worker's app is finalized before it sends. Before that, a task registered but
+    # still pending is not in the registry send_task reads, and its message would lack
+    # the task's time limits (the worker applies the same ones itself).
+    celery_app.finalize(auto=True)
     job, phases, steps = _transient_job(step_counts)
     sent: list[dict] = []
 

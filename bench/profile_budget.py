@@ -44,7 +44,8 @@ def main() -> None:
 
     create_database(PG, DB)
     try:
-        from models import BudgetLimit, Organization
+        from baseline import bench_limit
+
         from models.db import transaction
         from models.migrate import upgrade
         from orchestration import budget
@@ -52,18 +53,8 @@ def main() -> None:
         upgrade(os.environ["DATABASE_URL"])
         engine = sa.create_engine(os.environ["DATABASE_URL"], pool_size=1)
         factory = sa.orm.sessionmaker(bind=engine, expire_on_commit=False)
-        with transaction(factory) as s:
-            org = Organization(name="profile", slug=f"profile-{uuid.uuid4().hex[:6]}")
-            s.add(org)
-            s.flush()
-            limit = BudgetLimit(
-                organization_id=org.id, name="hot", scope_type="organization", period="daily",
-                amount_usd=Decimal("1000000"), action_on_exceed="block",
-            )  # fmt: skip
-            s.add(limit)
-            s.flush()
-            budget.current_window(s, limit)
-        scope = budget.CallScope(org.id)
+        org_id, _ = bench_limit(factory)
+        scope = budget.CallScope(org_id)
         amount = Decimal("0.0000420000")
 
         def pair(i: int) -> None:

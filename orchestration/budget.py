@@ -203,11 +203,9 @@ def _limits_with_windows(session: Session, scope: CallScope, now: datetime) -> l
     ``current_window`` per limit would read. Rows of the limit's columns (``LIMIT_ROW``),
     not loaded objects: the hot paths only read them."""
     shape = (scope.project_id is not None, scope.agent_id is not None, scope.user_id is not None)
-    return (
-        session.connection()
-        .execute(_limits_with_windows_query(*shape), _scope_params(scope, now))
-        .all()
-    )
+    return _execute_prepared(
+        session, _limits_with_windows_query(*shape), _scope_params(scope, now)
+    ).all()
 
 
 def _scope_params(scope: CallScope, now: datetime) -> dict[str, Any]:
@@ -538,32 +536,38 @@ def _prepared(
     statement: sa.Executable, dialect: sa.Dialect
 ) -> tuple[str, str, sa.TextClause] | None:
     """(name, ``PREPARE`` SQL, ``EXECUTE`` statement) for ``statement``, or None where it
-    is not prepared. The EXECUTE is a text statement with the original's typed parameters
-    (constants keep their values) and typed result columns, so the values are processed
-    as the statement's own would be (UTC datetimes, UUIDs)."""
+    is not prepared. The statement's constants are written into the prepared SQL; the
+    EXECUTE is a text statement with its other parameters and its result columns, typed
+    as the statement's own, so values are processed as they were (UTC datetimes, UUIDs)."""
     if dialect.name != "postgresql" or dialect.driver != "psycopg2":
         return None
     compiled = statement.compile(dialect=dialect)
     names: list[str] = []
 
-    def number(match: re.Match[str]) -> str:
+    def place(match: re.Match[str]) -> str:
+        bind = compiled.binds[match.group(1)]
+        literal = None if bind.required else bind.type.literal_processor(dialect)
+        if literal is not None:
+            return literal(bind.effective_value)
         if match.group(1) not in names:
             names.append(match.group(1))
         return f"${names.index(match.group(1)) + 1}"
 
-    sql = _BIND.sub(number, compiled.string)
+    sql = _BIND.sub(place, compiled.string)
     if "%" in sql or not all(re.fullmatch(r"\w+", n) for n in names):
         return None  # an escaped percent sign or an odd name: keep it simple, do not prepare
     binds = [compiled.binds[n] for n in names]
     types = ", ".join(dialect.type_compiler_instance.process(b.type) for b in binds)
+    # Named after its SQL: a changed statement is a new name on connections that
+    # prepared the old one.
     name = f"baton_budget_{zlib.crc32(sql.encode()):08x}"
     execute = (
         sa.text(f"EXECUTE {name}({', '.join(':' + n for n in names)})")
         .bindparams(
             *(
-                sa.bindparam(n, b.value, type_=b.type)
-                if not b.required
-                else sa.bindparam(n, type_=b.type)
+                sa.bindparam(n, type_=b.type)
+                if b.required
+                else sa.bindparam(n, b.effective_value, type_=b.type)
                 for n, b in zip(names, binds, strict=True)
             )
         )

@@ -490,7 +490,9 @@ def _hold(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
         return _hold_in_two(session, hold, ceiling)
     params = {f"hold_{name}": getattr(hold, name) for name in _HOLD_COLUMNS}
     params["ceiling"] = ceiling
-    return session.execute(_hold_statement(ceiling is not None), params).first() is not None
+    return (
+        _execute_prepared(session, _hold_statement(ceiling is not None), params).first() is not None
+    )
 
 
 def _one_statement(session: Session) -> bool:

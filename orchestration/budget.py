@@ -14,10 +14,10 @@ Nothing here commits; callers own the transaction.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import uuid
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -536,7 +536,7 @@ _BIND = re.compile(r"%\(([^)]+)\)s")
 @functools.lru_cache(maxsize=32)
 def _prepared(
     statement: sa.Executable, dialect: sa.Dialect
-) -> tuple[str, str, sa.TextClause] | None:
+) -> tuple[str, str, sa.TextualSelect] | None:
     """(name, ``PREPARE`` SQL, ``EXECUTE`` statement) for ``statement``, or None where it
     is not prepared. The statement's constants are written into the prepared SQL; the
     EXECUTE is a text statement with its other parameters and its result columns, typed
@@ -561,8 +561,8 @@ def _prepared(
     binds = [compiled.binds[n] for n in names]
     types = ", ".join(dialect.type_compiler_instance.process(b.type) for b in binds)
     # Named after its SQL: a changed statement is a new name on connections that
-    # prepared the old one.
-    name = f"baton_budget_{zlib.crc32(sql.encode()):08x}"
+    # prepared the old one, and two statements cannot share one.
+    name = f"baton_budget_{hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()}"
     execute = (
         sa.text(f"EXECUTE {name}({', '.join(':' + n for n in names)})")
         .bindparams(

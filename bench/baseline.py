@@ -3,7 +3,8 @@
 - ``baseline_app``: a bare Flask route that inserts one row and sends one Celery task.
 - ``noop``: a no-op task for a raw Celery chain of 5.
 - ``celery_worker``: one worker process (Baton's or this module's), as every bench starts it.
-Run by bench/bench_engine.py and bench/bench_scale.py; not part of Baton.
+- ``bench_principal`` and ``bench_limit``: the rows a bench works on, written directly.
+Run by the benches in bench/; not part of Baton.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
 from celery import Celery
 from flask import Flask, jsonify
 
+# The URLs are read when a Celery bench imports this; the budget benches use no broker.
 celery_app = Celery(
     "bench_baseline",
-    broker=os.environ["CELERY_BROKER_URL"],
-    backend=os.environ["CELERY_RESULT_BACKEND"],
+    broker=os.environ.get("CELERY_BROKER_URL"),
+    backend=os.environ.get("CELERY_RESULT_BACKEND"),
 )
 celery_app.conf.update(
     task_serializer="json", accept_content=["json"], worker_prefetch_multiplier=1
@@ -73,6 +76,28 @@ def bench_principal(sessions, tag: str):  # type: ignore[no-untyped-def]
         s.add(user)
         s.flush()
         return Principal(user_id=user.id, organization_id=org.id, role="admin")
+
+
+def bench_limit(sessions) -> tuple[uuid.UUID, uuid.UUID]:  # type: ignore[no-untyped-def]
+    """An organization with one hot ``block`` limit (1,000,000 USD a day, never reached)
+    and its current window, written directly: what the budget benches reserve and settle
+    on. Returns (organization id, window id)."""
+    from models import BudgetLimit, Organization
+    from models.db import transaction
+    from orchestration import budget
+
+    tag = uuid.uuid4().hex[:6]
+    with transaction(sessions) as s:
+        org = Organization(name=f"Bench {tag}", slug=f"bench-{tag}")
+        s.add(org)
+        s.flush()
+        limit = BudgetLimit(
+            organization_id=org.id, name="hot", scope_type="organization", period="daily",
+            amount_usd=Decimal("1000000"), action_on_exceed="block",
+        )  # fmt: skip
+        s.add(limit)
+        s.flush()
+        return org.id, budget.current_window(s, limit).id
 
 
 def baseline_app() -> Flask:

@@ -79,35 +79,25 @@ def main() -> None:
 
     create_database(PG, DB)
     try:
-        from models import BudgetLimit, Organization
+        from baseline import bench_limit
+
         from models.db import transaction
         from models.migrate import upgrade
-        from orchestration import budget
 
         upgrade(os.environ["DATABASE_URL"])
         engine = sa.create_engine(os.environ["DATABASE_URL"])
         factory = sa.orm.sessionmaker(bind=engine, expire_on_commit=False)
-        with transaction(factory) as s:
-            org = Organization(name="bench", slug=f"bench-{uuid.uuid4().hex[:6]}")
-            s.add(org)
-            s.flush()
-            limit = BudgetLimit(
-                organization_id=org.id, name="hot", scope_type="organization", period="daily",
-                amount_usd=Decimal("1000000"), action_on_exceed="block",
-            )  # fmt: skip
-            s.add(limit)
-            s.flush()
-            window_id = budget.current_window(s, limit).id
+        org_id, window_id = bench_limit(factory)
 
-        run_processes("raw", args.threads, 1.0, str(window_id), str(org.id))  # warm-up
+        run_processes("raw", args.threads, 1.0, str(window_id), str(org_id))  # warm-up
         # Alternating rounds: load from elsewhere on the machine falls on both sides.
         raws, pairs_runs = [], []
         for _ in range(args.rounds):
             raws.append(
-                run_processes("raw", args.threads, args.seconds, str(window_id), str(org.id))
+                run_processes("raw", args.threads, args.seconds, str(window_id), str(org_id))
             )
             pairs_runs.append(
-                run_processes("baton", args.threads, args.seconds, str(window_id), str(org.id))
+                run_processes("baton", args.threads, args.seconds, str(window_id), str(org_id))
             )
         raw, pairs = statistics.median(raws), statistics.median(pairs_runs)
         with transaction(factory) as s:

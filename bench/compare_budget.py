@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import uuid
-from decimal import Decimal
 
 import sqlalchemy as sa
 from scratch import create_database, drop_database
@@ -58,36 +57,23 @@ def main() -> None:
     args = parser.parse_args()
     create_database(PG, DB)
     try:
-        from models import BudgetLimit, Organization
+        from baseline import bench_limit
+
         from models.db import transaction
         from models.migrate import upgrade
-        from orchestration import budget
 
         upgrade(URL)
         engine = sa.create_engine(URL)
         f = sa.orm.sessionmaker(bind=engine, expire_on_commit=False)
-        with transaction(f) as s:
-            org = Organization(name="abx", slug="abx")
-            s.add(org)
-            s.flush()
-            lim = BudgetLimit(
-                organization_id=org.id,
-                name="hot",
-                scope_type="organization",
-                period="daily",
-                amount_usd=Decimal("1000000"),
-                action_on_exceed="block",
-            )
-            s.add(lim)
-            s.flush()
-            wid = str(budget.current_window(s, lim).id)
+        org_id, window_id = bench_limit(f)
+        wid, org = str(window_id), str(org_id)
         BEFORE, rounds, secs = os.path.abspath(args.before), args.rounds, args.seconds
-        run("raw", AFTER, 1, wid, str(org.id))
+        run("raw", AFTER, 1, wid, org)
         res = {"raw": [], "before": [], "after": []}
         order = [("raw", "raw", AFTER), ("before", "baton", BEFORE), ("after", "baton", AFTER)]
         for r in range(rounds):
             seq = order[r % 3 :] + order[: r % 3]
-            got = {name: run(kind, tree, secs, wid, str(org.id)) for name, kind, tree in seq}
+            got = {name: run(kind, tree, secs, wid, org) for name, kind, tree in seq}
             for k, v in got.items():
                 res[k].append(v)
             print(

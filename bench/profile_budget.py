@@ -4,7 +4,9 @@ Creates a scratch database with one organization and one ``block`` limit, then r
 pair ``bench/bench_budget.py`` times (``budget.reserve`` in one transaction, then
 ``budget.settle`` in another; ``--scope`` settles with the call's scope, as the workers
 do). Prints the SQL statements and commits per pair (a SQLAlchemy ``before_cursor_execute``
-counter, grouped by statement), the wall time per pair, and the top of a cProfile.
+counter, grouped by statement), the wall time per pair, the CPU of this process and of
+its PostgreSQL backend (read from /proc when the server is local) per pair, and the top
+of a cProfile.
 Usage: ``python bench/profile_budget.py [--pairs 2000] [--top 25] [--scope]``.
 """
 
@@ -34,6 +36,17 @@ def _shape(statement: str) -> str:
     return re.sub(r"\s+", " ", statement).strip()[:110]
 
 
+def _backend_cpu(pid: int) -> float | None:
+    """Seconds of CPU the PostgreSQL backend ``pid`` has used (user + system), when the
+    server runs on this machine; the server's share of a pair on a CPU-bound machine."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=2000)
@@ -44,7 +57,8 @@ def main() -> None:
 
     create_database(PG, DB)
     try:
-        from models import BudgetLimit, Organization
+        from baseline import bench_limit
+
         from models.db import transaction
         from models.migrate import upgrade
         from orchestration import budget
@@ -52,18 +66,8 @@ def main() -> None:
         upgrade(os.environ["DATABASE_URL"])
         engine = sa.create_engine(os.environ["DATABASE_URL"], pool_size=1)
         factory = sa.orm.sessionmaker(bind=engine, expire_on_commit=False)
-        with transaction(factory) as s:
-            org = Organization(name="profile", slug=f"profile-{uuid.uuid4().hex[:6]}")
-            s.add(org)
-            s.flush()
-            limit = BudgetLimit(
-                organization_id=org.id, name="hot", scope_type="organization", period="daily",
-                amount_usd=Decimal("1000000"), action_on_exceed="block",
-            )  # fmt: skip
-            s.add(limit)
-            s.flush()
-            budget.current_window(s, limit)
-        scope = budget.CallScope(org.id)
+        org_id, _ = bench_limit(factory)
+        scope = budget.CallScope(org_id)
         amount = Decimal("0.0000420000")
 
         def pair(i: int) -> None:
@@ -78,6 +82,8 @@ def main() -> None:
         for i in range(50):  # warm-up: statement caches, pool, imports
             pair(-i - 1)
 
+        with engine.connect() as conn:  # pool_size=1: the connection every pair uses
+            backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         statements: collections.Counter[str] = collections.Counter()
         commits = 0
 
@@ -90,11 +96,18 @@ def main() -> None:
             nonlocal commits
             commits += 1
 
+        server = _backend_cpu(backend)
         started, cpu = time.perf_counter(), time.process_time()
         for i in range(args.pairs):
             pair(i)
         wall = (time.perf_counter() - started) / args.pairs
         cpu = (time.process_time() - cpu) / args.pairs
+        after = _backend_cpu(backend)
+        server_text = (
+            f", {(after - server) / args.pairs * 1000:.2f} ms of its backend's"
+            if server is not None and after is not None
+            else ""
+        )
 
         sa.event.remove(engine, "before_cursor_execute", _count)
         sa.event.remove(engine, "commit", _commit)
@@ -107,7 +120,8 @@ def main() -> None:
         total = sum(statements.values())
         print(
             f"per pair: {total / args.pairs:.2f} statements, {commits / args.pairs:.2f} commits, "
-            f"{wall * 1000:.2f} ms wall, {cpu * 1000:.2f} ms of this process's CPU (one process)"
+            f"{wall * 1000:.2f} ms wall, {cpu * 1000:.2f} ms of this process's CPU{server_text} "
+            "(one process)"
         )
         for shape, count in statements.most_common():
             print(f"  {count / args.pairs:5.2f}  {shape}")

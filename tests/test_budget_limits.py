@@ -552,3 +552,49 @@ def test_the_token_check_says_whether_the_organization_has_a_block_limit(db, ses
     limit.deleted_at = limit.created_at
     db.commit()
     assert live(tenant["admin"]).has_block_limits is False
+
+
+def test_the_hot_statements_are_prepared_once_per_connection(database_url):
+    """On PostgreSQL a hold and a settlement are server-side prepared statements, prepared
+    on a connection's first use: they survive a rollback, and a connection the pool
+    replaces (its record's info cleared) prepares them again."""
+    from sqlalchemy.orm import Session
+
+    engine = sa.create_engine(database_url, pool_size=1, max_overflow=0)
+    prepared = sa.text("SELECT name FROM pg_prepared_statements WHERE name LIKE 'baton_budget%'")
+
+    def pair(conn: sa.Connection, key: str, amount: str) -> set[str]:
+        with Session(bind=conn) as s:
+            org = factories.organization(s)
+            factories.budget_limit(s, org, amount_usd="1")
+            scope = budget.CallScope(org.id)
+            budget.reserve(
+                s, scope=scope, call_key=key, amount=Decimal(amount), job_id=None, hold_seconds=60
+            )
+            budget.settle(s, call_key=key, actual=Decimal(amount))
+            names = set(s.scalars(prepared))
+            s.rollback()  # nothing of this test is committed
+        return names
+
+    try:
+        with engine.connect() as conn:
+            first = pair(conn, "prep-a", "0.4")
+            # (A new limit's window is created at its first hold: that hold takes the
+            # one-limit statement, prepared too.)
+            hot = {
+                budget._prepared(statement, engine.dialect)[0]  # type: ignore[index]
+                for statement in (
+                    budget._reserve_statement(False, False, False),
+                    budget._settle_statement(),
+                )
+            }
+            assert hot <= first
+            # Refused (more than the limit) and rolled back: the statements stay prepared.
+            with pytest.raises(budget.BudgetExceeded):
+                pair(conn, "prep-b", "2")
+            conn.rollback()
+            assert pair(conn, "prep-c", "0.4") == first
+            conn.invalidate()  # the next use is a new server session: prepared again
+            assert pair(conn, "prep-d", "0.4") == first
+    finally:
+        engine.dispose()

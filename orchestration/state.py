@@ -48,7 +48,6 @@ _LIVE_COLUMNS = (
     _JOBS.c.organization_id, _JOBS.c.agent_id, _JOBS.c.kind, _JOBS.c.title, _JOBS.c.status,
     _JOBS.c.progress,
 )  # fmt: skip
-LIVE_COLUMNS = _LIVE_COLUMNS  # for a statement that numbers events itself
 
 
 def append_event(

@@ -144,23 +144,6 @@ def append_events(
             params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d or {}, default=str)
         written = session.execute(_append_events_statement(count), params).all()
         first, live_values = min(r[0] for r in written), written[0][1:]
-    return queue_live_events(
-        session, job_id=job_id, events=events, first=first, now=now, live_values=live_values
-    )
-
-
-def queue_live_events(
-    session: Session,
-    *,
-    job_id: uuid.UUID,
-    events: Sequence[tuple[str, dict[str, Any] | None]],
-    first: int,
-    now: datetime,
-    live_values: Sequence[Any],
-) -> Appended:
-    """Events written numbered from ``first`` (``append_events``, or a statement built with
-    ``numbered_events``), queued for the live channels after commit. ``live_values``: the
-    job's ``_LIVE_COLUMNS`` as the numbering's UPDATE returned them."""
     live_of = {c.name: value for c, value in zip(_LIVE_COLUMNS, live_values, strict=True)}
     for k, (t, d) in enumerate(events):
         live.queue_event(
@@ -168,43 +151,7 @@ def queue_live_events(
             {"job_id": job_id, "seq": first + k, "type": t, "data": d or {}, "created_at": now,
              **live_of},
         )  # fmt: skip
-    return Appended([first + k for k in range(len(events))], live_of["status"])
-
-
-def numbered_events(
-    batch: sa.Subquery,
-    count: sa.ColumnElement[int],
-    *,
-    job_id: sa.BindParameter[Any],
-    now: sa.BindParameter[Any],
-    gate: sa.ColumnElement[bool],
-) -> tuple[sa.CTE, sa.CTE]:
-    """``append_events``' numbering as CTEs of a caller's statement, for events whose rows
-    the statement itself computes: ``batch`` has columns ``k`` (0, 1, ... in order),
-    ``type`` and ``data`` (JSONB), ``count`` is its number of rows. Written only if
-    ``gate`` holds. Returns the numbering CTE (RETURNING ``event_seq`` and the live
-    columns: the rows are numbered ``event_seq - count + 1 + k``) and the insert's."""
-    numbered = (
-        sa.update(_JOBS)
-        .where(_JOBS.c.id == job_id, gate)
-        .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
-        .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
-        .cte("numbered")
-    )
-    rows = sa.select(
-        job_id,
-        numbered.c.event_seq - count + 1 + batch.c.k,
-        batch.c.type,
-        batch.c.data,
-        now,
-    ).select_from(numbered.join(batch, sa.true()))
-    inserted = (
-        sa.insert(_EVENTS)
-        .from_select(["job_id", "seq", "type", "data", "created_at"], rows)
-        .returning(_EVENTS.c.seq)
-        .cte("inserted")
-    )
-    return numbered, inserted
+    return Appended([first + k for k in range(count)], live_of["status"])
 
 
 @functools.lru_cache(maxsize=16)

@@ -31,8 +31,6 @@ from models.db import transaction
 from orchestration import integrations
 from orchestration.state import (
     append_events,
-    numbered_events,
-    queue_live_events,
     set_phase_status,
     start_queued_job,
     transition_job,
@@ -79,7 +77,7 @@ def claim(
             if session.bind.dialect.name == "postgresql"
             else _claim_pending_alone
         )
-        step, rows = claim_once(session, job_id=job_id, step_id=step_id, now=now, events=True)
+        step, rows = claim_once(session, job_id=job_id, step_id=step_id, now=now)
         # The first step of a queued job (pending): the job starts, and the step is
         # claimed as in the common case; its job.running is the first of the claim's events.
         job_started = (
@@ -88,7 +86,7 @@ def claim(
             else None
         )
         if job_started is not None:
-            step, rows = claim_once(session, job_id=job_id, step_id=step_id, now=now, events=False)
+            step, rows = claim_once(session, job_id=job_id, step_id=step_id, now=now)
         if step is None:  # not a pending step of a running job: look closer
             step = _claim_other(
                 session, job_id=job_id, step_id=step_id, take_over_from=take_over_from, now=now
@@ -123,7 +121,7 @@ def _claim_params(job_id: uuid.UUID, step_id: uuid.UUID, now: datetime) -> dict[
 
 
 def _claim_pending_alone(
-    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime, events: bool
+    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
 ) -> tuple[JobStep | None, None]:
     """The common case in one statement: a pending step of a running job becomes this
     delivery's, and the row comes back with it (RETURNING: nothing is read twice)."""
@@ -134,20 +132,15 @@ def _claim_pending_alone(
 
 
 def _claim_with_context(
-    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime, events: bool
+    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
 ) -> tuple[JobStep | None, list[sa.Row[Any]] | None]:
     """PostgreSQL: ``_claim_pending_statement`` as a CTE of ``_context``'s query, which
     starts the claimed step's phase only if the claim took: one round trip for both.
-    ``events``: the same statement also writes the claim's events (phase.started,
-    step.started), numbered as ``append_events`` does. The step is None (and the rows are
-    of no use) if the claim did not take (nor was anything else written)."""
+    The step is None (and the rows are of no use) if it did not."""
     rows = session.execute(
-        _claim_context_statement(events),
-        {
-            **_claim_params(job_id, step_id, now),
-            "x_job_id": job_id, "x_now": now, "e_job_id": job_id, "e_now": now,
-        },
-    ).all()  # fmt: skip
+        _claim_context_statement(),
+        {**_claim_params(job_id, step_id, now), "x_job_id": job_id, "x_now": now},
+    ).all()
     if not rows or rows[0][7] is None:
         return None, None
     return rows[0][7], rows
@@ -269,8 +262,6 @@ def _context(
     step's phase (a data-modifying CTE), and the claim's events in one. ``rows``: that
     query's rows, already read with the claim (``_claim_with_context``)."""
     dialect = session.bind.dialect.name
-    # Written with the claim (``_claim_context_statement(True)``): the numbering's row.
-    numbered = rows[0][8:] if rows is not None and len(rows[0]) > 8 else None
     if rows is None:
         rows = session.execute(
             _context_statement(dialect),
@@ -301,14 +292,7 @@ def _context(
     )  # fmt: skip
     # The job's status as of the row lock the numbering takes (held until commit: a
     # cancel landing now waits for this claim), for the first hold (run.py).
-    if numbered is None:
-        appended = append_events(session, job_id=job.id, events=events)
-    else:  # written by the claim's statement, from the same values: announced after commit
-        appended = queue_live_events(
-            session, job_id=job.id, events=events, first=numbered[0] - len(events) + 1,
-            now=now, live_values=numbered[1:],
-        )  # fmt: skip
-    set_committed_value(job, "status", appended.status)
+    set_committed_value(job, "status", append_events(session, job_id=job.id, events=events).status)
     siblings = []
     providers = None
     if step.spec.get("kind") == "score":
@@ -380,16 +364,12 @@ def _context_statement(dialect: str) -> sa.Select:
     )
 
 
-@functools.lru_cache(maxsize=2)
-def _claim_context_statement(events: bool) -> sa.Select:
+@functools.cache
+def _claim_context_statement() -> sa.Select:
     """PostgreSQL: the claim (``_claim_pending_statement``, RETURNING the step) as a CTE of
     ``_context_statement``, whose phase start takes the claimed step's phase (none if the
     claim did not take); the claimed step is the eighth entity of every row (None if not).
-    ``events``: also the claim's events, as ``_context`` builds them (phase.started if the
-    phase started, then step.started), numbered under the job row's lock as
-    ``append_events`` does, only if the claim took; every row then ends with the
-    numbering's ``event_seq`` and live columns. The data-modifying CTEs run once,
-    whatever the query reads of them."""
+    The data-modifying CTEs run once, whatever the query reads of them."""
     claimed = _claim_update().returning(*JobStep.__table__.c).cte("claimed_step")
     phases = JobPhase.__table__
     started = (
@@ -402,49 +382,16 @@ def _claim_context_statement(events: bool) -> sa.Select:
             status=StepStatus.RUNNING.value,
             started_at=sa.bindparam("x_now", type_=phases.c.started_at.type),
         )
-        .returning(phases.c.id, phases.c.name, phases.c.code)
+        .returning(phases.c.id)
         .cte("started_phase")
     )
     step = aliased(JobStep, claimed)
-    started_count = sa.select(sa.func.count()).select_from(started).scalar_subquery()
-    statement = (
+    return (
         _context_select()
         .add_cte(claimed, started)
-        .add_columns(started_count, step)
+        .add_columns(
+            sa.select(sa.func.count()).select_from(started).scalar_subquery(),
+            step,
+        )
         .outerjoin(step, sa.true())
-    )
-    if not events:
-        return statement
-    step_phase = phases.alias("step_phase")
-    batch = sa.union_all(
-        sa.select(
-            sa.literal(0, sa.Integer).label("k"),
-            sa.literal("phase.started", sa.String).label("type"),
-            sa.func.jsonb_build_object(
-                sa.literal("phase", sa.String), started.c.name,
-                sa.literal("code", sa.String), started.c.code,
-            ).label("data"),
-        ).select_from(started),
-        sa.select(
-            started_count.label("k"),
-            sa.literal("step.started", sa.String).label("type"),
-            sa.func.jsonb_build_object(
-                sa.literal("phase", sa.String), step_phase.c.name,
-                sa.literal("step", sa.String), claimed.c.name,
-                sa.literal("attempt", sa.String), claimed.c.attempts,
-                sa.literal("worker", sa.String), claimed.c.claimed_by,
-            ).label("data"),
-        ).select_from(claimed.join(step_phase, step_phase.c.id == claimed.c.phase_id)),
-    ).subquery("batch")  # fmt: skip
-    numbered, inserted = numbered_events(
-        batch,
-        sa.select(sa.func.count()).select_from(batch).scalar_subquery(),
-        job_id=sa.bindparam("e_job_id", type_=Job.__table__.c.id.type),
-        now=sa.bindparam("e_now", type_=Job.__table__.c.updated_at.type),
-        gate=sa.exists(sa.select(claimed.c.id)),
-    )
-    return (
-        statement.add_cte(numbered, inserted)
-        .add_columns(*numbered.c)
-        .outerjoin(numbered, sa.true())
     )

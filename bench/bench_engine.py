@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,10 @@ RUN = uuid.uuid4().hex[:8]
 PG = os.environ.get("BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 DB = f"baton_bench_{RUN}"
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+# The API's port (the bare route's is the next one; trace_engine.py uses +10). Two runs at
+# once on one machine need different ones: gunicorn() refuses a port already taken, or its
+# requests would go to the other run's server and database.
+PORT = int(os.environ.get("BENCH_PORT", "18101"))
 ENV = {
     **os.environ,
     "DATABASE_URL": f"{PG}/{DB}",
@@ -56,6 +61,9 @@ def sh(cmd: list[str], **kw) -> subprocess.Popen:  # type: ignore[no-untyped-def
 
 
 def gunicorn(app: str, port: int) -> subprocess.Popen:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(f"port {port} is taken (another run?): set BENCH_PORT")
     proc = sh(
         [
             sys.executable,
@@ -125,10 +133,10 @@ def main() -> None:
             conn.execute(sa.text("CREATE TABLE bench_rows (id uuid primary key, payload text)"))
 
         # -- 1. submissions per second (no workers running: the queues just fill) --------
-        procs.append(gunicorn("api:create_app()", 18101))
-        procs.append(gunicorn("baseline:baseline_app()", 18102))
+        procs.append(gunicorn("api:create_app()", PORT))
+        procs.append(gunicorn("baseline:baseline_app()", PORT + 1))
         reg = httpx.post(
-            "http://127.0.0.1:18101/api/v1/auth/register",
+            f"http://127.0.0.1:{PORT}/api/v1/auth/register",
             json={
                 "email": f"bench-{RUN}@example.com",
                 "password": "bench-password",
@@ -142,11 +150,11 @@ def main() -> None:
             "custom_phases": ["a", "b", "c", "d", "e"],
             "settings": {"ai_model": "sim/echo"},
         }
-        hammer("http://127.0.0.1:18102/submit", {}, {}, 50)  # warm-up
-        hammer("http://127.0.0.1:18101/api/v1/orchestrate", body, headers, 50)
-        baseline_rps = hammer("http://127.0.0.1:18102/submit", {}, {}, args.requests)
+        hammer(f"http://127.0.0.1:{PORT + 1}/submit", {}, {}, 50)  # warm-up
+        hammer(f"http://127.0.0.1:{PORT}/api/v1/orchestrate", body, headers, 50)
+        baseline_rps = hammer(f"http://127.0.0.1:{PORT + 1}/submit", {}, {}, args.requests)
         baton_rps = hammer(
-            "http://127.0.0.1:18101/api/v1/orchestrate", body, headers, args.requests
+            f"http://127.0.0.1:{PORT}/api/v1/orchestrate", body, headers, args.requests
         )
         for proc in procs:
             proc.terminate()
@@ -183,10 +191,10 @@ def main() -> None:
         procs.clear()
 
         procs.append(celery_worker("workers", all_queues()))
-        procs.append(gunicorn("api:create_app()", 18101))
+        procs.append(gunicorn("api:create_app()", PORT))
         time.sleep(3)
         runs, engine_runs = [], []
-        with httpx.Client(base_url="http://127.0.0.1:18101", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as client:
             for _ in range(args.chains + 3):
                 start = time.perf_counter()
                 accepted = client.post("/api/v1/orchestrate", json=body, headers=headers).json()

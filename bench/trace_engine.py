@@ -37,9 +37,9 @@ def main() -> None:
 
         upgrade(be.ENV["DATABASE_URL"])
         engine = sa.create_engine(be.ENV["DATABASE_URL"])
-        procs.append(be.gunicorn("api:create_app()", 18111))
+        procs.append(be.gunicorn("api:create_app()", be.PORT + 10))
         reg = httpx.post(
-            "http://127.0.0.1:18111/api/v1/auth/register",
+            f"http://127.0.0.1:{be.PORT + 10}/api/v1/auth/register",
             json={"email": f"trace-{be.RUN}@example.com", "password": "bench-password",
                   "organization_name": "Trace"},
         )  # fmt: skip
@@ -50,7 +50,7 @@ def main() -> None:
         procs.append(celery_worker("workers", all_queues()))
         time.sleep(3)
         seen: dict[str, tuple[float, float, float]] = {}
-        with httpx.Client(base_url="http://127.0.0.1:18111", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{be.PORT + 10}", timeout=30) as client:
             for i in range(args.jobs + 3):  # 3 warm-up jobs, as bench_engine
                 posted = time.time()
                 job_id = client.post("/api/v1/orchestrate", json=body, headers=headers).json()["id"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -21,11 +22,46 @@ _COLUMNS = (
 
 
 @functools.cache
-def _insert() -> sa.Insert:
-    """Built once (a Core INSERT, no ORM unit of work): one parameter per column."""
+def insert_statement() -> sa.Insert:
+    """Built once (a Core INSERT, no ORM unit of work): one parameter per column (``u_*``,
+    see ``usage_params``). Also a CTE of the completion's one statement on PostgreSQL
+    (workers/engine/completion.py)."""
     return sa.insert(_USAGE).values(
         {c: sa.bindparam(f"u_{c}", type_=_USAGE.c[c].type) for c in _COLUMNS}
     )
+
+
+def usage_params(
+    *,
+    job: Job,
+    step: JobStep,
+    call_key: str,
+    provider: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: Decimal,
+) -> dict[str, Any]:
+    """``insert_statement``'s parameters for one call; ``u_id`` is the new row's id."""
+    return {
+        "u_id": uuid.uuid4(),
+        "u_organization_id": job.organization_id,
+        "u_user_id": job.created_by_id,
+        "u_project_id": job.project_id,
+        "u_agent_id": job.agent_id,
+        "u_job_id": job.id,
+        "u_phase_id": step.phase_id,
+        "u_step_id": step.id,
+        # The unique key makes a second write of the same call fail instead of
+        # charging twice.
+        "u_call_key": call_key,
+        "u_provider": provider,
+        "u_model": model,
+        "u_prompt_tokens": prompt_tokens,
+        "u_completion_tokens": completion_tokens,
+        "u_cost": cost,
+        "u_created_at": utcnow(),
+    }
 
 
 def record_usage(
@@ -42,27 +78,9 @@ def record_usage(
 ) -> uuid.UUID:
     """``model`` is provider-qualified ("groq/llama-3.1-70b"): the one that answered.
     Returns the row's id."""
-    row_id = uuid.uuid4()
-    session.execute(
-        _insert(),
-        {
-            "u_id": row_id,
-            "u_organization_id": job.organization_id,
-            "u_user_id": job.created_by_id,
-            "u_project_id": job.project_id,
-            "u_agent_id": job.agent_id,
-            "u_job_id": job.id,
-            "u_phase_id": step.phase_id,
-            "u_step_id": step.id,
-            # The unique key makes a second write of the same call fail instead of
-            # charging twice.
-            "u_call_key": call_key,
-            "u_provider": provider,
-            "u_model": model,
-            "u_prompt_tokens": prompt_tokens,
-            "u_completion_tokens": completion_tokens,
-            "u_cost": cost,
-            "u_created_at": utcnow(),
-        },
-    )
-    return row_id
+    params = usage_params(
+        job=job, step=step, call_key=call_key, provider=provider, model=model,
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost,
+    )  # fmt: skip
+    session.execute(insert_statement(), params)
+    return params["u_id"]

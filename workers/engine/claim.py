@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from baton.settings import get_settings
@@ -71,7 +71,13 @@ def claim(
     rolls the claim back with it."""
     with transaction(sessions) as session:
         now = utcnow()
-        step = _claim_pending(session, job_id=job_id, step_id=step_id, now=now)
+        # PostgreSQL: the claim and its context in one statement (the claim a CTE).
+        claim_once = (
+            _claim_with_context
+            if session.bind.dialect.name == "postgresql"
+            else _claim_pending_alone
+        )
+        step, rows = claim_once(session, job_id=job_id, step_id=step_id, now=now)
         # The first step of a queued job (pending): the job starts, and the step is
         # claimed as in the common case; its job.running is the first of the claim's events.
         job_started = (
@@ -80,14 +86,15 @@ def claim(
             else None
         )
         if job_started is not None:
-            step = _claim_pending(session, job_id=job_id, step_id=step_id, now=now)
+            step, rows = claim_once(session, job_id=job_id, step_id=step_id, now=now)
         if step is None:  # not a pending step of a running job: look closer
             step = _claim_other(
                 session, job_id=job_id, step_id=step_id, take_over_from=take_over_from, now=now
             )
             if isinstance(step, Outcome):
                 return step
-        ctx = _context(session, step, now, [job_started] if job_started else [])
+            rows = None
+        ctx = _context(session, step, now, [job_started] if job_started else [], rows=rows)
         if hold is not None:
             ctx.first_hold = hold(session, ctx)
         return ctx
@@ -103,27 +110,54 @@ def _claim_values(now: datetime) -> dict[str, Any]:
     }
 
 
-def _claim_pending(
+def _claim_params(job_id: uuid.UUID, step_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    return {
+        "k_step_id": step_id,
+        "k_job_id": job_id,
+        "k_now": now,
+        "k_lease": now + timedelta(seconds=get_settings().step_time_limit),
+        "k_worker": worker_id(),
+    }
+
+
+def _claim_pending_alone(
     session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
-) -> JobStep | None:
+) -> tuple[JobStep | None, None]:
     """The common case in one statement: a pending step of a running job becomes this
     delivery's, and the row comes back with it (RETURNING: nothing is read twice)."""
-    return session.scalars(
-        _claim_pending_statement(),
-        {
-            "k_step_id": step_id,
-            "k_job_id": job_id,
-            "k_now": now,
-            "k_lease": now + timedelta(seconds=get_settings().step_time_limit),
-            "k_worker": worker_id(),
-        },
+    step = session.scalars(
+        _claim_pending_statement(), _claim_params(job_id, step_id, now)
     ).one_or_none()
+    return step, None
+
+
+def _claim_with_context(
+    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
+) -> tuple[JobStep | None, list[sa.Row[Any]] | None]:
+    """PostgreSQL: ``_claim_pending_statement`` as a CTE of ``_context``'s query, which
+    starts the claimed step's phase only if the claim took: one round trip for both.
+    The step is None (and the rows are of no use) if it did not."""
+    rows = session.execute(
+        _claim_context_statement(),
+        {**_claim_params(job_id, step_id, now), "x_job_id": job_id, "x_now": now},
+    ).all()
+    if not rows or rows[0][7] is None:
+        return None, None
+    return rows[0][7], rows
 
 
 @functools.cache
 def _claim_pending_statement() -> sa.Update:
-    """``_claim_pending``'s compare-and-set, built once (building it was a good part of
+    """The common case's compare-and-set, built once (building it was a good part of
     the claim's Python)."""
+    return (
+        _claim_update()
+        .returning(JobStep)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+def _claim_update() -> sa.Update:
     job_running = (
         sa.select(Job.id)
         .where(Job.id == sa.bindparam("k_job_id"), Job.status == JobStatus.RUNNING.value)
@@ -146,8 +180,6 @@ def _claim_pending_statement() -> sa.Update:
             ),
             claimed_by=sa.bindparam("k_worker", type_=sa.String),
         )
-        .returning(JobStep)
-        .execution_options(synchronize_session=False, populate_existing=True)
     )
 
 
@@ -218,16 +250,23 @@ def _claim_other(
 
 
 def _context(
-    session: Session, step: JobStep, now: datetime, events: list[tuple[str, dict[str, Any]]]
+    session: Session,
+    step: JobStep,
+    now: datetime,
+    events: list[tuple[str, dict[str, Any]]],
+    *,
+    rows: list[sa.Row[Any]] | None = None,
 ) -> StepContext:
     """Everything the call needs, in one query (the job's phases, each row with the job,
     organization, agent and the integrations' version) that on PostgreSQL also starts the
-    step's phase (a data-modifying CTE), and the claim's events in one."""
+    step's phase (a data-modifying CTE), and the claim's events in one. ``rows``: that
+    query's rows, already read with the claim (``_claim_with_context``)."""
     dialect = session.bind.dialect.name
-    rows = session.execute(
-        _context_statement(dialect),
-        {"x_job_id": step.job_id, "x_phase_id": step.phase_id, "x_now": now},
-    ).all()
+    if rows is None:
+        rows = session.execute(
+            _context_statement(dialect),
+            {"x_job_id": step.job_id, "x_phase_id": step.phase_id, "x_now": now},
+        ).all()
     job, organization, agent, version, creator_active = rows[0][:5]
     phases = [row[5] for row in rows]
     phase = next(p for p in phases if p.id == step.phase_id)
@@ -276,14 +315,8 @@ def _context(
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _context_statement(dialect: str) -> sa.Select:
-    """``_context``'s query, built once: one row per phase of the job (in order), each
-    with the job, its organization, agent, creator's activity and integrations' version
-    (the ORM returns one object for the repeated job, organization and agent). On
-    PostgreSQL it also moves the step's phase from pending to running (``:x_phase_id``,
-    ``:x_now``) and returns whether it did: one round trip less for every step."""
-    statement = (
+def _context_select() -> sa.Select:
+    return (
         sa.select(
             Job,
             Organization,
@@ -300,6 +333,16 @@ def _context_statement(dialect: str) -> sa.Select:
         .order_by(JobPhase.position)
         .execution_options(populate_existing=True)
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _context_statement(dialect: str) -> sa.Select:
+    """``_context``'s query, built once: one row per phase of the job (in order), each
+    with the job, its organization, agent, creator's activity and integrations' version
+    (the ORM returns one object for the repeated job, organization and agent). On
+    PostgreSQL it also moves the step's phase from pending to running (``:x_phase_id``,
+    ``:x_now``) and returns whether it did: one round trip less for every step."""
+    statement = _context_select()
     if dialect != "postgresql":
         return statement
     phases = JobPhase.__table__
@@ -318,4 +361,37 @@ def _context_statement(dialect: str) -> sa.Select:
     )
     return statement.add_cte(started).add_columns(
         sa.select(sa.func.count()).select_from(started).scalar_subquery()
+    )
+
+
+@functools.cache
+def _claim_context_statement() -> sa.Select:
+    """PostgreSQL: the claim (``_claim_pending_statement``, RETURNING the step) as a CTE of
+    ``_context_statement``, whose phase start takes the claimed step's phase (none if the
+    claim did not take); the claimed step is the eighth entity of every row (None if not).
+    The data-modifying CTEs run once, whatever the query reads of them."""
+    claimed = _claim_update().returning(*JobStep.__table__.c).cte("claimed_step")
+    phases = JobPhase.__table__
+    started = (
+        sa.update(phases)
+        .where(
+            phases.c.id == sa.select(claimed.c.phase_id).scalar_subquery(),
+            phases.c.status == StepStatus.PENDING.value,
+        )
+        .values(
+            status=StepStatus.RUNNING.value,
+            started_at=sa.bindparam("x_now", type_=phases.c.started_at.type),
+        )
+        .returning(phases.c.id)
+        .cte("started_phase")
+    )
+    step = aliased(JobStep, claimed)
+    return (
+        _context_select()
+        .add_cte(claimed, started)
+        .add_columns(
+            sa.select(sa.func.count()).select_from(started).scalar_subquery(),
+            step,
+        )
+        .outerjoin(step, sa.true())
     )

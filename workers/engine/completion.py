@@ -75,10 +75,11 @@ def complete_step(
         written = _already_written(session, step.id, call_key) if again else None
         if written is not None:
             return written
+        # Money spent is in the ledger even if the job was cancelled meanwhile.
+        spent = None
         if result is not None:
-            # Money spent is in the ledger even if the job was cancelled meanwhile.
-            ledger.record_usage(
-                session, job=job, step=step, call_key=call_key, provider=result.provider,
+            spent = ledger.usage_params(
+                job=job, step=step, call_key=call_key, provider=result.provider,
                 model=result.model, prompt_tokens=result.prompt_tokens,
                 completion_tokens=result.completion_tokens, cost=result.cost,
             )  # fmt: skip
@@ -98,12 +99,25 @@ def complete_step(
             "c_step_id": step.id, "c_job_id": job.id, "c_output": output, "c_now": now,
             "c_elapsed_ms": elapsed_ms, **{f"c_{k}": v for k, v in usage.items()},
         }  # fmt: skip
-        counted = session.execute(
-            _complete_statement(dialect, tools_used is not None), params
-        ).scalar()
+        phase = ctx.phase
+        elapsed = int((now - phase.started_at).total_seconds() * 1000) if phase.started_at else None
         if dialect == "postgresql":
-            siblings = counted
-        else:  # the embedded SQLite takes no subquery in RETURNING: counted after
+            # Ledger row, step, phase and job counters in one statement (data-modifying
+            # CTEs): one round trip instead of four, the same rows written in the same order.
+            params |= _phase_params(phase, usage, output=output, now=now, elapsed=elapsed)
+            params |= {"j_job_id": job.id, "j_now": now, **(spent or {})}
+            (siblings, closed_prompt, closed_completion, progress, status, completed, total) = (
+                session.execute(
+                    _complete_all_statement(spent is not None, tools_used is not None), params
+                ).one()
+            )
+        else:  # the embedded SQLite: no UPDATE inside a WITH, one statement each
+            if spent is not None:
+                session.execute(ledger.insert_statement(), spent)
+            counted = session.execute(
+                _complete_statement(dialect, tools_used is not None), params
+            ).scalar()
+            # It takes no subquery in RETURNING: the phase's steps counted after.
             siblings = (
                 None
                 if counted is None
@@ -145,12 +159,23 @@ def complete_step(
                 settle(session, ctx, call_key, result.cost)
             return Outcome.STOP
         metrics.count_on_commit(session, metrics.STEPS, kind=job.kind, status="completed")
-        phase_done = _add_to_phase(session, ctx, usage, output=output, now=now, alone=siblings == 1)
-        # The job row last but the budget's: the steps of a chord wait on it (it orders
-        # the job's events) for these two statements only.
-        progress, status, completed, total = session.execute(
-            _count_step_statement(dialect), {"j_job_id": job.id, "j_now": now}
-        ).one()
+        if dialect == "postgresql":
+            phase_done = None
+            if closed_prompt is not None:  # the step's only one: it closed the phase
+                phase_done = phase_completed_event(
+                    phase, output=output, elapsed_ms=elapsed, prompt_tokens=closed_prompt,
+                    completion_tokens=closed_completion,
+                )  # fmt: skip
+        else:
+            phase_done = _add_to_phase(
+                session, ctx, usage, output=output, now=now, elapsed=elapsed,
+                alone=siblings == 1,
+            )  # fmt: skip
+            # The job row last but the budget's: the steps of a chord wait on it (it
+            # orders the job's events) for these two statements only.
+            progress, status, completed, total = session.execute(
+                _count_step_statement(dialect), {"j_job_id": job.id, "j_now": now}
+            ).one()
         event = {
             "phase": ctx.phase.name,
             "step": step.name,
@@ -192,6 +217,20 @@ def complete_step(
     return Outcome.CONTINUE if status == JobStatus.RUNNING.value else Outcome.STOP
 
 
+def _phase_params(
+    phase: JobPhase, usage: dict[str, Any], *, output: str, now: datetime, elapsed: int | None
+) -> dict[str, Any]:
+    return {
+        "p_phase_id": phase.id,
+        "p_prompt_tokens": usage["prompt_tokens"],
+        "p_completion_tokens": usage["completion_tokens"],
+        "p_cost": usage["cost"],
+        "p_output": output,
+        "p_now": now,
+        "p_elapsed_ms": elapsed,
+    }
+
+
 def _add_to_phase(
     session: Session,
     ctx: StepContext,
@@ -199,25 +238,20 @@ def _add_to_phase(
     *,
     output: str,
     now: datetime,
+    elapsed: int | None,
     alone: bool,
 ) -> tuple[str, dict[str, Any]] | None:
     """The step's usage added to its phase; the only step of its phase also completes it
     in the same statement (a chord's phase is joined by ``join_phase``). Returns the
-    ``phase.completed`` event if it did."""
-    tokens = {
-        "p_phase_id": ctx.phase.id,
-        "p_prompt_tokens": usage["prompt_tokens"],
-        "p_completion_tokens": usage["completion_tokens"],
-        "p_cost": usage["cost"],
-    }
+    ``phase.completed`` event if it did. (SQLite; on PostgreSQL ``_complete_all_statement``
+    does the same.)"""
     phase = ctx.phase
+    params = _phase_params(phase, usage, output=output, now=now, elapsed=elapsed)
+    tokens = {
+        k: params[k] for k in ("p_phase_id", "p_prompt_tokens", "p_completion_tokens", "p_cost")
+    }
     if alone:
-        started = phase.started_at
-        elapsed = int((now - started).total_seconds() * 1000) if started else None
-        done = session.execute(
-            _complete_phase_statement(),
-            {**tokens, "p_output": output, "p_now": now, "p_elapsed_ms": elapsed},
-        ).one_or_none()
+        done = session.execute(_complete_phase_statement(), params).one_or_none()
         if done is not None:
             return phase_completed_event(
                 phase, output=output, elapsed_ms=elapsed, prompt_tokens=done[0],
@@ -246,6 +280,13 @@ def _complete_statement(dialect: str, with_tools: bool) -> sa.Update:
     """The step completed if it is running and its job running or paused; RETURNING the
     number of steps of its phase (PostgreSQL) or its phase's id (SQLite, which takes no
     subquery there)."""
+    statement = _complete_update(with_tools)
+    if dialect != "postgresql":
+        return statement.returning(_STEPS.c.phase_id)
+    return statement.returning(_phase_size())
+
+
+def _complete_update(with_tools: bool) -> sa.Update:
     job_running = (
         sa.select(_JOBS.c.id)
         .where(
@@ -255,7 +296,7 @@ def _complete_statement(dialect: str, with_tools: bool) -> sa.Update:
         .exists()
     )
     columns = [*_USAGE_COLUMNS, "tools_used"] if with_tools else list(_USAGE_COLUMNS)
-    statement = (
+    return (
         sa.update(_STEPS)
         .where(
             _STEPS.c.id == _param("c_step_id", _STEPS.c.id),
@@ -271,20 +312,92 @@ def _complete_statement(dialect: str, with_tools: bool) -> sa.Update:
             **{c: _param(f"c_{c}", _STEPS.c[c]) for c in columns},
         )
     )
-    if dialect != "postgresql":
-        return statement.returning(_STEPS.c.phase_id)
+
+
+def _phase_size() -> sa.ScalarSelect[int]:
+    """In the step's UPDATE ... RETURNING: the number of steps of its phase."""
     others = _STEPS.alias("others")
-    phase_steps = (
+    return (
         sa.select(sa.func.count(others.c.id))
         .where(others.c.phase_id == _STEPS.c.phase_id)
         .scalar_subquery()
     )
-    return statement.returning(phase_steps)
+
+
+@functools.lru_cache(maxsize=4)
+def _complete_all_statement(with_ledger: bool, with_tools: bool) -> sa.Select:
+    """PostgreSQL: the completion's writes in one statement, each a data-modifying CTE as
+    its own statement was (same conditions, same values). The ledger row (``u_*``,
+    whatever the step's fate: the call was paid for); the step (``_complete_statement``),
+    RETURNING its phase's size; if it completed, the phase: closed with its tokens if the
+    step is its only one and it is running (``_complete_phase_statement``), else its
+    tokens added (``_add_to_phase_statement``, never both: it waits on the first's empty
+    result); and the job's counters (``_count_step_statement``), written after the phase
+    (its WHERE reads the phase CTEs first), as before: the job row is the one a chord's
+    steps queue on. One row: the phase's size (NULL: the step was not running or the job
+    not running or paused), the closed phase's tokens (NULL: not closed), the job's
+    progress, status, completed and total steps (NULL if the step did not complete)."""
+    step = (
+        _complete_update(with_tools)
+        .returning(_phase_size().label("siblings"))
+        .cte("completed_step")
+    )
+    step_done = sa.exists(sa.select(step.c.siblings))
+    closed = (
+        sa.update(_PHASES)
+        .where(
+            _PHASES.c.id == _param("p_phase_id", _PHASES.c.id),
+            _PHASES.c.status == StepStatus.RUNNING.value,
+            sa.select(step.c.siblings).scalar_subquery() == 1,
+        )
+        .values(**_phase_close_values())
+        .returning(_PHASES.c.prompt_tokens, _PHASES.c.completion_tokens)
+        .cte("closed_phase")
+    )
+    added = (
+        sa.update(_PHASES)
+        .where(
+            _PHASES.c.id == _param("p_phase_id", _PHASES.c.id),
+            step_done,
+            ~sa.exists(sa.select(closed.c.prompt_tokens)),
+        )
+        .values(**_phase_tokens())
+        .returning(_PHASES.c.id)
+        .cte("added_phase")
+    )
+    phase_written = (
+        sa.select(sa.func.count()).select_from(added).scalar_subquery()
+        + sa.select(sa.func.count()).select_from(closed).scalar_subquery()
+    )
+    counted = (
+        _count_update("postgresql")
+        .where(step_done, phase_written >= 0)
+        .returning(_JOBS.c.progress, _JOBS.c.status, _JOBS.c.completed_steps, _JOBS.c.total_steps)
+        .cte("counted_job")
+    )
+    statement = sa.select(
+        sa.select(step.c.siblings).scalar_subquery(),
+        sa.select(closed.c.prompt_tokens).scalar_subquery(),
+        sa.select(closed.c.completion_tokens).scalar_subquery(),
+        sa.select(counted.c.progress).scalar_subquery(),
+        sa.select(counted.c.status).scalar_subquery(),
+        sa.select(counted.c.completed_steps).scalar_subquery(),
+        sa.select(counted.c.total_steps).scalar_subquery(),
+    )
+    if with_ledger:
+        statement = statement.add_cte(ledger.insert_statement().cte("ledger_row"))
+    return statement.add_cte(step, closed, added, counted)
 
 
 @functools.lru_cache(maxsize=4)
 def _count_step_statement(dialect: str) -> sa.Update:
     """The job's counters after a completed step, RETURNING its progress and status."""
+    return _count_update(dialect).returning(
+        _JOBS.c.progress, _JOBS.c.status, _JOBS.c.completed_steps, _JOBS.c.total_steps
+    )
+
+
+def _count_update(dialect: str) -> sa.Update:
     least, greatest = (
         (sa.func.min, sa.func.max) if dialect == "sqlite" else (sa.func.least, sa.func.greatest)
     )
@@ -298,7 +411,6 @@ def _count_step_statement(dialect: str) -> sa.Update:
             ),
             updated_at=_param("j_now", _JOBS.c.updated_at),
         )
-        .returning(_JOBS.c.progress, _JOBS.c.status, _JOBS.c.completed_steps, _JOBS.c.total_steps)
     )
 
 
@@ -327,15 +439,19 @@ def _complete_phase_statement() -> sa.Update:
             _PHASES.c.id == _param("p_phase_id", _PHASES.c.id),
             _PHASES.c.status == StepStatus.RUNNING.value,
         )
-        .values(
-            **_phase_tokens(),
-            status=StepStatus.COMPLETED.value,
-            output=_param("p_output", _PHASES.c.output),
-            completed_at=_param("p_now", _PHASES.c.completed_at),
-            execution_time_ms=_param("p_elapsed_ms", _PHASES.c.execution_time_ms),
-        )
+        .values(**_phase_close_values())
         .returning(_PHASES.c.prompt_tokens, _PHASES.c.completion_tokens)
     )
+
+
+def _phase_close_values() -> dict[str, Any]:
+    return {
+        **_phase_tokens(),
+        "status": StepStatus.COMPLETED.value,
+        "output": _param("p_output", _PHASES.c.output),
+        "completed_at": _param("p_now", _PHASES.c.completed_at),
+        "execution_time_ms": _param("p_elapsed_ms", _PHASES.c.execution_time_ms),
+    }
 
 
 def _already_written(session: Session, step_id: uuid.UUID, call_key: str | None) -> Outcome | None:

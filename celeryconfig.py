@@ -35,7 +35,10 @@ broker_connection_retry_on_startup = True
 broker_connection_timeout = _s.broker_timeout_seconds
 worker_hijack_root_logger = False
 worker_send_task_events = True
-task_send_sent_event = True
+# No ``task-sent`` events (a PUBLISH per send: each submission and every chain hop): Flower
+# sees every task from the worker's own events, and a queued job is its row in PostgreSQL
+# (docs/decisions.md, issue 14).
+task_send_sent_event = False
 
 # Beat's tasks go to the maintenance queue, which every Baton worker consumes (never
 # Celery's default ``celery`` queue, which none does). They expire after one period: a

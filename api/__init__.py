@@ -102,7 +102,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     configure_logging()
     canvas.bound_broker_waits()  # a submission answers 503 in bounded time, never hangs
-    canvas.api_sends_no_sent_event()
     observability.init_app(app)
     # Before the limiter: its after_request hook (rate-limit headers) must run before
     # edge's, which keeps Retry-After to 429 and 503 answers.

@@ -139,15 +139,6 @@ def bound_broker_waits() -> None:
     }
 
 
-def api_sends_no_sent_event() -> None:
-    """The API's sends publish no ``task-sent`` event (celeryconfig's
-    ``task_send_sent_event`` stays on for the workers' own sends): a PUBLISH and about 3 %
-    of a submission's CPU. Flower still sees every task from the worker's
-    ``task-received`` and ``task-started``; a queued job's state is in PostgreSQL
-    (docs/decisions.md, issue 14). Celery reads the setting at each send."""
-    app.conf.task_send_sent_event = False
-
-
 # A request waits on the broker for a bounded time (two socket timeouts at most), then
 # answers 503; Celery's default policy would retry for seconds more.
 _SEND_RETRY: dict[str, object] = {

@@ -346,13 +346,3 @@ def test_a_chain_is_sent_as_celerys_own_chain_would_be(app, step_counts, tasks_r
         assert [link["options"]["task_id"] for link in ours["body"][2]["chain"]] == [
             s.celery_task_id for s in reversed(steps[1:])
         ]
-
-
-def test_the_apis_sends_publish_no_task_sent_event(app):
-    """Decided for issue 14 (docs/decisions.md): the API's own sends skip Celery's
-    ``task-sent`` event; the workers' configuration keeps it."""
-    import celeryconfig
-    from baton.celery_app import app as celery_app
-
-    assert celeryconfig.task_send_sent_event is True
-    assert celery_app.conf.task_send_sent_event is False  # create_app set it

@@ -14,9 +14,7 @@ Nothing here commits; callers own the transaction.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -44,6 +42,7 @@ from models import (
     User,
     utcnow,
 )
+from models.prepared import execute_prepared
 from orchestration import live, metrics, webhooks
 from orchestration.errors import BudgetExceeded
 from orchestration.money import money_text
@@ -203,7 +202,7 @@ def _limits_with_windows(session: Session, scope: CallScope, now: datetime) -> l
     ``current_window`` per limit would read. Rows of the limit's columns (``LIMIT_ROW``),
     not loaded objects: the hot paths only read them."""
     shape = (scope.project_id is not None, scope.agent_id is not None, scope.user_id is not None)
-    return _execute_prepared(
+    return execute_prepared(
         session, _limits_with_windows_query(*shape), _scope_params(scope, now)
     ).all()
 
@@ -394,7 +393,7 @@ def reserve(
             scope.agent_id is not None,
             scope.user_id is not None,
         )
-        rows = _execute_prepared(session, _reserve_statement(*shape), params).all()
+        rows = execute_prepared(session, _reserve_statement(*shape), params).all()
     else:
         rows = _limits_with_windows(session, scope, now)
     holds: list[Hold] = []
@@ -491,7 +490,7 @@ def _hold(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
     params = {f"hold_{name}": getattr(hold, name) for name in _HOLD_COLUMNS}
     params["ceiling"] = ceiling
     return (
-        _execute_prepared(session, _hold_statement(ceiling is not None), params).first() is not None
+        execute_prepared(session, _hold_statement(ceiling is not None), params).first() is not None
     )
 
 
@@ -500,82 +499,6 @@ def _one_statement(session: Session) -> bool:
     the embedded SQLite has no such CTEs and takes the statements one by one (it
     serialises writers, so the conditional UPDATE is as safe)."""
     return session.get_bind().dialect.name == "postgresql"
-
-
-# Prepared on a connection (its pool record's ``info``, which the pool clears when it
-# replaces the DBAPI connection): the names of the statements PREPAREd there.
-_PREPARED = "baton.budget_prepared"
-
-
-def _execute_prepared(
-    session: Session, statement: sa.Executable, params: dict[str, Any]
-) -> sa.CursorResult[Any]:
-    """``statement`` run as a server-side prepared statement on PostgreSQL with psycopg2
-    (which otherwise sends literal SQL, planned anew on every execution: for the
-    reservation's CTE the planning cost the server about as much as its execution).
-    PREPAREd on the connection's first use, EXECUTEd from then on; a prepared statement
-    lives as long as its server session and survives rollbacks. Any other driver runs
-    the statement as it is."""
-    conn = session.connection()
-    prepared = _prepared(statement, conn.dialect)
-    if prepared is None:
-        return conn.execute(statement, params)
-    name, prepare, execute = prepared
-    done = conn.connection.info.get(_PREPARED)
-    if done is None:
-        done = conn.connection.info[_PREPARED] = set()
-    if name not in done:
-        conn.exec_driver_sql(prepare)
-        done.add(name)
-    return conn.execute(execute, params)
-
-
-_BIND = re.compile(r"%\(([^)]+)\)s")
-
-
-@functools.lru_cache(maxsize=32)
-def _prepared(
-    statement: sa.Executable, dialect: sa.Dialect
-) -> tuple[str, str, sa.TextualSelect] | None:
-    """(name, ``PREPARE`` SQL, ``EXECUTE`` statement) for ``statement``, or None where it
-    is not prepared. The statement's constants are written into the prepared SQL; the
-    EXECUTE is a text statement with its other parameters and its result columns, typed
-    as the statement's own, so values are processed as they were (UTC datetimes, UUIDs)."""
-    if dialect.name != "postgresql" or dialect.driver != "psycopg2":
-        return None
-    compiled = statement.compile(dialect=dialect)
-    names: list[str] = []
-
-    def place(match: re.Match[str]) -> str:
-        bind = compiled.binds[match.group(1)]
-        literal = None if bind.required else bind.type.literal_processor(dialect)
-        if literal is not None:
-            return literal(bind.effective_value)
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    sql = _BIND.sub(place, compiled.string)
-    if "%" in sql or not all(re.fullmatch(r"\w+", n) for n in names):
-        return None  # an escaped percent sign or an odd name: keep it simple, do not prepare
-    binds = [compiled.binds[n] for n in names]
-    types = ", ".join(dialect.type_compiler_instance.process(b.type) for b in binds)
-    # Named after its SQL: a changed statement is a new name on connections that
-    # prepared the old one, and two statements cannot share one.
-    name = f"baton_budget_{hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()}"
-    execute = (
-        sa.text(f"EXECUTE {name}({', '.join(':' + n for n in names)})")
-        .bindparams(
-            *(
-                sa.bindparam(n, type_=b.type)
-                if b.required
-                else sa.bindparam(n, b.effective_value, type_=b.type)
-                for n, b in zip(names, binds, strict=True)
-            )
-        )
-        .columns(*(sa.column(c.name, c.type) for c in statement.exported_columns))
-    )
-    return name, f"PREPARE {name} ({types}) AS {sql}", execute
 
 
 def _hold_in_two(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
@@ -646,7 +569,7 @@ def settle(
     windows: list[Any]
     if _one_statement(session):
         windows = list(
-            _execute_prepared(session, _settle_statement(), {"key": call_key, "actual": actual})
+            execute_prepared(session, _settle_statement(), {"key": call_key, "actual": actual})
         )
     else:
         windows = []

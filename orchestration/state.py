@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models import Job, JobEvent, JobPhase, JobStatus, JobStep, StepStatus, utcnow
+from models.prepared import execute_prepared
 from orchestration import live, metrics, webhooks
 
 # Which statuses each status may be entered from.
@@ -142,7 +143,7 @@ def append_events(
         params: dict[str, Any] = {"job_id": job_id, "now": now}
         for k, (t, d) in enumerate(events):
             params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d or {}, default=str)
-        written = session.execute(_append_events_statement(count), params).all()
+        written = execute_prepared(session, _append_events_statement(count), params).all()
         first, live_values = min(r[0] for r in written), written[0][1:]
     live_of = {c.name: value for c, value in zip(_LIVE_COLUMNS, live_values, strict=True)}
     for k, (t, d) in enumerate(events):

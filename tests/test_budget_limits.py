@@ -560,8 +560,10 @@ def test_the_hot_statements_are_prepared_once_per_connection(database_url):
     replaces (its record's info cleared) prepares them again."""
     from sqlalchemy.orm import Session
 
+    from models import prepared as prepared_statements
+
     engine = sa.create_engine(database_url, pool_size=1, max_overflow=0)
-    prepared = sa.text("SELECT name FROM pg_prepared_statements WHERE name LIKE 'baton_budget%'")
+    prepared = sa.text("SELECT name FROM pg_prepared_statements WHERE name LIKE 'baton_%'")
 
     def pair(conn: sa.Connection, key: str, amount: str) -> set[str]:
         with Session(bind=conn) as s:
@@ -582,7 +584,7 @@ def test_the_hot_statements_are_prepared_once_per_connection(database_url):
             # (A new limit's window is created at its first hold: that hold takes the
             # one-limit statement, prepared too.)
             hot = {
-                budget._prepared(statement, engine.dialect)[0]  # type: ignore[index]
+                prepared_statements._prepared(statement, engine.dialect)[0]  # type: ignore[index]
                 for statement in (
                     budget._reserve_statement(False, False, False),
                     budget._settle_statement(),

@@ -26,6 +26,7 @@ from models import (
     utcnow,
 )
 from models.db import transaction
+from models.prepared import execute_prepared
 from orchestration import budget, metrics
 from orchestration.state import (
     append_event,
@@ -107,8 +108,10 @@ def complete_step(
             params |= _phase_params(phase, usage, output=output, now=now, elapsed=elapsed)
             params |= {"j_job_id": job.id, "j_now": now, **(spent or {})}
             (siblings, closed_prompt, closed_completion, progress, status, completed, total) = (
-                session.execute(
-                    _complete_all_statement(spent is not None, tools_used is not None), params
+                execute_prepared(
+                    session,
+                    _complete_all_statement(spent is not None, tools_used is not None),
+                    params,
                 ).one()
             )
         else:  # the embedded SQLite: no UPDATE inside a WITH, one statement each
@@ -291,7 +294,11 @@ def _complete_update(with_tools: bool) -> sa.Update:
         sa.select(_JOBS.c.id)
         .where(
             _JOBS.c.id == _param("c_job_id", _JOBS.c.id),
-            _JOBS.c.status.in_([JobStatus.RUNNING.value, JobStatus.PAUSED.value]),
+            # Two comparisons, not IN: an IN list's parameters are expanded at each
+            # execution, which a prepared statement (models/prepared.py) cannot take.
+            sa.or_(
+                _JOBS.c.status == JobStatus.RUNNING.value, _JOBS.c.status == JobStatus.PAUSED.value
+            ),
         )
         .exists()
     )

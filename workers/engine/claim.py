@@ -346,19 +346,7 @@ def _context_statement(dialect: str) -> sa.Select:
     if dialect != "postgresql":
         return statement
     phases = JobPhase.__table__
-    started = (
-        sa.update(phases)
-        .where(
-            phases.c.id == sa.bindparam("x_phase_id", type_=phases.c.id.type),
-            phases.c.status == StepStatus.PENDING.value,
-        )
-        .values(
-            status=StepStatus.RUNNING.value,
-            started_at=sa.bindparam("x_now", type_=phases.c.started_at.type),
-        )
-        .returning(phases.c.id)
-        .cte("started_phase")
-    )
+    started = _start_phase(sa.bindparam("x_phase_id", type_=phases.c.id.type))
     return statement.add_cte(started).add_columns(
         sa.select(sa.func.count()).select_from(started).scalar_subquery()
     )
@@ -371,20 +359,7 @@ def _claim_context_statement() -> sa.Select:
     claim did not take); the claimed step is the eighth entity of every row (None if not).
     The data-modifying CTEs run once, whatever the query reads of them."""
     claimed = _claim_update().returning(*JobStep.__table__.c).cte("claimed_step")
-    phases = JobPhase.__table__
-    started = (
-        sa.update(phases)
-        .where(
-            phases.c.id == sa.select(claimed.c.phase_id).scalar_subquery(),
-            phases.c.status == StepStatus.PENDING.value,
-        )
-        .values(
-            status=StepStatus.RUNNING.value,
-            started_at=sa.bindparam("x_now", type_=phases.c.started_at.type),
-        )
-        .returning(phases.c.id)
-        .cte("started_phase")
-    )
+    started = _start_phase(sa.select(claimed.c.phase_id).scalar_subquery())
     step = aliased(JobStep, claimed)
     return (
         _context_select()
@@ -394,4 +369,20 @@ def _claim_context_statement() -> sa.Select:
             step,
         )
         .outerjoin(step, sa.true())
+    )
+
+
+def _start_phase(phase_id: Any) -> Any:
+    """The CTE that starts the phase ``phase_id`` (pending -> running at ``:x_now``),
+    RETURNING its id: none if it had started already."""
+    phases = JobPhase.__table__
+    return (
+        sa.update(phases)
+        .where(phases.c.id == phase_id, phases.c.status == StepStatus.PENDING.value)
+        .values(
+            status=StepStatus.RUNNING.value,
+            started_at=sa.bindparam("x_now", type_=phases.c.started_at.type),
+        )
+        .returning(phases.c.id)
+        .cte("started_phase")
     )

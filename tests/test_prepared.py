@@ -1,0 +1,61 @@
+"""models/prepared.py: a hot statement run as a server-side prepared statement answers as
+the same statement run plainly, on PostgreSQL; elsewhere (or an IN list) it runs plainly."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models import Job, prepared
+from tests import factories
+
+_NAMES = sa.text("SELECT name FROM pg_prepared_statements WHERE name LIKE 'baton_%'")
+
+
+def _statement() -> sa.Select:
+    """A constant (written into the prepared SQL), a None-valued constant (kept a
+    parameter), a parameter, and an unnamed column (a scalar subquery)."""
+    jobs = Job.__table__
+    return sa.select(
+        jobs.c.id,
+        jobs.c.status,
+        sa.literal("fixed", sa.String).label("constant"),
+        sa.func.coalesce(sa.bindparam("nothing", None, type_=sa.String), "none").label("null"),
+        sa.select(sa.func.count()).select_from(jobs).scalar_subquery(),
+    ).where(jobs.c.id == sa.bindparam("job_id", type_=jobs.c.id.type))
+
+
+def test_a_prepared_statement_answers_as_the_plain_one(db: Session):
+    org = factories.organization(db)
+    job = factories.job(db, org)
+    db.flush()
+    statement = _statement()
+    plain = db.execute(statement, {"job_id": job.id}).one()
+    name = prepared._prepared(statement, db.get_bind().dialect)[0]  # type: ignore[index]
+    assert name not in set(db.scalars(_NAMES))
+
+    first = prepared.execute_prepared(db, statement, {"job_id": job.id}).one()
+    again = prepared.execute_prepared(db, statement, {"job_id": job.id}).one()
+
+    assert name in set(db.scalars(_NAMES))  # prepared on its first use, then executed
+    assert tuple(first) == tuple(again) == tuple(plain)
+    assert first.id == job.id and first.constant == "fixed" and first.null == "none"
+    assert prepared.execute_prepared(db, statement, {"job_id": org.id}).first() is None
+
+
+def test_an_in_list_and_another_database_run_the_statement_as_it_is(db: Session, tmp_path):
+    jobs = Job.__table__
+    with_in = sa.select(jobs.c.id).where(jobs.c.status.in_(["queued", "running"]))
+    assert prepared._prepared(with_in, db.get_bind().dialect) is None
+    assert prepared.execute_prepared(db, with_in, {}).all() is not None
+
+    sqlite = sa.create_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    try:
+        assert prepared._prepared(_statement(), sqlite.dialect) is None
+        with Session(sqlite) as session:
+            row = prepared.execute_prepared(
+                session, sa.select(sa.literal(1).label("one")), {}
+            ).one()
+        assert row.one == 1
+    finally:
+        sqlite.dispose()

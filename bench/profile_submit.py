@@ -43,6 +43,33 @@ def _shape(statement: str) -> str:
     return text[:110]
 
 
+# The submission every in-process submission bench sends: 5 custom phases on sim/echo.
+BODY = {
+    "topic": "benchmark",
+    "custom_phases": ["a", "b", "c", "d", "e"],
+    "settings": {"ai_model": "sim/echo"},
+}
+
+
+def registered_client():  # type: ignore[no-untyped-def]
+    """Baton's app (on the scratch database, migrated), its test client, and the headers
+    of a freshly registered admin: what bench/cpu_submit.py also submits through."""
+    from api import create_app
+
+    app = create_app()
+    client = app.test_client()
+    reg = client.post(
+        "/api/v1/auth/register",
+        json={
+            "email": f"prof-{RUN}@example.com",
+            "password": "profile-password",
+            "organization_name": "Profile",
+        },
+    )
+    assert reg.status_code == 201, reg.get_json()
+    return app, client, {"Authorization": f"Bearer {reg.get_json()['access_token']}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200)
@@ -60,29 +87,11 @@ def main() -> None:
         import redis
         from redis.client import Redis
 
-        from api import create_app
-
-        app = create_app()
-        client = app.test_client()
-        reg = client.post(
-            "/api/v1/auth/register",
-            json={
-                "email": f"prof-{RUN}@example.com",
-                "password": "profile-password",
-                "organization_name": "Profile",
-            },
-        )
-        assert reg.status_code == 201, reg.get_json()
-        headers = {"Authorization": f"Bearer {reg.get_json()['access_token']}"}
-        body = {
-            "topic": "benchmark",
-            "custom_phases": ["a", "b", "c", "d", "e"],
-            "settings": {"ai_model": "sim/echo"},
-        }
+        app, client, headers = registered_client()
 
         def post(i: int) -> None:
             extra = {"Idempotency-Key": f"k-{RUN}-{i}"} if args.idempotency else {}
-            response = client.post("/api/v1/orchestrate", json=body, headers={**headers, **extra})
+            response = client.post("/api/v1/orchestrate", json=BODY, headers={**headers, **extra})
             assert response.status_code == 202, response.get_json()
 
         for i in range(20):  # warm-up: imports, pools, script caches

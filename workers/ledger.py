@@ -42,7 +42,8 @@ def usage_params(
     completion_tokens: int,
     cost: Decimal,
 ) -> dict[str, Any]:
-    """``insert_statement``'s parameters for one call; ``u_id`` is the new row's id."""
+    """``insert_statement``'s parameters for one call; ``u_id`` is the new row's id.
+    ``model`` is provider-qualified ("groq/llama-3.1-70b"): the one that answered."""
     return {
         "u_id": uuid.uuid4(),
         "u_organization_id": job.organization_id,
@@ -64,23 +65,6 @@ def usage_params(
     }
 
 
-def record_usage(
-    session: Session,
-    *,
-    job: Job,
-    step: JobStep,
-    call_key: str,
-    provider: str,
-    model: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    cost: Decimal,
-) -> uuid.UUID:
-    """``model`` is provider-qualified ("groq/llama-3.1-70b"): the one that answered.
-    Returns the row's id."""
-    params = usage_params(
-        job=job, step=step, call_key=call_key, provider=provider, model=model,
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost,
-    )  # fmt: skip
-    session.execute(insert_statement(), params)
-    return params["u_id"]
+def record_usage(session: Session, *, usage: dict[str, Any]) -> None:
+    """One call's ledger row: ``usage`` is ``usage_params``' answer."""
+    session.execute(insert_statement(), usage)

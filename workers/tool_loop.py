@@ -135,11 +135,12 @@ def _settle_turn(
     key = ctx.call_key(result.attempt_number)
     where = {"phase": ctx.phase.name, "step": ctx.step.name, "turn": turn}
     with transaction(calls.sessions) as session:
-        ledger.record_usage(
-            session, job=ctx.job, step=ctx.step, call_key=key, provider=result.provider,
+        usage = ledger.usage_params(
+            job=ctx.job, step=ctx.step, call_key=key, provider=result.provider,
             model=result.model, prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens, cost=result.cost,
         )  # fmt: skip
+        ledger.record_usage(session, usage=usage)
         if calls.answered is not None:
             append_event(
                 session, job_id=ctx.job.id, type="provider.attempt",

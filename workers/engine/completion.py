@@ -116,7 +116,7 @@ def complete_step(
             )
         else:  # the embedded SQLite: no UPDATE inside a WITH, one statement each
             if spent is not None:
-                session.execute(ledger.insert_statement(), spent)
+                ledger.record_usage(session, usage=spent)
             counted = session.execute(
                 _complete_statement(dialect, tools_used is not None), params
             ).scalar()

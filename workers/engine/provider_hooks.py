@@ -293,12 +293,13 @@ class StepCalls(CallHooks):
                 budget.release(session, call_key=key)
             else:
                 # A cut stream: what it generated is spent, whatever happens to the step.
-                ledger.record_usage(
-                    session, job=self.ctx.job, step=self.ctx.step, call_key=key,
+                usage = ledger.usage_params(
+                    job=self.ctx.job, step=self.ctx.step, call_key=key,
                     provider=attempt.provider, model=attempt.model,
                     prompt_tokens=charge.prompt_tokens,
                     completion_tokens=charge.completion_tokens, cost=charge.cost,
                 )  # fmt: skip
+                ledger.record_usage(session, usage=usage)
                 settle(session, self.ctx, key, charge.cost)
 
     def on_skip(self, record: dict[str, Any]) -> None:

@@ -53,7 +53,9 @@ def execute_prepared(
 _BIND = re.compile(r"%\(([^)]+)\)s")
 
 
-@functools.lru_cache(maxsize=32)
+# Keyed by the statement object (each built once): room for every shape of every caller
+# (budget scopes 8 + 8, holds 2, settle, completion 4, append_events up to 16).
+@functools.lru_cache(maxsize=128)
 def _prepared(
     statement: sa.Executable, dialect: sa.Dialect
 ) -> tuple[str, str, sa.TextualSelect] | None:

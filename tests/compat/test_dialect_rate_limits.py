@@ -1,5 +1,6 @@
 """Each document's own rate limits (issue 15): its numbers, in its headers, and its 429.
 
+Seed 000: 100 requests an hour per authenticated user, 5 logins a minute per IP.
 Seed 001: 100 requests a minute per IP. Seed 002: 50 a minute per user, 100 a minute and
 1,000 an hour per tenant, its auth endpoints 10 per 15 minutes per IP. Seed 003: per
 organization per hour by subscription tier (100 / 1,000 / 10,000). Seed 004: 60 a minute
@@ -15,6 +16,7 @@ import pytest
 
 from tests import factories
 
+VT = "/compat/vel-tutor/api/v1"
 CC = "/compat/command-center/api/v1"
 TA = "/compat/task-assistant/api/v1"
 ORCH = "/compat/orchestrator/v1"
@@ -51,6 +53,27 @@ def _exhaust(client, url: str, limit: int, **kwargs):
     assert over.status_code == 429, over.get_json()
     assert int(over.headers["Retry-After"]) > 0
     return over
+
+
+def test_seed_000_100_an_hour_per_authenticated_user(client, acme):
+    over = _exhaust(client, f"{VT}/tasks", 100, headers=acme["headers"])
+    assert over.headers["X-RateLimit-Window"] == "3600"
+    body = over.get_json()
+    assert body["code"] == "RATE_LIMIT_EXCEEDED" and set(body) == {
+        "error", "code", "details", "timestamp"
+    }  # fmt: skip
+    # "(authenticated)": the public health check is not counted, nor refused.
+    assert client.get(f"{VT}/health").status_code == 200
+    assert client.get("/api/v1/health").status_code == 200
+
+
+def test_seed_000_5_auth_attempts_a_minute(client):
+    bad = {"email": "nobody@example.com", "password": "wrong"}
+    answers = [client.post(f"{VT}/auth/login", json=bad) for _ in range(5)]
+    assert [a.status_code for a in answers] == [401] * 5
+    over = client.post(f"{VT}/auth/login", json=bad)
+    assert over.status_code == 429 and over.get_json()["code"] == "RATE_LIMIT_EXCEEDED"
+    assert int(over.headers["Retry-After"]) > 0
 
 
 def test_seed_001_100_a_minute_per_ip(client, acme):

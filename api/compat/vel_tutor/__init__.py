@@ -56,6 +56,21 @@ class VelTutor(Dialect):
     # "VALIDATION_ERROR (400) - Request validation failed": every invalid input, NUL too.
     status_map: ClassVar[dict[int, int]] = {422: 400}
     error_schema = VelTutorErrorSchema
+    # "Rate Limiting: 100 requests/hour (authenticated), 5 auth attempts/minute": the
+    # hourly bucket is per user and counts authenticated requests only (login and the
+    # public health check are not); the 5 logins a minute per IP are the login bucket
+    # every login route shares (routes.Login, BATON_LOGIN_RATE_LIMIT).
+    rate_limits: ClassVar[dict[str, str]] = {"user": "100 per hour"}
+
+    def rate_limit(self, kind: str) -> str | None:
+        """The per-user bucket counts authenticated requests only (the document's words)."""
+        limit = super().rate_limit(kind)
+        if kind == "user" and limit:
+            from api.ratelimits import authenticated_principal
+
+            if authenticated_principal() is None:
+                return None
+        return limit
 
     def error_body(self, problem: Problem) -> dict[str, Any]:
         details = [

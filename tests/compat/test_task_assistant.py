@@ -158,6 +158,11 @@ def _detail_shape(body: dict, code: str) -> None:
 @pytest.mark.parametrize(
     ("path", "kwargs", "status", "loc", "kind"),
     [
+        # The document's own field names, never Baton's (organization_name, username).
+        ("/auth/register", {"json": {"email": "a@example.com", "password": "Correct-Horse-9"}},
+         422, ["body", "tenant_name"], "value_error.missing"),
+        ("/auth/login", {"json": {"password": "Correct-Horse-9"}}, 422, ["body", "email"],
+         "value_error.missing"),
         ("/tasks", {"json": {"title": "x", "priority": "critical"}}, 422,
          ["body", "priority"], "type_error.enum"),
         ("/tasks", {"json": {"title": "x", "bogus": 1}}, 422, ["body", "bogus"],

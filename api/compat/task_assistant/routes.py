@@ -15,7 +15,6 @@ from api.agent_runs.schemas import AgentExecuteSchema
 from api.agent_runs.schemas import present_run as canonical_run
 from api.agents.schemas import AgentCreateSchema
 from api.auth.routes import login_attempts
-from api.auth.schemas import LoginSchema, RegisterSchema
 from api.common.openapi import answers, job_submission
 from api.compat import core
 from api.compat.task_assistant import DIALECT, STATUS_WORDS
@@ -23,7 +22,9 @@ from api.compat.task_assistant.schemas import (
     TaAgentSchema,
     TaConversationCreateSchema,
     TaConversationSchema,
+    TaLoginSchema,
     TaMessageSchema,
+    TaRegisterSchema,
     TaRunSchema,
     TaTaskListArgsSchema,
     TaTaskListSchema,
@@ -80,7 +81,7 @@ auth_attempts = limiter.shared_limit(_auth_limit, scope="task_assistant_auth", k
 @blp.route("/auth/register")
 class Register(MethodView):
     @auth_attempts
-    @blp.arguments(RegisterSchema)
+    @blp.arguments(TaRegisterSchema)
     @blp.response(201, TaUserSchema)
     @answers(409, "The email is taken.")
     @blp.doc(security=[])
@@ -94,7 +95,7 @@ class Register(MethodView):
 class Login(MethodView):
     @auth_attempts
     @login_attempts
-    @blp.arguments(LoginSchema)
+    @blp.arguments(TaLoginSchema)
     @blp.response(200, TaTokenSchema)
     @answers(401, "Wrong email or password.")
     @blp.doc(security=[])

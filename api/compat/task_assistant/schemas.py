@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields, pre_dump, validate
+from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 from webargs.fields import DelimitedList
 
+from api.auth.schemas import LoginSchema, RegisterSchema
 from api.compat.core import LimitOffsetArgsSchema, page_meta
 from api.compat.task_assistant import PRIORITY_WORDS, STATUS_WORDS
 from api.webhooks.schemas import WebhookCreateSchema
@@ -25,6 +26,30 @@ def _z(value: str | None) -> str | None:
 
 
 # -- auth -----------------------------------------------------------------------------------
+
+# marshmallow's own "required" message: the dialect's errors read it as pydantic's
+# ``field required`` / ``value_error.missing``.
+_REQUIRED = "Missing data for required field."
+
+
+class TaRegisterSchema(RegisterSchema):
+    """The canonical sign-up; a missing tenant is named by the document's ``tenant_name``
+    (not Baton's ``organization_name``, which is still accepted)."""
+
+    @validates_schema(skip_on_field_errors=False)
+    def _needs_organization(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("organization_name") and not data.get("tenant_name"):
+            raise ValidationError(_REQUIRED, "tenant_name")
+
+
+class TaLoginSchema(LoginSchema):
+    """The canonical login; the document's login is by ``email``, so a missing one is
+    ``email: field required`` (a ``username`` is still accepted)."""
+
+    @validates_schema(skip_on_field_errors=False)
+    def _email_or_username(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("email") and not data.get("username"):
+            raise ValidationError(_REQUIRED, "email")
 
 
 class TaUserSchema(Schema):

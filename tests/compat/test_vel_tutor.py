@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from flask_jwt_extended import decode_token
 
 from api.compat.vel_tutor import DIALECT
 from models.db import session_factory, transaction
@@ -185,3 +186,27 @@ def test_health_task_master_is_the_callers_task_server(client, admin_headers):
     )
     assert disabled.status_code == 200, disabled.get_json()
     assert task_master(admin) == "disabled"
+
+
+def test_the_tokens_role_claim_is_the_documents_word(client, db, admin_headers):
+    """A member's token says ``role: user`` (the document's word), and still works on the
+    canonical API with the member's own permissions."""
+    org = admin_headers["org"]
+    member = factories.user(db, org, role="member")
+    db.commit()
+    login = client.post(
+        f"{BASE}/auth/login", json={"email": member.email, "password": factories.DEFAULT_PASSWORD}
+    )
+    assert login.status_code == 200, login.get_json()
+    body = login.get_json()
+    assert body["user"]["role"] == "user"
+    with client.application.app_context():
+        claims = decode_token(body["token"])
+    assert claims["role"] == "user"
+    bearer = {"Authorization": f"Bearer {body['token']}"}
+    assert client.get("/api/v1/jobs", headers=bearer).status_code == 200
+    assert_error(client.get(f"{BASE}/users", headers=bearer), 403, "UNAUTHORIZED")
+    refreshed = client.post(f"{BASE}/auth/refresh", json={"refresh_token": body["refresh_token"]})
+    assert refreshed.status_code == 200, refreshed.get_json()
+    with client.application.app_context():
+        assert decode_token(refreshed.get_json()["token"])["role"] == "user"

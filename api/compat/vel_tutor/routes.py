@@ -16,7 +16,7 @@ from api.auth.routes import login_attempts, refresh_claims
 from api.auth.schemas import RefreshSchema
 from api.common.openapi import answers, job_submission
 from api.compat import core
-from api.compat.vel_tutor import DIALECT, ROLES_BY_WORD, STATUS_WORDS
+from api.compat.vel_tutor import DIALECT, ROLE_WORDS, ROLES_BY_WORD, STATUS_WORDS
 from api.compat.vel_tutor.schemas import (
     VelTutorAgentListArgsSchema,
     VelTutorAgentListSchema,
@@ -50,7 +50,9 @@ from models import TERMINAL_STATUSES, JobKind
 from orchestration import accounts, agent_runs, agents, health, jobs
 
 blp = DIALECT.blueprint
-issue = core.token_issuer()
+# The token's ``role`` claim in the document's words (admin | user), as its user objects;
+# Baton authorises by the user's current role in the database, never by this claim.
+issue = core.token_issuer(claims=lambda user: {"role": ROLE_WORDS.get(user.role, "user")})
 
 
 def _expires_at(token: str) -> datetime:

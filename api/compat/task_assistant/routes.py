@@ -182,13 +182,19 @@ _AGENT_FIELDS = {
     "config.model_config.model": "model",
     "config.system_prompt": "system_prompt",
 }
+# POST /agents: the same checks, named by that body's fields (instructions, temperature).
+_AGENT_BODY_FIELDS = {
+    **_AGENT_FIELDS,
+    "config.model_config.temperature": "temperature",
+    "config.system_prompt": "instructions",
+}
 
 
-def _agent_field(exc: ValidationFailed) -> ValidationFailed:
+def _agent_field(exc: ValidationFailed, names: dict[str, str] = _AGENT_FIELDS) -> ValidationFailed:
     """A refused provider or model, named as the document's body names it."""
     for item in exc.details or []:
         name = str(item.get("field", "")) if isinstance(item, dict) else ""
-        for prefix, field_name in _AGENT_FIELDS.items():
+        for prefix, field_name in names.items():
             if name.startswith(prefix):
                 return field_error(field_name, item.get("message", exc.message))
     return exc
@@ -269,7 +275,10 @@ class Agents(MethodView):
     @blp.response(201, TaAgentSchema)
     def post(self, data: dict[str, Any]):
         """Create an agent (instructions, provider, model, temperature, tools)."""
-        return agents.create_agent(sessions(), principal=current_principal(), data=data)
+        try:
+            return agents.create_agent(sessions(), principal=current_principal(), data=data)
+        except ValidationFailed as exc:
+            raise _agent_field(exc, _AGENT_BODY_FIELDS) from None
 
 
 @blp.route("/agents/<uuid:agent_id>/execute")

@@ -14,7 +14,7 @@ import math
 import time
 
 from flask import Flask, Response, current_app, g, has_request_context, request
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 from flask_limiter.util import get_remote_address
 from limits.storage import RedisStorage
 
@@ -128,6 +128,26 @@ def _dialect_limit(kind: str):  # type: ignore[no-untyped-def]
     return ApplicationLimit(value, key_function=key, scope=f"dialect-{kind}", exempt_when=exempt)
 
 
+DIALECT_LIMITS = tuple(_dialect_limit(kind) for kind in ("ip", "user", "organization"))
+
+
+def _peek_dialect_limit(limiter: Limiter) -> RequestLimit | None:
+    """The dialect's bucket with the fewest left, read without counting: for answers the
+    limiter never saw (an unknown route, 405, the edge's 413/414/415), so they carry the
+    headers too (seed 002: "Every response includes rate limit information")."""
+    # The key prefix Flask-Limiter puts before every key it counts (RATELIMIT_KEY_PREFIX):
+    # it keeps it on the extension only.
+    prefix = [limiter._key_prefix] if limiter._key_prefix else []
+    peeked = []
+    for application_limit in DIALECT_LIMITS:
+        for lim in application_limit:
+            if lim.is_exempt:
+                continue
+            args = [*prefix, lim.key_func(), lim.scope_for(request.endpoint or "", request.method)]
+            peeked.append(RequestLimit(limiter, lim.limit, args, breached=False, shared=True))
+    return min(peeked, key=lambda lim: lim.remaining) if peeked else None
+
+
 # -- storage ----------------------------------------------------------------------------------
 
 
@@ -207,7 +227,7 @@ def make_limiter() -> Limiter:
                 scope="organization",
                 exempt_when=_anonymous,
             ),
-            *(_dialect_limit(kind) for kind in ("ip", "user", "organization")),
+            *DIALECT_LIMITS,
         ],
     )
 
@@ -263,6 +283,9 @@ def install(app: Flask, limiter: Limiter) -> None:
             if tightest is not None:
                 limiter.context.view_rate_limit = tightest
                 current = tightest
+        elif current is None and dialect is not None and limiter.enabled:
+            current = _peek_dialect_limit(limiter)
+            limiter.context.view_rate_limit = current
         if current is not None:
             response.headers["X-RateLimit-Window"] = str(current.limit.get_expiry())
         return response

@@ -98,6 +98,24 @@ def test_seed_002_50_a_minute_per_user_and_its_429(client, acme):
     assert body["detail"] == f"Rate limit exceeded. Try again in {retry} seconds."
 
 
+def test_seed_002_every_response_carries_the_headers(client, acme):
+    """Answers the limiter never counts (unknown route, 405, the edge's 415 and 414) still
+    say where the caller stands: the user's bucket, unchanged by them."""
+    h = acme["headers"]
+    for _ in range(3):
+        assert client.get(f"{TA}/tasks", headers=h).status_code == 200
+    uncounted = [
+        client.get(f"{TA}/no-such-thing", headers=h),
+        client.delete(f"{TA}/tasks", headers=h),
+        client.post(f"{TA}/tasks", data="x", content_type="text/plain", headers=h),
+        client.get(f"{TA}/tasks?q=" + "x" * 5000, headers=h),
+    ]
+    assert [a.status_code for a in uncounted] == [404, 405, 415, 414]
+    for answer in uncounted:
+        _limit_headers(answer, 50, 47)
+    _limit_headers(client.get(f"{TA}/tasks", headers=h), 50, 46)
+
+
 def test_seed_002_tenant_limit_counts_every_user(app, client, db, acme):
     app.config["BATON_DIALECT_RATE_LIMITS"] = {
         "task_assistant": {"organization": "4 per minute;1000 per hour"}

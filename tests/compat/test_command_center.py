@@ -10,11 +10,13 @@ import json
 import os
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pyotp
 import pytest
 
 from api.compat.command_center import DIALECT
+from orchestration import live
 from tests import factories
 from tests.compat.contract import load_examples, run_examples
 
@@ -242,3 +244,36 @@ def test_a_viewer_is_forbidden_in_the_documents_shape(client, db, admin):
     response = client.post(f"{BASE}/emergency/pause-all", headers=_login(client, viewer))
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize(
+    ("kind", "job_status", "task_word", "agent_word"),
+    [
+        ("job.queued", "queued", "pending", None),
+        ("job.running", "running", "in_progress", "working"),
+        ("job.paused", "paused", "in_progress", "idle"),
+        ("job.completed", "completed", "completed", "idle"),
+        ("job.cancelled", "cancelled", "failed", "idle"),
+        ("job.failed", "failed", "failed", "error"),
+    ],
+)
+def test_socketio_events_use_the_documents_status_words(kind, job_status, task_word, agent_word):
+    """task_progress says pending|in_progress|...|completed|failed and agent_status
+    idle|working|error (Baton's own word stays in ``job_status`` / ``paused``)."""
+    event = {
+        "type": kind, "job_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "seq": 3,
+        "created_at": datetime.now(UTC), "status": job_status, "progress": 45,
+        "kind": "task", "title": "Compile", "data": {"error": "boom"},
+    }  # fmt: skip
+    events = dict(live.socketio_events(event))
+    progress = events["task_progress"]
+    assert progress["status"] == task_word and progress["job_status"] == job_status
+    assert {"task_id", "progress", "status", "message"} <= set(progress)
+    if agent_word is None:
+        assert "agent_status" not in events
+    else:
+        status = events["agent_status"]
+        assert status["status"] == agent_word and status["paused"] is (kind == "job.paused")
+        assert {"agent_id", "status", "current_task", "timestamp"} <= set(status)
+    if kind == "job.failed":
+        assert events["error"]["code"] and isinstance(events["error"]["details"], dict)

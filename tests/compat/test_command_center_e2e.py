@@ -5,6 +5,7 @@ conversation, the spend and the same rows in the canonical API."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
@@ -178,5 +179,17 @@ def test_the_dialects_token_streams_the_reply_over_socketio(
         tokens = [d for k, d in received if k == "message" and d.get("status") == "streaming"]
         assert tokens and tokens[0]["agent"]["id"] == agent["id"]
         assert not [d for k, d in received if k == "error"]
+        # Bad input over the socket: the document's error event, details an object.
+        sio.emit("join_conversation", {"conversation_id": "nope"})
+        sio.emit("join_conversation", {"conversation_id": str(uuid.uuid4())})
+        deadline = time.monotonic() + 10
+        errors: list[dict] = []
+        while time.monotonic() < deadline and len(errors) < 2:
+            errors = [d for k, d in received if k == "error"]
+            time.sleep(0.05)
+        assert [e["code"] for e in errors] == ["VALIDATION_ERROR", "RESOURCE_NOT_FOUND"]
+        assert all(set(e) == {"code", "message", "details"} for e in errors), errors
+        assert errors[0]["details"] == {"conversation_id": ["Not a valid UUID."]}
+        assert isinstance(errors[1]["details"], dict)
     finally:
         sio.disconnect()

@@ -42,6 +42,7 @@ from api.compat.command_center import DIALECT as COMMAND_CENTER
 from api.compat.core import Problem
 from api.compat.phase2 import DIALECT as PHASE2_DIALECT
 from api.compat.phase2 import STATUS_WORDS as PHASE2
+from api.compat.phase2 import may_view as phase2_may_view
 from api.compat.phase2 import present_results as phase2_results
 from api.security import principal_from_token, sessions
 from api.streams.schemas import BuildFrames, ws_event_frame
@@ -49,7 +50,7 @@ from baton.settings import get_settings
 from models import JobKind
 from models.base import utcnow
 from orchestration import agent_runs, conversations, live, streams
-from orchestration.errors import AuthenticationRequired, DomainError, NotFound
+from orchestration.errors import AuthenticationRequired, DomainError, Forbidden, NotFound
 from orchestration.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ def _follow_build(ws: Any, job_id: uuid.UUID, kind: JobKind, what: str) -> None:
         stream = streams.open_job_stream(
             sessions(), principal=principal, job_id=job_id, after=_after(), kind=kind
         )
+        if not phase2_may_view(principal, stream.created_by_id):
+            raise Forbidden(f"Not authorized to view this {what}")
         streams.connections.acquire(principal.user_id)
     except AuthenticationRequired as exc:
         ws.close(CLOSE_UNAUTHORIZED, exc.message)

@@ -449,6 +449,8 @@ def _send_message(data: Any = None) -> None:
         _emit_error(exc.code, exc.message, exc.details)
 
 
+# The document's heading names it ``typing_indicator``, its example emits ``typing``.
+@socketio.on("typing_indicator")
 @socketio.on("typing")
 def _typing(data: Any = None) -> None:
     """Tell the others in the conversation's room who is typing."""

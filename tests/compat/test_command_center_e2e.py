@@ -191,5 +191,24 @@ def test_the_dialects_token_streams_the_reply_over_socketio(
         assert all(set(e) == {"code", "message", "details"} for e in errors), errors
         assert errors[0]["details"] == {"conversation_id": ["Not a valid UUID."]}
         assert isinstance(errors[1]["details"], dict)
+        # Typing: the section's heading says typing_indicator, its example typing; the
+        # others in the room hear either as typing.
+        other = socketio.Client(reconnection=False)
+        typing: list[dict] = []
+        other.on("typing", typing.append)
+        other.connect(stream_server.url, auth={"token": token}, transports=["websocket"],
+                      wait_timeout=20)  # fmt: skip
+        try:
+            other.emit("join_conversation", {"conversation_id": conversation["id"]})
+            time.sleep(0.5)
+            sio.emit("typing_indicator", {"conversation_id": conversation["id"], "is_typing": True})
+            sio.emit("typing", {"conversation_id": conversation["id"], "is_typing": False})
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(typing) < 2:
+                time.sleep(0.05)
+            assert [t["is_typing"] for t in typing] == [True, False], typing
+            assert typing[0]["conversation_id"] == conversation["id"]
+        finally:
+            other.disconnect()
     finally:
         sio.disconnect()

@@ -138,6 +138,24 @@ def test_pages_are_page_and_pages(client, admin):
     assert len(last["items"]) == 1
 
 
+def test_spend_by_project_and_agent_page_like_every_list(client, db, admin):
+    """ "All list endpoints use offset-based pagination": by-project and by-agent page
+    their rows; total_spent stays the whole range's."""
+    org = admin["org"]
+    for n in range(3):
+        project = factories.project(db, org, name=f"p{n}")
+        agent = factories.agent(db, org, name=f"a{n}")
+        factories.usage_record(db, org, project_id=project.id, agent_id=agent.id, cost="0.5")
+    db.commit()
+    headers = _login(client, admin["user"])
+    for path in ("/budget/by-project", "/budget/by-agent"):
+        page = client.get(f"{BASE}{path}?page=2&limit=2", headers=headers).get_json()
+        assert (page["total"], page["page"], page["pages"], len(page["items"])) == (3, 2, 2, 1)
+        assert page["total_spent"] == 1.5
+        refused = client.get(f"{BASE}{path}?limit=101", headers=headers)
+        assert refused.status_code == 422 and "limit" in refused.get_json()["error"]["details"]
+
+
 def test_another_organizations_ids_are_the_documents_not_found(client, db, admin):
     stranger = factories.organization(db)
     project = factories.project(db, stranger)

@@ -837,6 +837,19 @@ def alert_payload(
     }
 
 
+def socket_alert(data: dict[str, Any]) -> dict[str, Any]:
+    """Seed 001's Socket.IO ``budget_alert``: ``current`` and ``limit`` are JSON numbers, as
+    its example and the dialect's REST alerts write them; the exact decimal strings stay
+    as ``spent`` and ``amount_usd`` (the notification and webhook keep the strings)."""
+    return {
+        **data,
+        "current": float(Decimal(data["current"])),
+        "limit": float(Decimal(data["limit"])),
+        "spent": data["current"],
+        "amount_usd": data["limit"],
+    }
+
+
 def _alert(
     session: Session,
     limit: BudgetLimit,
@@ -862,7 +875,9 @@ def _alert(
             session, organization_id=limit.organization_id, event_type="budget.alert",
             data={**data, "alert": what},
         )  # fmt: skip
-    live.emit_after_commit(session, "budget_alert", data, organization_id=limit.organization_id)
+    live.emit_after_commit(
+        session, "budget_alert", socket_alert(data), organization_id=limit.organization_id
+    )
     log.info("budget alert %s for limit %s at %s%%", what, limit.id, percent_text(ratio))
     return note
 

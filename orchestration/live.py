@@ -54,12 +54,26 @@ TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled"})
 PROGRESS_EVENTS = frozenset(
     {"phase.started", "phase.completed", "step.started", "step.completed", "step.failed"}
 )
+# Seed 001's agent words are idle|working|error: a paused job's agent is idle (the
+# event says ``paused: true``).
 AGENT_STATUS = {
     "job.running": "working",
     "job.completed": "idle",
     "job.cancelled": "idle",
-    "job.paused": "paused",
+    "job.paused": "idle",
     "job.failed": "error",
+}
+# Seed 001's task words (pending|in_progress|...|completed|failed) for a job's status, as
+# orchestration.project_work reads a task from its job (a cancelled job's task failed);
+# Baton's own word stays in ``job_status``.
+TASK_STATUS_WORDS = {
+    "pending": "pending",
+    "queued": "pending",
+    "running": "in_progress",
+    "paused": "in_progress",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "failed",
 }
 
 
@@ -290,7 +304,8 @@ def socketio_events(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                     "job_id": job_id,
                     "kind": event.get("kind"),
                     "progress": event.get("progress"),
-                    "status": event.get("status"),
+                    "status": TASK_STATUS_WORDS.get(event.get("status"), event.get("status")),
+                    "job_status": event.get("status"),
                     "event": kind,
                     "seq": event["seq"],
                     "message": message,
@@ -305,6 +320,7 @@ def socketio_events(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                 {
                     "agent_id": str(event["agent_id"]),
                     "status": AGENT_STATUS[kind],
+                    "paused": kind == "job.paused",
                     "current_task": (
                         {"id": job_id, "title": event.get("title")}
                         if kind == "job.running"

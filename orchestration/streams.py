@@ -277,7 +277,7 @@ class JobStream:
         self, sessions: sessionmaker[Session], *, job: Job, after: int, hub: LiveHub | None
     ) -> None:
         self.sessions, self.job_id, self.after, self.hub = sessions, job.id, after, hub
-        self.kind = job.kind
+        self.kind, self.created_by_id = job.kind, job.created_by_id
         self.last = after
         self.progress = 0  # as of the last event sent (see open_job_stream for a resume)
         self.finished = False

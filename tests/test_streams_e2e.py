@@ -362,6 +362,9 @@ def test_socketio_receives_task_progress_budget_alerts_and_emergency_pause(
         alerts = [d for k, d in received["mine"] if k == "budget_alert"]
         assert alerts and alerts[0]["level"] in ("warning", "critical")
         assert {"scope", "current", "limit", "percentage", "message"} <= set(alerts[0])
+        # Seed 001's example writes money as numbers; the exact strings ride along.
+        assert isinstance(alerts[0]["current"], float) and isinstance(alerts[0]["limit"], float)
+        assert alerts[0]["amount_usd"] == "0.000001" and isinstance(alerts[0]["spent"], str)
         assert any(k == "emergency_pause" for k, _ in received["mine"])
         statuses = [d["status"] for k, d in received["mine"] if k == "agent_status"]
         assert "working" in statuses and "idle" in statuses

@@ -38,8 +38,11 @@ from flask import Flask, current_app, request
 from flask_sock import ConnectionClosed, Sock
 from flask_socketio import SocketIO, emit, join_room, leave_room
 
+from api.compat.command_center import DIALECT as COMMAND_CENTER
+from api.compat.core import Problem
 from api.compat.phase2 import DIALECT as PHASE2_DIALECT
 from api.compat.phase2 import STATUS_WORDS as PHASE2
+from api.compat.phase2 import may_view as phase2_may_view
 from api.compat.phase2 import present_results as phase2_results
 from api.security import principal_from_token, sessions
 from api.streams.schemas import BuildFrames, ws_event_frame
@@ -47,7 +50,7 @@ from baton.settings import get_settings
 from models import JobKind
 from models.base import utcnow
 from orchestration import agent_runs, conversations, live, streams
-from orchestration.errors import AuthenticationRequired, DomainError, NotFound
+from orchestration.errors import AuthenticationRequired, DomainError, Forbidden, NotFound
 from orchestration.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,8 @@ def _follow_build(ws: Any, job_id: uuid.UUID, kind: JobKind, what: str) -> None:
         stream = streams.open_job_stream(
             sessions(), principal=principal, job_id=job_id, after=_after(), kind=kind
         )
+        if not phase2_may_view(principal, stream.created_by_id):
+            raise Forbidden(f"Not authorized to view this {what}")
         streams.connections.acquire(principal.user_id)
     except AuthenticationRequired as exc:
         ws.close(CLOSE_UNAUTHORIZED, exc.message)
@@ -372,6 +377,14 @@ def _socketio_disconnect(*_args: Any) -> None:
         streams.connections.release(user_id)
 
 
+def _emit_error(code: str, message: str, details: Any = None) -> None:
+    """Seed 001's ``error`` event, ``{code, message, details: {}}``, in the words of its
+    REST errors (the command-center dialect's: ``details`` an object, its codes)."""
+    problem = Problem(status=0, code=code, message=message, details=details, request_id="")
+    body = COMMAND_CENTER.error_body(problem)["error"]
+    emit("error", {"code": body["code"], "message": message, "details": body["details"]})
+
+
 def _conversation_event(data: Any) -> tuple[Principal, uuid.UUID] | None:
     """The caller and the event's conversation (theirs), or None after an ``error``
     event (rate limit, bad id, another organization's or a missing conversation)."""
@@ -383,8 +396,7 @@ def _conversation_event(data: Any) -> tuple[Principal, uuid.UUID] | None:
     frames = [t for t in _socket_frames.get(sid, []) if now - t < 60] + [now]
     _socket_frames[sid] = frames
     if len(frames) > FRAMES_PER_MINUTE:
-        emit("error", {"code": "RATE_LIMIT_EXCEEDED",
-                       "message": f"At most {FRAMES_PER_MINUTE} messages a minute"})  # fmt: skip
+        _emit_error("RATE_LIMIT_EXCEEDED", f"At most {FRAMES_PER_MINUTE} messages a minute")
         return None
     try:
         conversation_id = uuid.UUID(str((data or {}).get("conversation_id")))
@@ -392,10 +404,11 @@ def _conversation_event(data: Any) -> tuple[Principal, uuid.UUID] | None:
             sessions(), principal=principal, conversation_id=conversation_id, limit=1
         )
     except (ValueError, AttributeError):
-        emit("error", {"code": "VALIDATION_ERROR", "message": "conversation_id must be a UUID"})
+        _emit_error("VALIDATION_ERROR", "conversation_id must be a UUID",
+                    [{"field": "conversation_id", "message": "Not a valid UUID."}])  # fmt: skip
         return None
     except DomainError as exc:
-        emit("error", {"code": exc.code, "message": exc.message, "details": exc.details})
+        _emit_error(exc.code, exc.message, exc.details)
         return None
     return principal, conversation_id
 
@@ -420,7 +433,7 @@ def _send_message(data: Any = None) -> None:
         return
     principal, conversation_id = found
     if not principal.can("job:create"):
-        emit("error", {"code": "FORBIDDEN", "message": "Your role does not allow job:create"})
+        _emit_error("FORBIDDEN", "Your role does not allow job:create")
         return
     try:
         reply_to = data.get("reply_to")
@@ -430,11 +443,14 @@ def _send_message(data: Any = None) -> None:
             reply_to=uuid.UUID(str(reply_to)) if reply_to else None,
         )  # fmt: skip
     except ValueError:
-        emit("error", {"code": "VALIDATION_ERROR", "message": "reply_to must be a UUID"})
+        _emit_error("VALIDATION_ERROR", "reply_to must be a UUID",
+                    [{"field": "reply_to", "message": "Not a valid UUID."}])  # fmt: skip
     except DomainError as exc:
-        emit("error", {"code": exc.code, "message": exc.message, "details": exc.details})
+        _emit_error(exc.code, exc.message, exc.details)
 
 
+# The document's heading names it ``typing_indicator``, its example emits ``typing``.
+@socketio.on("typing_indicator")
 @socketio.on("typing")
 def _typing(data: Any = None) -> None:
     """Tell the others in the conversation's room who is typing."""

@@ -10,11 +10,13 @@ import json
 import os
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pyotp
 import pytest
 
 from api.compat.command_center import DIALECT
+from orchestration import live
 from tests import factories
 from tests.compat.contract import load_examples, run_examples
 
@@ -136,6 +138,24 @@ def test_pages_are_page_and_pages(client, admin):
     assert len(last["items"]) == 1
 
 
+def test_spend_by_project_and_agent_page_like_every_list(client, db, admin):
+    """ "All list endpoints use offset-based pagination": by-project and by-agent page
+    their rows; total_spent stays the whole range's."""
+    org = admin["org"]
+    for n in range(3):
+        project = factories.project(db, org, name=f"p{n}")
+        agent = factories.agent(db, org, name=f"a{n}")
+        factories.usage_record(db, org, project_id=project.id, agent_id=agent.id, cost="0.5")
+    db.commit()
+    headers = _login(client, admin["user"])
+    for path in ("/budget/by-project", "/budget/by-agent"):
+        page = client.get(f"{BASE}{path}?page=2&limit=2", headers=headers).get_json()
+        assert (page["total"], page["page"], page["pages"], len(page["items"])) == (3, 2, 2, 1)
+        assert page["total_spent"] == 1.5
+        refused = client.get(f"{BASE}{path}?limit=101", headers=headers)
+        assert refused.status_code == 422 and "limit" in refused.get_json()["error"]["details"]
+
+
 def test_another_organizations_ids_are_the_documents_not_found(client, db, admin):
     stranger = factories.organization(db)
     project = factories.project(db, stranger)
@@ -242,3 +262,36 @@ def test_a_viewer_is_forbidden_in_the_documents_shape(client, db, admin):
     response = client.post(f"{BASE}/emergency/pause-all", headers=_login(client, viewer))
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize(
+    ("kind", "job_status", "task_word", "agent_word"),
+    [
+        ("job.queued", "queued", "pending", None),
+        ("job.running", "running", "in_progress", "working"),
+        ("job.paused", "paused", "in_progress", "idle"),
+        ("job.completed", "completed", "completed", "idle"),
+        ("job.cancelled", "cancelled", "failed", "idle"),
+        ("job.failed", "failed", "failed", "error"),
+    ],
+)
+def test_socketio_events_use_the_documents_status_words(kind, job_status, task_word, agent_word):
+    """task_progress says pending|in_progress|...|completed|failed and agent_status
+    idle|working|error (Baton's own word stays in ``job_status`` / ``paused``)."""
+    event = {
+        "type": kind, "job_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "seq": 3,
+        "created_at": datetime.now(UTC), "status": job_status, "progress": 45,
+        "kind": "task", "title": "Compile", "data": {"error": "boom"},
+    }  # fmt: skip
+    events = dict(live.socketio_events(event))
+    progress = events["task_progress"]
+    assert progress["status"] == task_word and progress["job_status"] == job_status
+    assert {"task_id", "progress", "status", "message"} <= set(progress)
+    if agent_word is None:
+        assert "agent_status" not in events
+    else:
+        status = events["agent_status"]
+        assert status["status"] == agent_word and status["paused"] is (kind == "job.paused")
+        assert {"agent_id", "status", "current_task", "timestamp"} <= set(status)
+    if kind == "job.failed":
+        assert events["error"]["code"] and isinstance(events["error"]["details"], dict)

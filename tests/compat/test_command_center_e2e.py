@@ -5,6 +5,7 @@ conversation, the spend and the same rows in the canonical API."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
@@ -178,5 +179,36 @@ def test_the_dialects_token_streams_the_reply_over_socketio(
         tokens = [d for k, d in received if k == "message" and d.get("status") == "streaming"]
         assert tokens and tokens[0]["agent"]["id"] == agent["id"]
         assert not [d for k, d in received if k == "error"]
+        # Bad input over the socket: the document's error event, details an object.
+        sio.emit("join_conversation", {"conversation_id": "nope"})
+        sio.emit("join_conversation", {"conversation_id": str(uuid.uuid4())})
+        deadline = time.monotonic() + 10
+        errors: list[dict] = []
+        while time.monotonic() < deadline and len(errors) < 2:
+            errors = [d for k, d in received if k == "error"]
+            time.sleep(0.05)
+        assert [e["code"] for e in errors] == ["VALIDATION_ERROR", "RESOURCE_NOT_FOUND"]
+        assert all(set(e) == {"code", "message", "details"} for e in errors), errors
+        assert errors[0]["details"] == {"conversation_id": ["Not a valid UUID."]}
+        assert isinstance(errors[1]["details"], dict)
+        # Typing: the section's heading says typing_indicator, its example typing; the
+        # others in the room hear either as typing.
+        other = socketio.Client(reconnection=False)
+        typing: list[dict] = []
+        other.on("typing", typing.append)
+        other.connect(stream_server.url, auth={"token": token}, transports=["websocket"],
+                      wait_timeout=20)  # fmt: skip
+        try:
+            other.emit("join_conversation", {"conversation_id": conversation["id"]})
+            time.sleep(0.5)
+            sio.emit("typing_indicator", {"conversation_id": conversation["id"], "is_typing": True})
+            sio.emit("typing", {"conversation_id": conversation["id"], "is_typing": False})
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(typing) < 2:
+                time.sleep(0.05)
+            assert [t["is_typing"] for t in typing] == [True, False], typing
+            assert typing[0]["conversation_id"] == conversation["id"]
+        finally:
+            other.disconnect()
     finally:
         sio.disconnect()

@@ -12,6 +12,7 @@ import websocket
 
 from api.compat.phase2 import DIALECT as PHASE2
 from api.compat.vel_tutor import DIALECT as VEL_TUTOR
+from models import Organization
 from models.db import session_factory, transaction
 from tests import factories
 from tests.helpers import wait_for
@@ -112,6 +113,20 @@ def test_phase2_build_and_analysis_end_to_end(client, stream_server, database_ur
     assert isinstance(done["security_issues"][0]["line"], int)
     frames, close = _ws_frames(f"{ws_base}/api/ws/analysis/{analysis_id}?token={token}")
     assert close == 1000 and frames[-1]["type"] == "completion"
+
+    # "Users can only view their own builds": another member of the organization is
+    # refused over REST (403) and over the WebSocket (closed before any frame).
+    with transaction(session_factory(database_url)) as session:
+        other = factories.user(session, session.get(Organization, user["org_id"]), role="member")
+        other_name = other.username
+    other_token = client.post(
+        "/auth/login", json={"username": other_name, "password": factories.DEFAULT_PASSWORD}
+    ).get_json()["access_token"]
+    theirs = client.get(f"/api/build/{task_id}", headers={"Authorization": f"Bearer {other_token}"})
+    assert theirs.status_code == 403 and theirs.get_json()["error"] == "forbidden"
+    for path in (f"/api/ws/build/{task_id}", f"{PHASE2.base}/api/ws/analysis/{analysis_id}"):
+        frames, close = _ws_frames(f"{ws_base}{path}?token={other_token}")
+        assert (frames, close) == ([], 1008)
 
 
 def test_vel_tutor_task_end_to_end(client, stream_server, database_url):  # noqa: F811

@@ -480,27 +480,29 @@ class BudgetSummary(MethodView):
 @blp.route("/budget/by-project")
 class BudgetByProject(MethodView):
     @requires()
-    @blp.arguments(s.CCDateRangeArgsSchema, location="query")
+    @blp.arguments(s.CCSpendArgsSchema, location="query")
     @blp.response(200, s.CCProjectSpendReportSchema)
     def get(self, args: dict[str, Any]):
-        """Spending per project (default: this month to date)."""
-        return reports.spend_by(
+        """Spending per project (default: this month to date), a page of rows."""
+        report = reports.spend_by(
             sessions(), principal=current_principal(), dimension="project",
             start=args.get("start_date"), end=args.get("end_date"),
         )  # fmt: skip
+        return s.SpendPage(report, s.page_request(args))
 
 
 @blp.route("/budget/by-agent")
 class BudgetByAgent(MethodView):
     @requires()
-    @blp.arguments(s.CCDateRangeArgsSchema, location="query")
+    @blp.arguments(s.CCSpendArgsSchema, location="query")
     @blp.response(200, s.CCAgentSpendReportSchema)
     def get(self, args: dict[str, Any]):
-        """Spending per agent (default: this month to date)."""
-        return reports.spend_by(
+        """Spending per agent (default: this month to date), a page of rows."""
+        report = reports.spend_by(
             sessions(), principal=current_principal(), dimension="agent",
             start=args.get("start_date"), end=args.get("end_date"),
         )  # fmt: skip
+        return s.SpendPage(report, s.page_request(args))
 
 
 @blp.route("/budget/timeline")

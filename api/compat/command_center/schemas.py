@@ -6,6 +6,7 @@ Requests are the document's fields, mapped onto the canonical commands' data."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -393,36 +394,62 @@ class CCTimelineArgsSchema(CCDateRangeArgsSchema):
     granularity = fields.String(load_default="day", validate=validate.OneOf(GRANULARITIES))
 
 
-class CCProjectSpendReportSchema(Schema):
+class CCSpendArgsSchema(CCDateRangeArgsSchema, PageArgsSchema):
+    """By project/agent: the date range, and the document's ``page``/``limit`` ("All
+    list endpoints use offset-based pagination")."""
+
+
+@dataclass(frozen=True)
+class SpendPage:
+    """A spend report and the page of its rows asked for."""
+
+    report: SpendReport
+    page: PageRequest
+
+
+class _CCSpendPageSchema(Schema):
+    """``start_date, end_date, total_spent`` (the whole range's) and the page's
+    ``items, total, page, pages``."""
+
     start_date = fields.Date()
     end_date = fields.Date()
     total_spent = Number()
+    total = fields.Integer()
+    page = fields.Integer()
+    pages = fields.Integer()
+
+    def _paged(self, found: SpendPage, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        offset, limit = found.page.offset, found.page.limit
+        window = Page(
+            items=rows[offset : offset + limit], total=len(rows), limit=limit, offset=offset
+        )
+        return {**_report(found.report, rows), **paged(window)}
+
+
+class CCProjectSpendReportSchema(_CCSpendPageSchema):
     items = fields.List(fields.Nested(CCProjectSpendSchema))
 
     @pre_dump
-    def _from_report(self, report: SpendReport, **_: Any) -> dict[str, Any]:
+    def _from_report(self, found: SpendPage, **_: Any) -> dict[str, Any]:
         rows = [
             {"project_id": r.id, "project_name": r.name, **usage_fields(r.usage),
              **chat_fields(r.chat)}
-            for r in report.items
+            for r in found.report.items
         ]  # fmt: skip
-        return _report(report, rows)
+        return self._paged(found, rows)
 
 
-class CCAgentSpendReportSchema(Schema):
-    start_date = fields.Date()
-    end_date = fields.Date()
-    total_spent = Number()
+class CCAgentSpendReportSchema(_CCSpendPageSchema):
     items = fields.List(fields.Nested(CCAgentSpendSchema))
 
     @pre_dump
-    def _from_report(self, report: SpendReport, **_: Any) -> dict[str, Any]:
+    def _from_report(self, found: SpendPage, **_: Any) -> dict[str, Any]:
         rows = [
             {"agent_id": r.id, "agent_name": r.name, "agent_type": r.type,
              **usage_fields(r.usage), **chat_fields(r.chat)}
-            for r in report.items
+            for r in found.report.items
         ]  # fmt: skip
-        return _report(report, rows)
+        return self._paged(found, rows)
 
 
 class CCTimelineBucketSchema(TimelineBucketSchema):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar
 
 from flask import request
 from marshmallow import Schema, fields
 
 from api.compat.core import Dialect, Problem, StatusWords, timestamp
+from orchestration.principal import Principal
 
 # Baton's codes -> the document's ``error`` words.
 ERROR_WORDS = {
@@ -39,6 +41,12 @@ PERMISSION_WORDS = {
     "job:read": ("build:read", "analysis:read"),
     "job:cancel": ("build:cancel",),
 }
+
+
+def may_view(principal: Principal, created_by_id: uuid.UUID | None) -> bool:
+    """ "Users can only view their own builds; admins can view any": the creator, or a
+    role that may act on anyone's jobs (admins and managers), over REST and WebSocket."""
+    return created_by_id == principal.user_id or principal.can("job:cancel_any")
 
 
 def present_results(result: dict[str, Any] | None) -> dict[str, Any] | None:

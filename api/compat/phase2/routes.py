@@ -17,7 +17,7 @@ from api.builds.routes import build_submissions
 from api.builds.schemas import BuildCreateSchema
 from api.common.openapi import answers, job_submission
 from api.compat import core
-from api.compat.phase2 import DIALECT, PERMISSION_WORDS, ROLE_WORDS
+from api.compat.phase2 import DIALECT, PERMISSION_WORDS, ROLE_WORDS, may_view
 from api.compat.phase2.schemas import (
     Phase2AnalysisSchema,
     Phase2BuildAcceptedSchema,
@@ -70,8 +70,7 @@ class Login(MethodView):
 
 def _own(detail: jobs.JobDetail, what: str) -> jobs.JobDetail:
     """Users see their own builds; admins (and managers) any in the organization."""
-    principal = current_principal()
-    if detail.job.created_by_id != principal.user_id and not principal.can("job:cancel_any"):
+    if not may_view(current_principal(), detail.job.created_by_id):
         raise Forbidden(f"Not authorized to view this {what}")
     return detail
 

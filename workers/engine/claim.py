@@ -30,7 +30,7 @@ from models import (
 )
 from models.db import transaction
 from models.prepared import prepared_orm
-from orchestration import integrations
+from orchestration import integrations, live
 from orchestration.state import (
     append_events,
     set_phase_status,
@@ -72,6 +72,9 @@ def claim(
     budget hold there (workers/engine/run.py), and may raise the budget's refusal, which
     rolls the claim back with it."""
     with transaction(sessions) as session:
+        # step.started (and the rest) published from the sender thread while the step
+        # goes on to its call; the completion's messages wait for them (in order).
+        live.send_in_background(session)
         now = utcnow()
         # PostgreSQL: the claim and its context in one statement (the claim a CTE).
         claim_once = (

@@ -7,6 +7,10 @@ statement once per server session and EXECUTEs it from then on. The SQL is the o
 SQLAlchemy compiles, so locks, conditions and order are unchanged; other drivers and the
 embedded SQLite run the statement as it is.
 
+An ORM statement whose objects are wanted back is marked with ``prepared_orm`` instead: the
+engine's ``before_cursor_execute`` listener (``install``) sends its SQL as ``EXECUTE`` of
+the same SQL, so the ORM reads the same columns in the same order.
+
 Not for PgBouncer in transaction-pooling mode (prepared statements live in a server
 session): a deployment with one uses session pooling (docs/decisions.md).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -42,13 +47,21 @@ def execute_prepared(
     if prepared is None:
         return conn.execute(statement, params)
     name, prepare, execute = prepared
-    done = conn.connection.info.get(_PREPARED)
-    if done is None:
-        done = conn.connection.info[_PREPARED] = set()
-    if name not in done:
-        conn.exec_driver_sql(prepare)
-        done.add(name)
+    _prepare_once(conn.connection.info, name, prepare, conn.exec_driver_sql)
     return conn.execute(execute, params)
+
+
+def _prepare_once(
+    info: dict[Any, Any], name: str, prepare: str, run: Callable[[str], object]
+) -> None:
+    """``run(prepare)`` unless the connection whose pool record's ``info`` this is has
+    prepared ``name`` already."""
+    done = info.get(_PREPARED)
+    if done is None:
+        done = info[_PREPARED] = set()
+    if name not in done:
+        run(prepare)
+        done.add(name)
 
 
 _BIND = re.compile(r"%\(([^)]+)\)s")
@@ -149,12 +162,7 @@ def _as_prepared(  # type: ignore[no-untyped-def]
     if sql is None:
         return statement, parameters
     name, prepare, names = sql
-    done = conn.connection.info.get(_PREPARED)
-    if done is None:
-        done = conn.connection.info[_PREPARED] = set()
-    if name not in done:
-        cursor.execute(prepare)
-        done.add(name)
+    _prepare_once(conn.connection.info, name, prepare, cursor.execute)
     return f"EXECUTE {name}({', '.join(f'%({n})s' for n in names)})", parameters
 
 

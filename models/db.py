@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from baton.settings import get_settings
+from models import prepared
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -31,6 +32,7 @@ def make_engine(url: str) -> sa.Engine:
     connect_args = {"connect_timeout": get_settings().db_connect_timeout}
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args)
     _ping_when_idle(engine)
+    prepared.install(engine)
     return engine
 
 

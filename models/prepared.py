@@ -7,6 +7,10 @@ statement once per server session and EXECUTEs it from then on. The SQL is the o
 SQLAlchemy compiles, so locks, conditions and order are unchanged; other drivers and the
 embedded SQLite run the statement as it is.
 
+An ORM statement whose objects are wanted back is marked with ``prepared_orm`` instead: the
+engine's ``before_cursor_execute`` listener (``install``) sends its SQL as ``EXECUTE`` of
+the same SQL, so the ORM reads the same columns in the same order.
+
 Not for PgBouncer in transaction-pooling mode (prepared statements live in a server
 session): a deployment with one uses session pooling (docs/decisions.md).
 """
@@ -16,7 +20,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,6 +29,7 @@ from sqlalchemy.orm import Session
 # Prepared on a connection (its pool record's ``info``, which the pool clears when it
 # replaces the DBAPI connection): the names of the statements PREPAREd there.
 _PREPARED = "baton.prepared"
+_E = TypeVar("_E", bound=sa.Executable)
 
 
 def execute_prepared(
@@ -41,13 +47,21 @@ def execute_prepared(
     if prepared is None:
         return conn.execute(statement, params)
     name, prepare, execute = prepared
-    done = conn.connection.info.get(_PREPARED)
-    if done is None:
-        done = conn.connection.info[_PREPARED] = set()
-    if name not in done:
-        conn.exec_driver_sql(prepare)
-        done.add(name)
+    _prepare_once(conn.connection.info, name, prepare, conn.exec_driver_sql)
     return conn.execute(execute, params)
+
+
+def _prepare_once(
+    info: dict[Any, Any], name: str, prepare: str, run: Callable[[str], object]
+) -> None:
+    """``run(prepare)`` unless the connection whose pool record's ``info`` this is has
+    prepared ``name`` already."""
+    done = info.get(_PREPARED)
+    if done is None:
+        done = info[_PREPARED] = set()
+    if name not in done:
+        run(prepare)
+        done.add(name)
 
 
 _BIND = re.compile(r"%\(([^)]+)\)s")
@@ -66,6 +80,31 @@ def _prepared(
     if dialect.name != "postgresql" or dialect.driver != "psycopg2":
         return None
     compiled = statement.compile(dialect=dialect)
+    sql = _prepared_sql(compiled, dialect)
+    if sql is None:
+        return None
+    name, prepare, names = sql
+    binds = [compiled.binds[n] for n in names]
+    execute = (
+        sa.text(f"EXECUTE {name}({', '.join(':' + n for n in names)})")
+        .bindparams(
+            *(
+                sa.bindparam(n, type_=b.type)
+                if b.required
+                else sa.bindparam(n, b.effective_value, type_=b.type)
+                for n, b in zip(names, binds, strict=True)
+            )
+        )
+        .columns(*(_result_column(i, c) for i, c in enumerate(statement.exported_columns)))
+    )
+    return name, prepare, execute
+
+
+def _prepared_sql(
+    compiled: sa.engine.Compiled, dialect: sa.Dialect
+) -> tuple[str, str, list[str]] | None:
+    """(name, ``PREPARE`` SQL, the names of its parameters in order) for a compiled
+    statement, or None where it is not prepared (see ``_prepared``)."""
     names: list[str] = []
 
     def place(match: re.Match[str]) -> str:
@@ -83,24 +122,57 @@ def _prepared(
     sql = _BIND.sub(place, compiled.string)
     if "%" in sql or not all(re.fullmatch(r"\w+", n) for n in names):
         return None  # an escaped percent sign or an odd name: keep it simple, do not prepare
-    binds = [compiled.binds[n] for n in names]
-    types = ", ".join(dialect.type_compiler_instance.process(b.type) for b in binds)
+    types = ", ".join(dialect.type_compiler_instance.process(compiled.binds[n].type) for n in names)
     # Named after its SQL: a changed statement is a new name on connections that
     # prepared the old one, and two statements cannot share one.
     name = f"baton_{hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()}"
-    execute = (
-        sa.text(f"EXECUTE {name}({', '.join(':' + n for n in names)})")
-        .bindparams(
-            *(
-                sa.bindparam(n, type_=b.type)
-                if b.required
-                else sa.bindparam(n, b.effective_value, type_=b.type)
-                for n, b in zip(names, binds, strict=True)
-            )
-        )
-        .columns(*(_result_column(i, c) for i, c in enumerate(statement.exported_columns)))
-    )
-    return name, f"PREPARE {name} ({types}) AS {sql}", execute
+    return name, f"PREPARE {name} ({types}) AS {sql}", names
+
+
+# The execution option ``prepared_orm`` sets (read by ``_as_prepared``).
+_OPTION = "baton_prepared"
+
+
+def prepared_orm(statement: _E) -> _E:
+    """``statement`` (an ORM statement whose objects are wanted back, which
+    ``execute_prepared`` cannot give) marked to run as a server-side prepared statement on
+    an engine with ``install`` (PostgreSQL with psycopg2): its SQL is sent as ``EXECUTE``
+    of the same SQL PREPAREd, so the ORM loads its rows exactly as before (same columns,
+    same order). Run as it is anywhere else."""
+    return statement.execution_options(**{_OPTION: True})
+
+
+def install(engine: sa.Engine) -> None:
+    """Run the statements ``prepared_orm`` marks as prepared statements on ``engine``."""
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2":
+        sa.event.listen(engine, "before_cursor_execute", _as_prepared, retval=True)
+
+
+def _as_prepared(  # type: ignore[no-untyped-def]
+    conn: sa.Connection, cursor, statement: str, parameters, context, executemany: bool
+) -> tuple[str, Any]:
+    """The cursor's SQL for a marked statement: ``EXECUTE name(%(p)s, ...)`` with the
+    same parameters, after PREPAREing it on this server session if it was not yet."""
+    if executemany or context is None or not context.execution_options.get(_OPTION):
+        return statement, parameters
+    compiled = context.compiled
+    if compiled is None or compiled.string != statement:
+        return statement, parameters  # expanded at execution (not the cached SQL)
+    sql = _compiled_sql(compiled, conn.dialect)
+    if sql is None:
+        return statement, parameters
+    name, prepare, names = sql
+    _prepare_once(conn.connection.info, name, prepare, cursor.execute)
+    return f"EXECUTE {name}({', '.join(f'%({n})s' for n in names)})", parameters
+
+
+# Keyed by the compiled object, which SQLAlchemy's statement cache hands out again for
+# the same statement (few are marked).
+@functools.lru_cache(maxsize=16)
+def _compiled_sql(
+    compiled: sa.engine.Compiled, dialect: sa.Dialect
+) -> tuple[str, str, list[str]] | None:
+    return _prepared_sql(compiled, dialect)
 
 
 def _result_column(position: int, column: Any) -> sa.ColumnClause[Any]:

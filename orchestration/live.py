@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 _WARN_EVERY_SECONDS = 30.0
 _warned_at = 0.0
 _PENDING = "baton.live.pending"
+_IN_BACKGROUND = "baton.live.in_background"
 TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled"})
 # Event types that move a task along for Socket.IO's task_progress (not every token).
 PROGRESS_EVENTS = frozenset(
@@ -94,6 +96,7 @@ def publish(job_id: str, message: dict[str, Any]) -> None:
     client = redis_store.redis_client()
     if client is None:
         return
+    _drain()  # after what earlier commits sent in the background
     try:
         client.publish(channel, payload)
     except Exception as exc:
@@ -148,6 +151,7 @@ def _manager_class() -> type:
         def _publish(self, data: Any) -> Any:
             messages = getattr(_batch, "messages", None)
             if messages is None:
+                _drain()  # after what earlier commits sent in the background
                 return super()._publish(data)
             messages.append((self.channel, self.json.dumps(data)))
             return None
@@ -212,13 +216,26 @@ def _listen_once() -> None:
         _listening = True
 
 
+def send_in_background(session: Session) -> None:
+    """Let this transaction's messages go out from this process's sender thread after its
+    commit, so the caller goes on without waiting for Redis's answer (the step engine's
+    claim: its step.started need not hold up the provider call). Order is kept within the
+    process: anything published later by it (the next commit's messages, a streamed chunk)
+    first waits for these to be sent."""
+    _listen_once()
+    session.info[_IN_BACKGROUND] = True
+
+
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_IN_BACKGROUND, None)
 
 
 def _after_commit(session: Session) -> None:
     """Publish what the committed transaction queued — its event rows on the job channels
-    and their Socket.IO emits — in order, in one pipelined round trip to Redis."""
+    and their Socket.IO emits — in order, in one pipelined round trip to Redis (from the
+    sender thread if the transaction asked for it: ``send_in_background``)."""
+    in_background = session.info.pop(_IN_BACKGROUND, False)
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
@@ -235,7 +252,45 @@ def _after_commit(session: Session) -> None:
                 log.exception("publishing a live %s failed", kind)
     finally:
         _batch.messages = None
+    if in_background and messages and redis_store.redis_client() is not None:
+        _sender().put(messages)
+        return
+    _drain()
     _send(messages)
+
+
+_sender_lock = threading.Lock()
+_sender_queue: tuple[int, queue.Queue[list[tuple[str, str]]]] | None = None
+
+
+def _sender() -> queue.Queue[list[tuple[str, str]]]:
+    """This process's queue of batches for its sender thread (started on first use, again
+    after a fork: a forked child has no thread of its parent's)."""
+    global _sender_queue
+    with _sender_lock:
+        if _sender_queue is None or _sender_queue[0] != os.getpid():
+            batches: queue.Queue[list[tuple[str, str]]] = queue.Queue()
+            threading.Thread(
+                target=_send_batches, args=(batches,), name="baton-live", daemon=True
+            ).start()
+            _sender_queue = (os.getpid(), batches)
+        return _sender_queue[1]
+
+
+def _send_batches(batches: queue.Queue[list[tuple[str, str]]]) -> None:
+    while True:
+        messages = batches.get()
+        try:
+            _send(messages)
+        finally:
+            batches.task_done()
+
+
+def _drain() -> None:
+    """Wait until the sender thread has sent every batch queued so far (at once if none)."""
+    current = _sender_queue
+    if current is not None and current[0] == os.getpid():
+        current[1].join()
 
 
 def _send(messages: list[tuple[str, str]]) -> None:

@@ -59,3 +59,32 @@ def test_an_in_list_and_another_database_run_the_statement_as_it_is(db: Session,
         assert row.one == 1
     finally:
         sqlite.dispose()
+
+
+def test_a_marked_orm_statement_runs_prepared_and_loads_the_same_objects(db: Session):
+    """``prepared_orm``: the ORM's statement sent as EXECUTE of itself, PREPAREd on the
+    connection's first use; entities (two of one class: no column mixed up) and an unnamed
+    column come back as from the plain statement."""
+    org = factories.organization(db)
+    jobs = [factories.job(db, org) for _ in range(2)]
+    db.flush()
+    other, uuid = sa.orm.aliased(Job), Job.__table__.c.id.type
+    count = sa.select(sa.func.count()).where(Job.organization_id == sa.bindparam("org", type_=uuid))
+    statement = (
+        sa.select(Job, other, count.scalar_subquery())
+        .join(other, sa.and_(other.organization_id == Job.organization_id, other.id != Job.id))
+        .where(Job.id == sa.bindparam("job_id", type_=uuid))
+    )
+    plain = db.execute(statement, {"job_id": jobs[0].id, "org": org.id}).one()
+    before = set(db.scalars(_NAMES))
+    marked = prepared.prepared_orm(statement)
+
+    first = db.execute(marked, {"job_id": jobs[0].id, "org": org.id}).one()
+    assert set(db.scalars(_NAMES)) - before  # PREPAREd on its first run
+    again = db.execute(marked, {"job_id": jobs[1].id, "org": org.id}).one()
+
+    assert (first[0].id, first[1].id, first[2]) == (plain[0].id, plain[1].id, plain[2])
+    assert first[2] == 2
+    assert (first[0], first[1]) == (jobs[0], jobs[1])  # the session's own objects
+    assert (again[0].id, again[1].id) == (jobs[1].id, jobs[0].id)
+    assert first[0].organization_id == org.id and first[0].title == jobs[0].title

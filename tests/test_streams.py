@@ -15,7 +15,7 @@ import redis
 from baton.settings import get_settings
 from models import Job, JobStatus
 from models.db import session_factory, transaction
-from orchestration import redis_store, streams
+from orchestration import live, redis_store, streams
 from orchestration.errors import NotFound
 from orchestration.principal import Principal
 from orchestration.state import append_event, transition_job
@@ -66,6 +66,28 @@ def test_an_event_row_is_published_after_commit_and_never_after_rollback(job):
     )  # the rollback took its number back
     assert message["event"] == "step.started" and message["data"] == {"step": "x"}
     assert message["status"] == "running" and message["job_id"] == str(job["id"])
+    pubsub.close()
+
+
+def test_a_commit_sent_in_the_background_keeps_its_place_in_order(job):
+    """``live.send_in_background`` (the step engine's claim): its messages come from the
+    sender thread, before anything the process publishes after the commit; a rolled-back
+    transaction sends nothing."""
+    pubsub = listen(job["id"])
+    with pytest.raises(RuntimeError), transaction(job["sessions"]) as session:
+        live.send_in_background(session)
+        append_event(session, job_id=job["id"], type="step.started", data={"n": 0})
+        raise RuntimeError("rolled back")
+    with transaction(job["sessions"]) as session:
+        live.send_in_background(session)
+        append_event(session, job_id=job["id"], type="phase.started", data={"n": 1})
+        append_event(session, job_id=job["id"], type="step.started", data={"n": 2})
+    live.publish(str(job["id"]), {"type": "step.delta", "n": 3})
+    with transaction(job["sessions"]) as session:
+        append_event(session, job_id=job["id"], type="step.completed", data={"n": 4})
+    got = messages(pubsub)
+    assert [m.get("data", m).get("n") for m in got] == [1, 2, 3, 4]
+    assert [m.get("seq") for m in got] == [1, 2, None, 3]
     pubsub.close()
 
 

@@ -9,9 +9,10 @@ import os
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -28,7 +29,8 @@ from models import (
     utcnow,
 )
 from models.db import transaction
-from orchestration import integrations
+from models.prepared import prepared_orm
+from orchestration import integrations, live
 from orchestration.state import (
     append_events,
     set_phase_status,
@@ -70,6 +72,9 @@ def claim(
     budget hold there (workers/engine/run.py), and may raise the budget's refusal, which
     rolls the claim back with it."""
     with transaction(sessions) as session:
+        # step.started (and the rest) published from the sender thread while the step
+        # goes on to its call; the completion's messages wait for them (in order).
+        live.send_in_background(session)
         now = utcnow()
         # PostgreSQL: the claim and its context in one statement (the claim a CTE).
         claim_once = (
@@ -77,7 +82,7 @@ def claim(
             if session.bind.dialect.name == "postgresql"
             else _claim_pending_alone
         )
-        step, rows = claim_once(session, job_id=job_id, step_id=step_id, now=now)
+        step, loaded = claim_once(session, job_id=job_id, step_id=step_id, now=now)
         # The first step of a queued job (pending): the job starts, and the step is
         # claimed as in the common case; its job.running is the first of the claim's events.
         job_started = (
@@ -86,15 +91,15 @@ def claim(
             else None
         )
         if job_started is not None:
-            step, rows = claim_once(session, job_id=job_id, step_id=step_id, now=now)
+            step, loaded = claim_once(session, job_id=job_id, step_id=step_id, now=now)
         if step is None:  # not a pending step of a running job: look closer
             step = _claim_other(
                 session, job_id=job_id, step_id=step_id, take_over_from=take_over_from, now=now
             )
             if isinstance(step, Outcome):
                 return step
-            rows = None
-        ctx = _context(session, step, now, [job_started] if job_started else [], rows=rows)
+            loaded = None
+        ctx = _context(session, step, now, [job_started] if job_started else [], loaded=loaded)
         if hold is not None:
             ctx.first_hold = hold(session, ctx)
         return ctx
@@ -131,19 +136,36 @@ def _claim_pending_alone(
     return step, None
 
 
+class _Loaded(NamedTuple):
+    """What the claim's context query read (``_context``)."""
+
+    job: Job
+    organization: Organization
+    agent: Agent | None
+    version: str  # of the organization's integrations (integrations.version_of)
+    creator_active: bool | None
+    phase: JobPhase  # as it was before the query started it
+    started: bool | None  # the query started the phase (None: it did not try, SQLite)
+    previous: list[tuple[str, str]]  # (name, output) of the earlier phases, in order
+
+
 def _claim_with_context(
     session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
-) -> tuple[JobStep | None, list[sa.Row[Any]] | None]:
-    """PostgreSQL: ``_claim_pending_statement`` as a CTE of ``_context``'s query, which
-    starts the claimed step's phase only if the claim took: one round trip for both.
-    The step is None (and the rows are of no use) if it did not."""
-    rows = session.execute(
-        _claim_context_statement(),
-        {**_claim_params(job_id, step_id, now), "x_job_id": job_id, "x_now": now},
-    ).all()
-    if not rows or rows[0][7] is None:
+) -> tuple[JobStep | None, _Loaded | None]:
+    """PostgreSQL: ``_claim_pending_statement`` and the context it needs in one statement
+    (``_claim_context_statement``), which starts the claimed step's phase: one round trip
+    for both. Nothing (None, None) if the claim did not take."""
+    row = session.execute(
+        _claim_context_statement(), {**_claim_params(job_id, step_id, now), "x_now": now}
+    ).one_or_none()
+    if row is None:
         return None, None
-    return rows[0][7], rows
+    job, organization, agent, version, creator_active, phase, started, step, previous = row
+    loaded = _Loaded(
+        job, organization, agent, version, creator_active, phase, bool(started),
+        [(name, output) for name, output in previous or ()],
+    )  # fmt: skip
+    return step, loaded
 
 
 @functools.cache
@@ -255,24 +277,16 @@ def _context(
     now: datetime,
     events: list[tuple[str, dict[str, Any]]],
     *,
-    rows: list[sa.Row[Any]] | None = None,
+    loaded: _Loaded | None = None,
 ) -> StepContext:
     """Everything the call needs, in one query (the job's phases, each row with the job,
     organization, agent and the integrations' version) that on PostgreSQL also starts the
-    step's phase (a data-modifying CTE), and the claim's events in one. ``rows``: that
-    query's rows, already read with the claim (``_claim_with_context``)."""
-    dialect = session.bind.dialect.name
-    if rows is None:
-        rows = session.execute(
-            _context_statement(dialect),
-            {"x_job_id": step.job_id, "x_phase_id": step.phase_id, "x_now": now},
-        ).all()
-    job, organization, agent, version, creator_active = rows[0][:5]
-    phases = [row[5] for row in rows]
-    phase = next(p for p in phases if p.id == step.phase_id)
-    if dialect == "postgresql":
-        started = bool(rows[0][6])
-    else:  # SQLite: no UPDATE inside a WITH
+    step's phase (a data-modifying CTE), and the claim's events in one. ``loaded``: what
+    that query reads, already read with the claim (``_claim_with_context``)."""
+    if loaded is None:
+        loaded = _load_context(session, step, now)
+    job, organization, agent, version, creator_active, phase, started, previous = loaded
+    if started is None:  # SQLite: no UPDATE inside a WITH
         started = set_phase_status(
             session, phase_id=phase.id, to=StepStatus.RUNNING, from_=[StepStatus.PENDING],
             started_at=now,
@@ -308,11 +322,28 @@ def _context(
         attempt=step.attempts,
         agent=agent,
         organization=organization,
-        previous=[(p.name, p.output or "") for p in phases if p.position < phase.position],
+        previous=previous,
         siblings=siblings,
         providers=providers,
         creator_active=creator_active is not False,
     )
+
+
+def _load_context(session: Session, step: JobStep, now: datetime) -> _Loaded:
+    """``_context_statement``'s rows (one a phase of the job) as ``_Loaded``."""
+    dialect = session.bind.dialect.name
+    rows = session.execute(
+        _context_statement(dialect),
+        {"x_job_id": step.job_id, "x_phase_id": step.phase_id, "x_now": now},
+    ).all()
+    job, organization, agent, version, creator_active = rows[0][:5]
+    phases = [row[5] for row in rows]
+    phase = next(p for p in phases if p.id == step.phase_id)
+    return _Loaded(
+        job, organization, agent, version, creator_active, phase,
+        bool(rows[0][6]) if dialect == "postgresql" else None,
+        [(p.name, p.output or "") for p in phases if p.position < phase.position],
+    )  # fmt: skip
 
 
 def _context_select() -> sa.Select:
@@ -355,20 +386,52 @@ def _context_statement(dialect: str) -> sa.Select:
 @functools.cache
 def _claim_context_statement() -> sa.Select:
     """PostgreSQL: the claim (``_claim_pending_statement``, RETURNING the step) as a CTE of
-    ``_context_statement``, whose phase start takes the claimed step's phase (none if the
-    claim did not take); the claimed step is the eighth entity of every row (None if not).
+    one row (none if the claim did not take) with what ``_context`` needs: the job, its
+    organization, agent, creator's activity, integrations' version, the claimed step's
+    phase (which the other data-modifying CTE starts, returning whether it did), the step,
+    and the earlier phases' names and outputs. One row, not one a phase of the job: each
+    row repeated the job, organization and agent, decoded again (JSON, UUIDs) every time.
     The data-modifying CTEs run once, whatever the query reads of them."""
     claimed = _claim_update().returning(*JobStep.__table__.c).cte("claimed_step")
     started = _start_phase(sa.select(claimed.c.phase_id).scalar_subquery())
     step = aliased(JobStep, claimed)
-    return (
-        _context_select()
-        .add_cte(claimed, started)
-        .add_columns(
+    earlier = JobPhase.__table__.alias("earlier_phase")
+    previous = (
+        sa.select(
+            sa.func.json_agg(
+                aggregate_order_by(
+                    sa.func.json_build_array(
+                        earlier.c.name, sa.func.coalesce(earlier.c.output, "")
+                    ),
+                    earlier.c.position,
+                )
+            )
+        )
+        .where(earlier.c.job_id == JobPhase.job_id, earlier.c.position < JobPhase.position)
+        .scalar_subquery()
+    )
+    # Prepared (planning it cost about as much as running it), its rows still loaded by
+    # the ORM as before.
+    return prepared_orm(
+        sa.select(
+            Job,
+            Organization,
+            Agent,
+            integrations.version_of(Job.organization_id),
+            User.is_active,
+            JobPhase,
             sa.select(sa.func.count()).select_from(started).scalar_subquery(),
             step,
+            previous,
         )
-        .outerjoin(step, sa.true())
+        .add_cte(claimed, started)
+        .select_from(step)
+        .join(Job, Job.id == step.job_id)
+        .join(Organization, Organization.id == Job.organization_id)
+        .join(JobPhase, JobPhase.id == step.phase_id)
+        .outerjoin(Agent, Agent.id == Job.agent_id)
+        .outerjoin(User, User.id == Job.created_by_id)
+        .execution_options(populate_existing=True)
     )
 
 

@@ -111,12 +111,17 @@ class BudgetReservation(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# Written into the SQL, not bound: a prepared statement's generic plan can use the partial
+# index ``ix_budget_reservations_deferred`` only with the status as a literal.
+DEFERRED = sa.literal_column("'deferred'", sa.String)
+
+
 def deferred_sums(window_id: Any) -> tuple[Any, Any]:
     """The actual cost and the held amount of the settlements deferred on ``window_id``
     (a column or parameter): what a window's columns do not count yet. The one
     definition every read of a window's true totals uses."""
     holds = BudgetReservation.__table__
-    deferred = sa.and_(holds.c.window_id == window_id, holds.c.status == "deferred")
+    deferred = sa.and_(holds.c.window_id == window_id, holds.c.status == DEFERRED)
 
     def total(column: Any) -> Any:
         return sa.func.coalesce(sa.select(sa.func.sum(column)).where(deferred).scalar_subquery(), 0)

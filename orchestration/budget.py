@@ -42,7 +42,7 @@ from models import (
     User,
     utcnow,
 )
-from models.budget import deferred_sums
+from models.budget import DEFERRED, deferred_sums
 from models.prepared import execute_prepared
 from orchestration import live, metrics, webhooks
 from orchestration.errors import BudgetExceeded
@@ -490,7 +490,7 @@ def _fold_and_hold(window_id: Any, fits: Any) -> tuple[Any, Any]:
     amount = sa.bindparam("hold_amount", type_=_WINDOWS.c.reserved.type)
     claimed = (
         sa.select(_HOLDS.c.id, _HOLDS.c.amount, _HOLDS.c.settled_amount)
-        .where(_HOLDS.c.window_id == window_id, _HOLDS.c.status == "deferred")
+        .where(_HOLDS.c.window_id == window_id, _HOLDS.c.status == DEFERRED)
         .with_for_update(skip_locked=True, of=_HOLDS)
         .cte("claimed")
     )

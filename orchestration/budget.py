@@ -129,12 +129,6 @@ def _ledger_spend_query(limit: BudgetLimit, start: datetime, end: datetime | Non
     return stmt
 
 
-def ledger_spend(
-    session: Session, limit: BudgetLimit, start: datetime, end: datetime | None
-) -> Decimal:
-    return Decimal(session.scalar(_ledger_spend_query(limit, start, end)) or 0)
-
-
 def _create_window(
     session: Session, limit: BudgetLimit, start: datetime, end: datetime | None
 ) -> bool:
@@ -481,8 +475,7 @@ def _fold_and_hold(window_id: Any, fits: Any) -> tuple[Any, Any]:
     own. ``fits(total)`` is the ceiling test of spent + reserved + the hold, folded.
 
     The deferred holds are claimed ``FOR UPDATE SKIP LOCKED``: one that another
-    reservation is folding (or that a concurrent settlement or resync holds) is left to
-    it, still counted in full in ``reserved``. Locks are taken holds first, window second,
+    reservation is folding is left to it, still counted in full in ``reserved``. Locks are taken holds first, window second,
     as ``settle`` and ``release`` take them, and a claimed hold re-checked after a
     concurrent commit is skipped if already applied (READ COMMITTED re-reads it), so
     each deferred settlement is applied once. The claimed holds are marked ``settled``
@@ -729,9 +722,9 @@ def _deferrable(actual: Any) -> Any:
 
     Under the alert level whether or not it alerted already: near its amount a window
     settles at once as before, so a deferred hold (counted in full until the next
-    reservation folds it) never makes a reservation refused that would have fitted.
-    Otherwise the hold settles on the window at once, and ``raise_alerts`` judges the
-    crossing as before."""
+    reservation folds it) rarely stands between a reservation and the amount (where it
+    does, ``_hold_exactly`` decides). Otherwise the hold settles on the window at once,
+    and ``raise_alerts`` judges the crossing as before."""
     limits = BudgetLimit.__table__
     bound = _WINDOWS.c.spent + _WINDOWS.c.reserved
     return sa.exists().where(

@@ -128,6 +128,7 @@ def api_command(
 def _wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _raise_if_signalled()
         if proc is not None and proc.poll() is not None:
             raise SystemExit(f"the API process exited with status {proc.returncode}")
         try:
@@ -145,8 +146,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+_SIGNALLED: list[int] = []
+
+
 def _interrupt(signum: int, _frame: object) -> None:
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _raise_if_signalled() -> None:
+    """Raised by ``_interrupt`` where the main thread happened to be, a KeyboardInterrupt
+    is lost if that was a callback Python ignores exceptions from (a weakref's, during a
+    garbage collection): the waiting loops raise it again."""
+    if _SIGNALLED:
+        raise KeyboardInterrupt(f"signal {_SIGNALLED[-1]}")
 
 
 class Stack:
@@ -214,6 +227,7 @@ class Stack:
     def wait(self) -> int:
         """Until a child exits (the caller stops the rest) or Ctrl-C/SIGTERM arrives."""
         while all(p.poll() is None for p in self.procs):
+            _raise_if_signalled()
             time.sleep(0.5)
         return 1
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from models.base import Base, IdMixin, TimestampMixin, utcnow
 
@@ -59,7 +59,13 @@ class BudgetLimit(IdMixin, TimestampMixin, Base):
 
 class BudgetWindow(IdMixin, Base):
     """A limit's current calendar window (UTC). ``spent`` mirrors the ledger; ``reserved``
-    is held by calls in flight. Both change only by single conditional UPDATEs."""
+    is held by calls in flight. Both change only by single conditional UPDATEs.
+
+    The columns may lag by settlements deferred on the window (``BudgetReservation``
+    status ``deferred``: settled, not yet applied; the next reservation on the window
+    applies them). The ``applied_*`` attributes are the columns as stored; ``spent`` and
+    ``reserved`` (below the class) are the true values, the deferred ones folded in:
+    every ORM read sees those."""
 
     __tablename__ = "budget_windows"
     __table_args__ = (
@@ -71,8 +77,8 @@ class BudgetWindow(IdMixin, Base):
     )
     window_start: Mapped[datetime]
     window_end: Mapped[datetime | None]
-    spent: Mapped[Decimal] = mapped_column(default=Decimal(0))
-    reserved: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    applied_spent: Mapped[Decimal] = mapped_column("spent", default=Decimal(0))
+    applied_reserved: Mapped[Decimal] = mapped_column("reserved", default=Decimal(0))
     threshold_alerted_at: Mapped[datetime | None]
     exceeded_alerted_at: Mapped[datetime | None]
 
@@ -81,7 +87,16 @@ class BudgetReservation(IdMixin, Base):
     """Worst-case cost held on one window for one provider call until it settles."""
 
     __tablename__ = "budget_reservations"
-    __table_args__ = (sa.Index("ix_budget_reservations_open", "status", "expires_at"),)
+    __table_args__ = (
+        sa.Index("ix_budget_reservations_open", "status", "expires_at"),
+        # What the next reservation on a window folds in (and every read adds): small.
+        sa.Index(
+            "ix_budget_reservations_deferred",
+            "window_id",
+            postgresql_where=sa.text("status = 'deferred'"),
+            sqlite_where=sa.text("status = 'deferred'"),
+        ),
+    )
 
     window_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("budget_windows.id", ondelete="CASCADE")
@@ -89,9 +104,35 @@ class BudgetReservation(IdMixin, Base):
     call_key: Mapped[str] = mapped_column(sa.String(160), index=True)
     job_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
     amount: Mapped[Decimal]
-    status: Mapped[str] = mapped_column(sa.String(10), default="held")  # held|settled|released
+    # held | deferred (settled, the window not charged yet) | settled | released
+    status: Mapped[str] = mapped_column(sa.String(10), default="held")
+    settled_amount: Mapped[Decimal | None]  # the actual cost, once settled
     expires_at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Written into the SQL, not bound: a prepared statement's generic plan can use the partial
+# index ``ix_budget_reservations_deferred`` only with the status as a literal.
+DEFERRED = sa.literal_column("'deferred'", sa.String)
+
+
+def deferred_sums(window_id: Any) -> tuple[Any, Any]:
+    """The actual cost and the held amount of the settlements deferred on ``window_id``
+    (a column or parameter): what a window's columns do not count yet. The one
+    definition every read of a window's true totals uses."""
+    holds = BudgetReservation.__table__
+    deferred = sa.and_(holds.c.window_id == window_id, holds.c.status == DEFERRED)
+
+    def total(column: Any) -> Any:
+        return sa.func.coalesce(sa.select(sa.func.sum(column)).where(deferred).scalar_subquery(), 0)
+
+    return total(holds.c.settled_amount), total(holds.c.amount)
+
+
+_windows = BudgetWindow.__table__
+_deferred_spent, _deferred_held = deferred_sums(_windows.c.id)
+BudgetWindow.spent = column_property(_windows.c.spent + _deferred_spent)
+BudgetWindow.reserved = column_property(_windows.c.reserved - _deferred_held)
 
 
 class Notification(IdMixin, Base):

@@ -42,6 +42,7 @@ from models import (
     User,
     utcnow,
 )
+from models.budget import DEFERRED, deferred_sums
 from models.prepared import execute_prepared
 from orchestration import live, metrics, webhooks
 from orchestration.errors import BudgetExceeded
@@ -128,12 +129,6 @@ def _ledger_spend_query(limit: BudgetLimit, start: datetime, end: datetime | Non
     return stmt
 
 
-def ledger_spend(
-    session: Session, limit: BudgetLimit, start: datetime, end: datetime | None
-) -> Decimal:
-    return Decimal(session.scalar(_ledger_spend_query(limit, start, end)) or 0)
-
-
 def _create_window(
     session: Session, limit: BudgetLimit, start: datetime, end: datetime | None
 ) -> bool:
@@ -148,7 +143,7 @@ def _create_window(
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     return bool(
         session.execute(
-            insert(BudgetWindow)
+            insert(_WINDOWS)
             .values(
                 id=uuid.uuid4(), limit_id=limit.id, window_start=start, window_end=end,
                 spent=_ledger_spend_query(limit, start, end).scalar_subquery(),
@@ -321,13 +316,24 @@ def resync_window(session: Session, limit: BudgetLimit, now: datetime | None = N
     For a limit switched back on: while inactive, no call charged its window. Holds still
     in flight keep their ``reserved`` and add their cost at settle, in the same commit as
     their usage row, so the ledger sum read here does not count them twice.
+
+    The window row is locked first, and the ledger read after: no reservation is folding
+    deferred settlements into it meanwhile, and a deferred settlement's usage row is in
+    that sum exactly when its hold is still ``deferred`` for this statement, so the
+    column is set to the sum less what is deferred (the fold adds those later).
     """
     window = current_window(session, limit, now)
+    session.execute(sa.select(_WINDOWS.c.id).where(_WINDOWS.c.id == window.id).with_for_update())
+    deferred_spent, _ = deferred_sums(window.id)
     session.execute(
-        sa.update(BudgetWindow)
-        .where(BudgetWindow.id == window.id)
-        .values(spent=ledger_spend(session, limit, window.window_start, window.window_end))
-        .execution_options(synchronize_session=False)
+        sa.update(_WINDOWS)
+        .where(_WINDOWS.c.id == window.id)
+        .values(
+            spent=_ledger_spend_query(
+                limit, window.window_start, window.window_end
+            ).scalar_subquery()
+            - deferred_spent
+        )
     )
     session.refresh(window)
 
@@ -400,9 +406,10 @@ def reserve(
     for position, limit in enumerate(rows):
         if one and position == 0 and limit.window_id is not None:
             # The statement above tried this window: held, or it does not fit.
-            if limit.held_window is None:
-                _refuse(limit)
             first.window_id = limit.window_id
+            ceiling = None if limit.action_on_exceed == LimitAction.WARN else limit.amount_usd
+            if limit.held_window is None and not _hold_exactly(session, first, ceiling):
+                _refuse(limit)
             holds.append(first)
             continue
         hold = Hold(
@@ -436,19 +443,11 @@ def _reserve_statement(project: bool, agent: bool, user: bool) -> sa.Select:
     takes its row lock as ``_hold_statement`` does; a ``warn`` limit has no ceiling."""
     limits = _limits_with_windows_query(project, agent, user).cte("limits")
     first = sa.select(limits).order_by(limits.c.id).limit(1).cte("first_limit")
-    amount = sa.bindparam("hold_amount", type_=_WINDOWS.c.reserved.type)
-    held = (
-        sa.update(_WINDOWS)
-        .where(
-            _WINDOWS.c.id == first.c.window_id,
-            sa.or_(
-                first.c.action_on_exceed == LimitAction.WARN.value,
-                _WINDOWS.c.spent + _WINDOWS.c.reserved + amount <= first.c.amount_usd,
-            ),
-        )
-        .values(reserved=_WINDOWS.c.reserved + amount)
-        .returning(_WINDOWS.c.id)
-        .cte("held")
+    held, applied = _fold_and_hold(
+        first.c.window_id,
+        lambda total: sa.or_(
+            first.c.action_on_exceed == LimitAction.WARN.value, total <= first.c.amount_usd
+        ),
     )
     values = [
         held.c.id
@@ -462,9 +461,56 @@ def _reserve_statement(project: bool, agent: bool, user: bool) -> sa.Select:
         .returning(_HOLDS.c.window_id)
         .cte("hold")
     )
-    return sa.select(
-        limits, sa.select(hold.c.window_id).scalar_subquery().label("held_window")
-    ).order_by(limits.c.id)
+    return (
+        sa.select(limits, sa.select(hold.c.window_id).scalar_subquery().label("held_window"))
+        .order_by(limits.c.id)
+        .add_cte(applied)
+    )
+
+
+def _fold_and_hold(window_id: Any, fits: Any) -> tuple[Any, Any]:
+    """The window UPDATE of a hold (CTE ``held``: the window's id when the hold was
+    made) that also applies the settlements deferred on the window (CTE ``applied``,
+    to add to the statement): a deferred settlement costs no hold of the hot row of its
+    own. ``fits(total)`` is the ceiling test of spent + reserved + the hold, folded.
+
+    The deferred holds are claimed ``FOR UPDATE SKIP LOCKED``: one that another
+    reservation is folding is left to it, still counted in full in ``reserved``. Locks are taken holds first, window second,
+    as ``settle`` and ``release`` take them, and a claimed hold re-checked after a
+    concurrent commit is skipped if already applied (READ COMMITTED re-reads it), so
+    each deferred settlement is applied once. The claimed holds are marked ``settled``
+    only if the window UPDATE happened (a refusal rolls everything back anyway)."""
+    amount = sa.bindparam("hold_amount", type_=_WINDOWS.c.reserved.type)
+    claimed = (
+        sa.select(_HOLDS.c.id, _HOLDS.c.amount, _HOLDS.c.settled_amount)
+        .where(_HOLDS.c.window_id == window_id, _HOLDS.c.status == DEFERRED)
+        .with_for_update(skip_locked=True, of=_HOLDS)
+        .cte("claimed")
+    )
+    sums = sa.select(
+        sa.func.coalesce(sa.func.sum(claimed.c.amount), 0).label("held"),
+        sa.func.coalesce(sa.func.sum(claimed.c.settled_amount), 0).label("spent"),
+    ).cte("claimed_sums")
+    spent = _WINDOWS.c.spent + sums.c.spent
+    reserved = _WINDOWS.c.reserved - sums.c.held + amount
+    where = [_WINDOWS.c.id == window_id]
+    if fits is not None:
+        where.append(fits(spent + reserved))
+    held = (
+        sa.update(_WINDOWS)
+        .where(*where)
+        .values(reserved=reserved, spent=spent)
+        .returning(_WINDOWS.c.id)
+        .cte("held")
+    )
+    applied = (
+        sa.update(_HOLDS)
+        .where(_HOLDS.c.id == claimed.c.id, sa.exists(sa.select(held.c.id)))
+        .values(status="settled")
+        .returning(_HOLDS.c.id)
+        .cte("applied")
+    )
+    return held, applied
 
 
 _WINDOWS = BudgetWindow.__table__
@@ -489,9 +535,29 @@ def _hold(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
         return _hold_in_two(session, hold, ceiling)
     params = {f"hold_{name}": getattr(hold, name) for name in _HOLD_COLUMNS}
     params["ceiling"] = ceiling
-    return (
-        execute_prepared(session, _hold_statement(ceiling is not None), params).first() is not None
+    if execute_prepared(session, _hold_statement(ceiling is not None), params).first():
+        return True
+    return _hold_exactly(session, hold, ceiling)
+
+
+def _hold_exactly(session: Session, hold: Hold, ceiling: Decimal | None) -> bool:
+    """A hold refused by the one statement, tried again against the window's true total.
+
+    That statement folds only the deferred settlements its snapshot saw and no other
+    reservation was folding; the rest still count their full hold, so it can refuse
+    what fits. Here the window row is locked first: no fold can commit meanwhile, and
+    the next statement's snapshot sees every deferred settlement that is still to be
+    applied, so it tests the ceiling on spent + reserved less all of them (as a read
+    does), which is what an immediate settlement would have left. Refusals cost two
+    more statements; holds that fit at once, none."""
+    if ceiling is None:
+        return False  # a ``warn`` limit's hold always fits
+    session.execute(
+        sa.select(_WINDOWS.c.id).where(_WINDOWS.c.id == hold.window_id).with_for_update()
     )
+    params = {f"hold_{name}": getattr(hold, name) for name in _HOLD_COLUMNS}
+    params["ceiling"] = ceiling
+    return execute_prepared(session, _exact_hold_statement(), params).first() is not None
 
 
 def _one_statement(session: Session) -> bool:
@@ -528,15 +594,26 @@ def _close_holds_one_by_one(
     return [(h.window_id, h.amount) for h in holds]
 
 
-@functools.lru_cache(maxsize=2)
-def _hold_statement(capped: bool) -> sa.Insert:
+@functools.lru_cache(maxsize=1)
+def _exact_hold_statement() -> sa.Insert:
+    """``_hold_statement`` whose ceiling test counts every settlement deferred on the
+    window at its actual cost, folded here or not: only with the window row locked
+    (``_hold_exactly``), where no fold can commit between the snapshot and the test."""
+    window_id = sa.bindparam("hold_window_id", type_=_WINDOWS.c.id.type)
+    ceiling = sa.bindparam("ceiling", type_=_WINDOWS.c.reserved.type)
     amount = sa.bindparam("hold_amount", type_=_WINDOWS.c.reserved.type)
-    update = sa.update(_WINDOWS).where(_WINDOWS.c.id == sa.bindparam("hold_window_id"))
-    if capped:
-        ceiling = sa.bindparam("ceiling", type_=_WINDOWS.c.reserved.type)
-        update = update.where(_WINDOWS.c.spent + _WINDOWS.c.reserved + amount <= ceiling)
-    held = update.values(reserved=_WINDOWS.c.reserved + amount).returning(_WINDOWS.c.id)
-    held = held.cte("held")
+    deferred_spent, deferred_held = deferred_sums(window_id)
+    exact = _WINDOWS.c.spent + deferred_spent + _WINDOWS.c.reserved - deferred_held + amount
+    return _hold_statement(True, lambda _folded: exact <= ceiling)
+
+
+@functools.lru_cache(maxsize=4)
+def _hold_statement(capped: bool, fits: Any = None) -> sa.Insert:
+    ceiling = sa.bindparam("ceiling", type_=_WINDOWS.c.reserved.type)
+    held, applied = _fold_and_hold(
+        sa.bindparam("hold_window_id", type_=_WINDOWS.c.id.type),
+        fits or ((lambda total: total <= ceiling) if capped else None),
+    )
     values = [
         held.c.id
         if name == "window_id"
@@ -547,6 +624,7 @@ def _hold_statement(capped: bool) -> sa.Insert:
         sa.insert(_HOLDS)
         .from_select(list(_HOLD_COLUMNS), sa.select(*values))
         .add_cte(held)
+        .add_cte(applied)
         .returning(_HOLDS.c.id)
     )
 
@@ -584,6 +662,14 @@ def settle(
                 windows.append(window)
     if scope is not None and actual:
         held = {w.id for w in windows}
+        # And the windows this settlement deferred on (charged, though not returned).
+        held.update(
+            session.scalars(
+                sa.select(_HOLDS.c.window_id).where(
+                    _HOLDS.c.call_key == call_key, _HOLDS.c.status == "deferred"
+                )
+            )
+        )
         windows.extend(_charge_unheld_windows(session, scope, held, actual))
     return windows
 
@@ -593,19 +679,82 @@ def _settle_statement() -> sa.Update:
     """The windows charged, read back by the UPDATE's RETURNING (rows with the window's
     columns, what ``raise_alerts`` reads), each with its limit's alert settings
     (``limit_*``): a settlement that crosses no alert level reads nothing more while it
-    holds the window's row lock."""
-    settled = _close_holds("settled")
+    holds the window's row lock.
+
+    A hold whose settlement ``_deferrable`` is only marked ``deferred`` with its actual
+    cost (CTE ``deferred_holds``): its window is not touched, so not locked; the next
+    reservation on the window applies it (``_fold_and_hold``). The other holds settle on
+    their window here, as before. Both CTEs test the same condition on one snapshot, so
+    each open hold is closed by exactly one of them."""
     actual = sa.bindparam("actual", type_=_WINDOWS.c.spent.type)
+    deferrable = _deferrable(actual)
+    deferred = (
+        sa.update(_HOLDS)
+        .where(_HOLDS.c.call_key == sa.bindparam("key"), _HOLDS.c.status == "held", deferrable)
+        .values(status="deferred", settled_amount=actual)
+        .returning(_HOLDS.c.id)
+        .cte("deferred_holds")
+    )
+    settled = _close_holds("settled", actual, sa.not_(deferrable))
     limits = BudgetLimit.__table__
     return (
         sa.update(_WINDOWS)
         .where(_WINDOWS.c.id == settled.c.window_id, limits.c.id == _WINDOWS.c.limit_id)
         .values(reserved=_WINDOWS.c.reserved - settled.c.amount, spent=_WINDOWS.c.spent + actual)
         .returning(
-            *_WINDOWS.c,
+            *_window_totals(),
             *(limits.c[name].label(f"limit_{name}") for name in _ALERT_SETTINGS),
         )
+        .add_cte(deferred)
     )
+
+
+def _deferrable(actual: Any) -> Any:
+    """Whether settling the open hold (the statement's ``budget_reservations`` row) may
+    be deferred: ``actual`` fits in the hold, and no alert level could be crossed.
+
+    The window is read without a lock (its committed values). Its ``spent + reserved``
+    bounds the spend the window will have once every deferred and held call is applied
+    within its hold (this one included: each counts its full hold until applied), so if
+    that is under the alert level and the amount, no alert can be due and the settlement
+    changes nothing a reader sees but the totals (which every read folds in). A limit
+    switched off or deleted raises no alert.
+
+    Under the alert level whether or not it alerted already: near its amount a window
+    settles at once as before, so a deferred hold (counted in full until the next
+    reservation folds it) rarely stands between a reservation and the amount (where it
+    does, ``_hold_exactly`` decides). Otherwise the hold settles on the window at once,
+    and ``raise_alerts`` judges the crossing as before."""
+    limits = BudgetLimit.__table__
+    bound = _WINDOWS.c.spent + _WINDOWS.c.reserved
+    return sa.exists().where(
+        _WINDOWS.c.id == _HOLDS.c.window_id,
+        limits.c.id == _WINDOWS.c.limit_id,
+        _HOLDS.c.amount >= actual,
+        sa.or_(
+            limits.c.is_active.is_(False),
+            limits.c.deleted_at.is_not(None),
+            limits.c.amount_usd <= 0,
+            sa.and_(
+                bound < limits.c.amount_usd * limits.c.alert_threshold,
+                bound < limits.c.amount_usd,
+            ),
+        ),
+    )
+
+
+def _window_totals() -> list[Any]:
+    """A window's columns for a RETURNING, ``spent`` and ``reserved`` the true totals
+    (what ``BudgetWindow`` reads): settlements deferred on it folded in."""
+    deferred_spent, deferred_held = deferred_sums(_WINDOWS.c.id)
+    return [
+        (column + deferred_spent).label("spent")
+        if column.key == "spent"
+        else (column - deferred_held).label("reserved")
+        if column.key == "reserved"
+        else column
+        for column in _WINDOWS.c
+    ]
 
 
 _ALERT_SETTINGS = ("amount_usd", "alert_threshold", "is_active", "deleted_at")
@@ -625,16 +774,19 @@ def _crosses_nothing(window: Any) -> bool:
     return not (threshold_due or exceeded_due)
 
 
-def _close_holds(status: str) -> Any:
+def _close_holds(status: str, actual: Any = None, *where: Any) -> Any:
     """The open holds of the call ``:key`` marked ``status``, as a CTE of (window_id,
     amount) for the window UPDATE that follows in the same statement. (A parameter named
     like a column of an UPDATE's table would be taken as a SET value: ``key``.) The UPDATE's row
     locks mean a settle and the sweep's release cannot both close one hold: the second
     re-reads the row after the first commits, finds it closed, and skips it."""
+    values: dict[str, Any] = {"status": status}
+    if actual is not None:
+        values["settled_amount"] = actual
     return (
         sa.update(_HOLDS)
-        .where(_HOLDS.c.call_key == sa.bindparam("key"), _HOLDS.c.status == "held")
-        .values(status=status)
+        .where(_HOLDS.c.call_key == sa.bindparam("key"), _HOLDS.c.status == "held", *where)
+        .values(values)
         .returning(_HOLDS.c.window_id, _HOLDS.c.amount)
         .cte(f"{status}_holds")
     )
@@ -658,7 +810,7 @@ def _charge_unheld_windows(
             sa.update(_WINDOWS)
             .where(_WINDOWS.c.limit_id == limit.id, _WINDOWS.c.window_start == start)
             .values(spent=_WINDOWS.c.spent + actual)
-            .returning(*_WINDOWS.c)
+            .returning(*_window_totals())
         ).one()
         if window.id not in held:
             charged.append(window)

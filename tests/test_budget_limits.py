@@ -476,12 +476,14 @@ def test_a_hold_closes_once_and_a_refused_hold_leaves_no_row(client, db, tenant)
 
     with db.begin_nested():
         charged = budget.settle(db, call_key="a", actual=Decimal("0.25"))
-    assert [w.id for w in charged] == [window().id] and charged[0].spent == Decimal("0.25")
+    # 0.6 (all counted) is under the 0.8 alert level: deferred, the window row untouched.
+    assert charged == [] and holds("a") == ["deferred"]
+    assert (window().spent, window().reserved) == (Decimal("0.25"), 0)
     # Settled once: a second settle (a redelivery) and a release (the sweep) change nothing.
     with db.begin_nested():
         assert budget.settle(db, call_key="a", actual=Decimal("0.25")) == []
         budget.release(db, call_key="a")
-    assert (window().spent, window().reserved, holds("a")) == (Decimal("0.25"), 0, ["settled"])
+    assert (window().spent, window().reserved, holds("a")) == (Decimal("0.25"), 0, ["deferred"])
 
     with db.begin_nested():
         budget.reserve(
@@ -490,6 +492,9 @@ def test_a_hold_closes_once_and_a_refused_hold_leaves_no_row(client, db, tenant)
         budget.release(db, call_key="c")
         budget.release(db, call_key="c")
     assert (window().spent, window().reserved, holds("c")) == (Decimal("0.25"), 0, ["released"])
+    # The reservation applied the deferred settlement to the window's columns.
+    assert holds("a") == ["settled"]
+    assert (window().applied_spent, window().applied_reserved) == (Decimal("0.25"), 0)
     # Rows of this limit's window only: end-to-end tests leave committed holds of their own.
     own_holds = sa.select(sa.func.count()).where(BudgetReservation.window_id == window().id)
     assert db.scalar(own_holds) == 2
@@ -591,11 +596,13 @@ def test_the_hot_statements_are_prepared_once_per_connection(database_url):
                 )
             }
             assert hot <= first
-            # Refused (more than the limit) and rolled back: the statements stay prepared.
+            # Refused (more than the limit) and rolled back: the statements stay prepared,
+            # with the refusal's exact retry, prepared at its first use.
             with pytest.raises(budget.BudgetExceeded):
                 pair(conn, "prep-b", "2")
             conn.rollback()
-            assert pair(conn, "prep-c", "0.4") == first
+            exact = prepared_statements._prepared(budget._exact_hold_statement(), engine.dialect)
+            assert pair(conn, "prep-c", "0.4") == first | {exact[0]}  # type: ignore[index]
             conn.invalidate()  # the next use is a new server session: prepared again
             assert pair(conn, "prep-d", "0.4") == first
     finally:

@@ -104,7 +104,7 @@ def test_submit_poll_fetch_completes_the_step(live_client, tenant, server, datab
     with transaction(session_factory(database_url)) as s:
         rows = list(s.scalars(sa.select(UsageRecord).where(UsageRecord.job_id == run_id)))
     assert [r.cost for r in rows] == [Decimal("0.0042")]
-    assert holds(database_url, run_id) == ["settled"]
+    assert holds(database_url, run_id) == ["deferred"]  # settled, under the alert level
     assert len(server.paths("POST")) == 1  # one submit, however many polls
     assert len([p for p in server.paths("GET") if not p.endswith("/result")]) >= 3
     assert all(auth == f"Bearer {KEY}" for _, _, auth in server.requests)

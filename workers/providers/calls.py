@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from openai.types.chat import ChatCompletion
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -205,6 +206,7 @@ def _call_provider(call: _Call, resolved: ResolvedModel) -> CompletionResult:
         raise call.skip(exc) from None
     secrets = secrets_for(spec, call.context)
     params = _params(request, resolved, spec)
+    unstreamed = None if request.stream else _unstreamed(params)
     identity = _identity(call, resolved)
     begun_provider = time.monotonic()
     deadline = min(begun_provider + request.timeout_seconds, call.deadline)
@@ -232,7 +234,13 @@ def _call_provider(call: _Call, resolved: ResolvedModel) -> CompletionResult:
                     client, params, timeout, deadline, info, call.hooks, progress, where
                 )
             else:
-                response = client.chat.completions.create(**params, timeout=timeout)
+                body, options = unstreamed  # type: ignore[misc]
+                response = client.post(
+                    "/chat/completions",
+                    cast_to=ChatCompletion,
+                    body=body,
+                    options={**options, "timeout": timeout},
+                )
                 answer = _parse(response, where)
         except Exception as exc:
             error = classify(
@@ -307,6 +315,20 @@ def _params(request: CompletionRequest, resolved: ResolvedModel, spec: ProviderS
     if spec.name == "sim" and request.sim_fault:
         params["extra_headers"] = {sim.FAULT_HEADER: request.sim_fault}
     return params
+
+
+def _unstreamed(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(body, request options) for the SDK's generic ``client.post`` that send what
+    ``client.chat.completions.create(**params)`` sends, unstreamed: the same JSON body,
+    headers, auth (``create``'s ``security``: the bearer key only) and response type.
+    ``create`` runs the body through its TypedDict transform first, which changes
+    nothing in a body built of plain chat messages and tools (no aliased or formatted
+    fields) and was a sixth of a sim step's CPU."""
+    body = dict(params)
+    options: dict[str, Any] = {"security": {"bearer_auth": True}}
+    if headers := body.pop("extra_headers", None):
+        options["headers"] = headers
+    return body, options
 
 
 def _parse(response: Any, where: dict[str, str]) -> Answer:

@@ -124,12 +124,16 @@ def _socketio_emitter() -> Any | None:
     url = get_settings().redis_url
     if not url:
         return None
+    current = _emitter
+    if current is not None and current[0] == os.getpid() and current[1] == url:
+        return current[2]  # the common case, without the lock
     with _emitter_lock:
         if _emitter is None or _emitter[0] != os.getpid() or _emitter[1] != url:
             manager = _manager_class()(
                 url,
                 channel=socketio_channel(),
                 write_only=True,
+                json=_LenientJson,
                 redis_options={
                     "socket_timeout": redis_store.SOCKET_TIMEOUT_SECONDS,
                     "socket_connect_timeout": redis_store.SOCKET_TIMEOUT_SECONDS,
@@ -140,6 +144,19 @@ def _socketio_emitter() -> Any | None:
 
 
 _batch = threading.local()
+
+
+class _LenientJson:
+    """The emitter's JSON module (python-socketio's ``json`` option): a value JSON has no
+    type for (a UUID, a Decimal, a datetime) is written as its ``str``, as the job
+    channel's messages are, so ``emit`` hands its data over as it is instead of copying
+    it through a JSON round trip first."""
+
+    @staticmethod
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        return json.dumps(obj, default=str, **kwargs)
+
+    loads = staticmethod(json.loads)
 
 
 def _manager_class() -> type:
@@ -173,11 +190,7 @@ def emit(
     if emitter is None:
         return
     try:
-        emitter.emit(
-            event,
-            json.loads(json.dumps(data, default=str)),
-            room=room or organization_room(organization_id),
-        )
+        emitter.emit(event, data, room=room or organization_room(organization_id))
     except Exception as exc:
         _warn("socket.io event", exc)
 

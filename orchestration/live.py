@@ -31,6 +31,7 @@ Publishing is best effort: no Redis (embedded mode) or a Redis error never fails
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -48,6 +49,9 @@ from orchestration import redis_store
 log = logging.getLogger(__name__)
 
 _WARN_EVERY_SECONDS = 30.0
+# How long a process at its exit waits for its sender thread (Redis answers in ms; its
+# socket timeout bounds a hung one anyway).
+FLUSH_SECONDS = 5.0
 _warned_at = 0.0
 _PENDING = "baton.live.pending"
 _IN_BACKGROUND = "baton.live.in_background"
@@ -287,6 +291,9 @@ def _sender() -> queue.Queue[list[tuple[str, str]]]:
                 target=_send_batches, args=(batches,), name="baton-live", daemon=True
             ).start()
             _sender_queue = (os.getpid(), batches)
+            # A daemon thread dies with its process: what it holds goes out first (a
+            # Celery prefork child, which skips atexit, calls ``flush`` on its shutdown).
+            atexit.register(flush)
         return _sender_queue[1]
 
 
@@ -304,6 +311,23 @@ def _drain() -> None:
     current = _sender_queue
     if current is not None and current[0] == os.getpid():
         current[1].join()
+
+
+def flush(timeout: float = FLUSH_SECONDS) -> bool:
+    """Wait, at most ``timeout`` seconds, until this process's sender thread has sent
+    every batch queued so far; for a process about to exit. False if some were not."""
+    current = _sender_queue
+    if current is None or current[0] != os.getpid():
+        return True
+    batches, deadline = current[1], time.monotonic() + timeout
+    with batches.all_tasks_done:
+        while batches.unfinished_tasks:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("live output: %d batches not sent at exit", batches.unfinished_tasks)
+                return False
+            batches.all_tasks_done.wait(left)
+    return True
 
 
 def _send(messages: list[tuple[str, str]]) -> None:

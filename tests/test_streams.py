@@ -5,9 +5,12 @@ per-user cap; a stream without Redis follows the rows to the end."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -88,6 +91,37 @@ def test_a_commit_sent_in_the_background_keeps_its_place_in_order(job):
     got = messages(pubsub)
     assert [m.get("data", m).get("n") for m in got] == [1, 2, 3, 4]
     assert [m.get("seq") for m in got] == [1, 2, None, 3]
+    pubsub.close()
+
+
+FLUSH_AT_EXIT = """
+import os, sys, uuid
+from celery import signals
+import workers  # noqa: F401  (the worker's signal handlers)
+from models.db import session_factory, transaction
+from orchestration import live
+from orchestration.state import append_event
+with transaction(session_factory(sys.argv[1])) as session:
+    live.send_in_background(session)
+    append_event(session, job_id=uuid.UUID(sys.argv[2]), type="step.started", data={"n": 1})
+if sys.argv[3] == "shutdown":
+    signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+    os._exit(0)  # as a Celery prefork child exits: no atexit
+sys.exit(0)  # a plain exit: atexit
+"""
+
+
+@pytest.mark.parametrize("how", ["shutdown", "exit"])
+def test_what_the_sender_thread_holds_goes_out_before_the_process_exits(job, database_url, how):
+    """A claim's messages, queued for the sender thread, are sent before its process ends:
+    a Celery prefork child's shutdown signal, or any process's normal exit."""
+    pubsub = listen(job["id"])
+    subprocess.run(
+        [sys.executable, "-c", FLUSH_AT_EXIT, database_url, str(job["id"]), how],
+        check=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    [message] = messages(pubsub)
+    assert message["event"] == "step.started" and message["data"] == {"n": 1}
     pubsub.close()
 
 

@@ -11,17 +11,24 @@ from __future__ import annotations
 import logging
 import uuid
 
-from celery import Task
+from celery import Task, signals
 from celery.exceptions import Ignore
 
 from baton.celery_app import app
 from baton.settings import get_settings
 from models.db import session_factory
-from orchestration import accounts, idempotency, recovery
+from orchestration import accounts, idempotency, live, recovery
 from orchestration.task_names import TaskName
 from workers import engine, external
 
 log = logging.getLogger(__name__)
+
+
+@signals.worker_process_shutdown.connect
+def _flush_live_output(**_: object) -> None:
+    """A prefork child exits without atexit: the live messages its sender thread still
+    holds (a claim's, sent in the background) go out first."""
+    live.flush()
 
 
 class StepFailed(Exception):

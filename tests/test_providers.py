@@ -300,6 +300,44 @@ def test_real_server_over_tcp_honours_retry_after(
     assert api_key not in caplog.text
 
 
+def test_the_unstreamed_call_sends_what_the_sdks_create_sends(
+    fake_openai: Any, api_key: str
+) -> None:
+    """workers/providers/calls.py posts through the SDK's generic ``client.post`` (without
+    ``create``'s TypedDict transform): the server gets the request that
+    ``client.chat.completions.create`` sends with the same arguments."""
+    server = fake_openai([(200, {}, completion_body)])
+    spec = local_spec(server.base_url)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "calculator",
+                "description": "Evaluate an arithmetic expression.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"expression": {"type": "string"}},
+                    "required": ["expression"],
+                },
+            },
+        }
+    ]
+    request = ask("local/gpt-4o-mini", temperature=0.2, tools=tools, max_retries=0)
+    complete(request, specs={"local": spec})
+    get_client(spec).chat.completions.create(
+        model="gpt-4o-mini", messages=request.messages, max_tokens=256, temperature=0.2,
+        tools=tools, timeout=5,
+    )  # fmt: skip
+    ours, sdks = server.requests
+
+    def sent(r: dict[str, Any]) -> dict[str, Any]:  # the timeout differs by design
+        return {**r, "headers": {**r["headers"], "x-stainless-read-timeout": None}}
+
+    assert sent(ours) == sent(sdks)
+    assert ours["headers"]["authorization"] == f"Bearer {api_key}"
+    assert ours["body"]["tools"] == tools and ours["body"]["temperature"] == 0.2
+
+
 def test_an_echoed_key_never_leaks(
     fake_openai: Any,
     api_key: str,

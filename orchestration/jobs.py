@@ -33,7 +33,7 @@ from models import (
     User,
     utcnow,
 )
-from models.db import transaction
+from models.db import autocommit_engine, execute_autocommit, transaction
 from orchestration import budget, canvas, model_routing
 from orchestration.errors import (
     BudgetExceeded,
@@ -158,8 +158,17 @@ def submit_job(
                 return _detail(session, existing)
     try:
         with transaction(sessions) as session:
-            job, phases, steps = _create_job(session, principal=principal, submission=submission)
+            new = _new_job(session, principal=principal, submission=submission)
             creator = session.get(User, principal.user_id) if with_creator else None
+            # The INSERT is the transaction's only write unless the job counts a template
+            # use: then both commit together. Alone, it is one statement in autocommit
+            # after this (read-only) transaction: the same rows, no BEGIN and COMMIT.
+            engine = None if new.template_used else autocommit_engine(sessions)
+            if engine is None:
+                _insert_new_rows(session, new.tables)
+        if engine is not None:
+            _insert_autocommit(engine, new.tables)
+        job, phases, steps = new.job, new.phases, new.steps
     except IntegrityError:
         # Two submissions with one Idempotency-Key raced: the first one wins, return it.
         if not submission.idempotency_key:
@@ -199,6 +208,28 @@ def create_job_rows(
 def _create_job(
     session: Session, *, principal: Principal, submission: JobSubmission
 ) -> tuple[Job, list[JobPhase], list[JobStep]]:
+    new = _new_job(session, principal=principal, submission=submission)
+    _insert_new_rows(session, new.tables)
+    return new.job, new.phases, new.steps
+
+
+@dataclass
+class _NewJob:
+    """A checked submission's rows, not yet written (``_insert_new_rows``)."""
+
+    job: Job
+    phases: list[JobPhase]
+    steps: list[JobStep]
+    # Parents first: the job, its phases, its steps, its first event.
+    tables: list[list[Any]]
+    # The session holds a write of its own (a template's usage count) that must commit
+    # with the rows.
+    template_used: bool
+
+
+def _new_job(session: Session, *, principal: Principal, submission: JobSubmission) -> _NewJob:
+    """Check a submission (ownership, plan, models, a spent block limit) and build its
+    rows; reads through ``session``, writes nothing but a template's usage count."""
     org_id = principal.organization_id
     project = agent = None
     if submission.project_id:
@@ -276,8 +307,7 @@ def _create_job(
             "total_steps": len(steps),
         },
     )
-    _insert_new_rows(session, [[job], phases, steps, [first_event]])
-    return job, phases, steps
+    return _NewJob(job, phases, steps, [[job], phases, steps, [first_event]], template is not None)
 
 
 def _insert_new_rows(session: Session, tables: list[list[Any]]) -> None:
@@ -291,17 +321,42 @@ def _insert_new_rows(session: Session, tables: list[list[Any]]) -> None:
     executemany per table. The objects stay transient; a column left unset takes its
     Python default here (set on the object too), so each table's rows set the same columns.
     """
-    batches = []
-    for rows in filter(None, tables):
-        table = type(rows[0]).__table__
-        batches.append((table, [_column_values(row, table) for row in rows]))
+    batches = _batches(tables)
     if session.get_bind().dialect.name != "postgresql":
         for table, values in batches:
             session.execute(table.insert(), values)
         return
+    shape, params = _insert_shape_and_params(batches)
+    session.execute(_insert_statement(shape), params)
+
+
+def _insert_autocommit(engine: sa.Engine, tables: list[list[Any]]) -> None:
+    """``_insert_new_rows``'s one PostgreSQL statement as a transaction of its own
+    (``models.db.execute_autocommit``): for a command whose only write it is."""
+    shape, params = _insert_shape_and_params(_batches(tables))
+    execute_autocommit(engine, _insert_sql(shape, engine.dialect), params)
+
+
+def _batches(tables: list[list[Any]]) -> list[tuple[sa.Table, list[dict[str, Any]]]]:
+    batches = []
+    for rows in filter(None, tables):
+        table = type(rows[0]).__table__
+        batches.append((table, [_column_values(row, table) for row in rows]))
+    return batches
+
+
+def _insert_shape_and_params(
+    batches: list[tuple[sa.Table, list[dict[str, Any]]]],
+) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], dict[str, str]]:
     shape = tuple((table.name, tuple(sorted(values[0]))) for table, values in batches)
     params = {f"rows_{i}": json.dumps(values, default=str) for i, (_, values) in enumerate(batches)}
-    session.execute(_insert_statement(shape), params)
+    return shape, params
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(shape: tuple[tuple[str, tuple[str, ...]], ...], dialect: sa.Dialect) -> str:
+    """``_insert_statement`` compiled for the driver (its parameter style), once."""
+    return str(_insert_statement(shape).compile(dialect=dialect))
 
 
 @functools.lru_cache(maxsize=32)

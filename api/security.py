@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from functools import wraps
@@ -63,6 +64,52 @@ def current_principal() -> Principal:
     return g.principal
 
 
+class _RememberedSignatures(jwt.PyJWS):
+    """PyJWS whose signature check (the HMAC, the header and the base64 parse, the larger
+    part of a token's decode) is remembered for the tokens it verified: a bearer sends the
+    same token with every request until it expires.
+
+    Exact: the check is a function of the token's text, the key, the allowed algorithms
+    and the options, all in the key of the cache, and only a token that passed is
+    remembered (a failure raises, as before, every time). The claims (expiry, not
+    before, issued at, audience...) are not cached: PyJWT validates them on every decode
+    from the payload's text, nor is the revocation check (``live_session``: a SELECT
+    every request). A changed secret misses the cache.
+    """
+
+    def decode_complete(  # type: ignore[override]
+        self,
+        jwt: str | bytes,
+        key: Any = "",
+        algorithms: Any = None,
+        options: Any = None,
+        detached_payload: bytes | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        if kwargs or detached_payload is not None or not isinstance(key, str | bytes):
+            return super().decode_complete(
+                jwt, key, algorithms, options, detached_payload, **kwargs
+            )
+        payload, header, signature = self._verified(
+            jwt, key, tuple(algorithms or ()), tuple(sorted((options or {}).items()))
+        )
+        # A fresh header for each caller (flask-jwt-extended keeps it on ``g``).
+        return {"payload": payload, "header": dict(header), "signature": signature}
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one instance, for the process's life
+    def _verified(
+        self, token: str | bytes, key: str | bytes, algorithms: tuple[str, ...], options: tuple
+    ) -> tuple[bytes, dict[str, Any], bytes]:
+        decoded = super().decode_complete(token, key, list(algorithms) or None, dict(options))
+        return decoded["payload"], decoded["header"], decoded["signature"]
+
+
+# PyJWT's decoder with the remembered signature check; claims are validated by PyJWT's
+# own code on each decode.
+_decoder = jwt.PyJWT()
+_decoder._jws = _RememberedSignatures(options=_decoder._get_sig_options())
+
+
 def verify_bearer_token() -> bool:
     """``flask_jwt_extended.verify_jwt_in_request()`` (False for an exempt method) with the
     token parsed once instead of four times.
@@ -74,8 +121,8 @@ def verify_bearer_token() -> bool:
     this is its own sequence of checks on one ``jwt.decode_complete``: signature, expiry
     and the other registered claims, the identity claim, the token's type, the blocklist
     callback (the revocation SELECT), the custom claims check and the user loader, and
-    ``get_jwt()`` answers as after the library's check. Any other configuration goes to
-    the library. Pinned to the library by tests/test_auth.py (same claims, same errors).
+    ``get_jwt()`` answers as after the library's check (the signature check remembered
+    per token, ``_RememberedSignatures``). Any other configuration goes to the library. Pinned to the library by tests/test_auth.py (same claims, same errors).
     """
     manager = get_jwt_manager()
     if (
@@ -87,7 +134,7 @@ def verify_bearer_token() -> bool:
         return False
     encoded_token, _ = _decode_jwt_from_headers()
     audience = jwt_config.decode_audience
-    complete = jwt.decode_complete(
+    complete = _decoder.decode_complete(
         encoded_token,
         jwt_config.decode_key,
         algorithms=jwt_config.decode_algorithms,

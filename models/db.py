@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -80,3 +81,55 @@ def transaction(factory: sessionmaker[Session] | None = None) -> Iterator[Sessio
     factory = factory or session_factory()
     with factory() as session, session.begin():
         yield session
+
+
+def autocommit_engine(factory: sessionmaker[Session]) -> sa.Engine | None:
+    """The PostgreSQL engine a session factory is bound to, when one statement may run on
+    a pooled driver connection of its own (``execute_autocommit``); None for SQLite (the
+    embedded mode) or a factory bound to a connection (a test's outer transaction)."""
+    bind = factory.kw.get("bind")
+    if isinstance(bind, sa.Engine) and bind.dialect.name == "postgresql":
+        return bind
+    return None
+
+
+def execute_autocommit(engine: sa.Engine, sql: str, params: dict[str, Any]) -> Any:
+    """Run ONE statement (the driver's SQL text and parameters) on a pooled driver
+    connection in autocommit, without a SQLAlchemy ``Connection`` or ``Session``: no BEGIN
+    and no COMMIT round trip (the statement is its own transaction), and none of their
+    Python (the connection's setup, the statement cache lookup, the execution context and
+    result, the session's transaction). Returns the first row, or None.
+
+    A public door (``Engine.raw_connection``): the pool's checkout (and its ping after an
+    idle second) applies; a driver error is raised as SQLAlchemy's (``IntegrityError``,
+    ``OperationalError``, ...: a 503 at the API for a dead database) and the connection is
+    invalidated, so none goes back to the pool in autocommit or in an unknown state.
+    """
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    try:
+        pooled = engine.raw_connection()
+    except dbapi_error as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi_error, dialect=dialect) from exc
+    try:
+        driver = pooled.driver_connection
+        driver.autocommit = True
+        try:
+            with driver.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone() if cursor.description is not None else None
+        finally:
+            driver.autocommit = False  # the pool hands it to transactions next
+    except dbapi_error as exc:
+        # Dead, or left in an unknown state: never back into the pool (the pool
+        # connects afresh; SQLAlchemy's own disconnect handling does the rest).
+        pooled.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql, params, exc, dbapi_error, connection_invalidated=True, dialect=dialect
+        ) from exc
+    except BaseException:
+        pooled.invalidate()
+        raise
+    finally:
+        pooled.close()
+    return row

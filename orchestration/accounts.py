@@ -31,7 +31,7 @@ from models import (
     User,
     utcnow,
 )
-from models.db import transaction
+from models.db import autocommit_engine, execute_autocommit, transaction
 from orchestration import integrations, quotas
 from orchestration.errors import (
     AuthenticationRequired,
@@ -395,8 +395,8 @@ def live_session(
     stmt = _live_session_statement()
     params = {"user_id": user_id, "jti": jti, "family_id": family_id}
     bind = sessions.kw.get("bind")
-    if isinstance(bind, sa.Engine) and bind.dialect.name == "postgresql":
-        row = _live_session_row(bind, params)
+    if (engine := autocommit_engine(sessions)) is not None:
+        row = _live_session_row(engine, params)
     elif isinstance(bind, sa.Engine):
         with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             row = conn.execute(stmt, params).one_or_none()
@@ -426,45 +426,14 @@ def _live_session_sql(dialect: sa.Dialect) -> tuple[str, tuple[tuple[str, Any], 
 def _live_session_row(bind: sa.Engine, params: dict[str, Any]) -> Any:
     """The token check's SELECT on a pooled driver connection in autocommit (no BEGIN, no
     ROLLBACK), without a SQLAlchemy ``Connection``: its setup, statement cache lookup,
-    execution context and result were two thirds of the check's CPU, every request.
-
-    A public door (``Engine.raw_connection``): the pool's checkout (and its ping after an
-    idle second) applies; a driver error is raised as SQLAlchemy's (a 503 at the API) and
-    the connection is invalidated, so none goes back to the pool in autocommit.
-    """
-    dialect = bind.dialect
-    sql, constants = _live_session_sql(dialect)
+    execution context and result were two thirds of the check's CPU, every request
+    (``models.db.execute_autocommit``)."""
+    sql, constants = _live_session_sql(bind.dialect)
     values = dict(constants)
     values.update(
         user_id=str(params["user_id"]), jti=params["jti"], family_id=str(params["family_id"])
     )
-    dbapi_error = dialect.loaded_dbapi.Error
-    try:
-        pooled = bind.raw_connection()
-    except dbapi_error as exc:
-        raise sa.exc.DBAPIError.instance(sql, values, exc, dbapi_error, dialect=dialect) from exc
-    try:
-        driver = pooled.driver_connection
-        driver.autocommit = True
-        try:
-            with driver.cursor() as cursor:
-                cursor.execute(sql, values)
-                row = cursor.fetchone()
-        finally:
-            driver.autocommit = False  # the pool hands it to transactions next
-    except dbapi_error as exc:
-        # Dead, or left in an unknown state: never back into the pool (the pool
-        # connects afresh; SQLAlchemy's own disconnect handling does the rest).
-        pooled.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(
-            sql, values, exc, dbapi_error, connection_invalidated=True, dialect=dialect
-        ) from exc
-    except BaseException:
-        pooled.invalidate()
-        raise
-    finally:
-        pooled.close()
-    return row
+    return execute_autocommit(bind, sql, values)
 
 
 def purge_revoked_access_tokens(sessions: sessionmaker[Session]) -> int:

@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -33,7 +33,7 @@ from models import (
     User,
     utcnow,
 )
-from models.db import transaction
+from models.db import autocommit_engine, execute_autocommit, transaction
 from orchestration import budget, canvas, model_routing
 from orchestration.errors import (
     BudgetExceeded,
@@ -110,19 +110,42 @@ def _template_phases(
     return template, [str(p) for p in phases]
 
 
+_Mapped = TypeVar("_Mapped")
+
+
+def _transient(cls: type[_Mapped], **values: Any) -> _Mapped:
+    """A new transient instance of a mapped class holding ``values``, as ``cls(**values)``
+    builds it, without the constructor's per-attribute instrumentation events (about
+    25 us an object, a dozen objects a job): for the rows ``_insert_new_rows`` writes with
+    its own statement, never through a session's unit of work. Attributes read back as
+    set (and a session that added it would insert what its ``__dict__`` holds); a name
+    that is not a column is refused, as the constructor would."""
+    keys, _ = _table_columns(cls.__table__)  # type: ignore[attr-defined]
+    if not keys.issuperset(values):
+        raise TypeError(f"{cls.__name__} has no column {sorted(set(values) - keys)}")
+    row = _class_manager(cls).new_instance()
+    row.__dict__.update(values)
+    return row
+
+
+@functools.cache
+def _class_manager(cls: type) -> Any:
+    return sa.inspect(cls).class_manager
+
+
 def _plan_rows(job: Job, plans: list[PhasePlan]) -> tuple[list[JobPhase], list[JobStep]]:
     phases: list[JobPhase] = []
     steps: list[JobStep] = []
     for position, plan in enumerate(plans):
-        phase = JobPhase(
-            id=uuid.uuid4(), job_id=job.id, position=position, code=f"Phase {position}", name=plan.title,
-            status="pending", prompt_tokens=0, completion_tokens=0, cost=0,
+        phase = _transient(
+            JobPhase, id=uuid.uuid4(), job_id=job.id, position=position, code=f"Phase {position}",
+            name=plan.title, status="pending", prompt_tokens=0, completion_tokens=0, cost=0,
         )  # fmt: skip
         phases.append(phase)
         for step_position, step in enumerate(plan.steps):
             steps.append(
-                JobStep(
-                    id=uuid.uuid4(), job_id=job.id, phase_id=phase.id, position=step_position,
+                _transient(
+                    JobStep, id=uuid.uuid4(), job_id=job.id, phase_id=phase.id, position=step_position,
                     name=step.name, spec=step.spec, celery_task_id=str(uuid.uuid4()), status="pending",
                     attempts=0, prompt_tokens=0, completion_tokens=0, cost=0,
                 )
@@ -158,8 +181,17 @@ def submit_job(
                 return _detail(session, existing)
     try:
         with transaction(sessions) as session:
-            job, phases, steps = _create_job(session, principal=principal, submission=submission)
+            new = _new_job(session, principal=principal, submission=submission)
             creator = session.get(User, principal.user_id) if with_creator else None
+            # The INSERT is the transaction's only write unless the job counts a template
+            # use: then both commit together. Alone, it is one statement in autocommit
+            # after this (read-only) transaction: the same rows, no BEGIN and COMMIT.
+            engine = None if new.template_used else autocommit_engine(sessions)
+            if engine is None:
+                _insert_new_rows(session, new.tables)
+        if engine is not None:
+            _insert_autocommit(engine, new.tables)
+        job, phases, steps = new.job, new.phases, new.steps
     except IntegrityError:
         # Two submissions with one Idempotency-Key raced: the first one wins, return it.
         if not submission.idempotency_key:
@@ -199,6 +231,28 @@ def create_job_rows(
 def _create_job(
     session: Session, *, principal: Principal, submission: JobSubmission
 ) -> tuple[Job, list[JobPhase], list[JobStep]]:
+    new = _new_job(session, principal=principal, submission=submission)
+    _insert_new_rows(session, new.tables)
+    return new.job, new.phases, new.steps
+
+
+@dataclass
+class _NewJob:
+    """A checked submission's rows, not yet written (``_insert_new_rows``)."""
+
+    job: Job
+    phases: list[JobPhase]
+    steps: list[JobStep]
+    # Parents first: the job, its phases, its steps, its first event.
+    tables: list[list[Any]]
+    # The session holds a write of its own (a template's usage count) that must commit
+    # with the rows.
+    template_used: bool
+
+
+def _new_job(session: Session, *, principal: Principal, submission: JobSubmission) -> _NewJob:
+    """Check a submission (ownership, plan, models, a spent block limit) and build its
+    rows; reads through ``session``, writes nothing but a template's usage count."""
     org_id = principal.organization_id
     project = agent = None
     if submission.project_id:
@@ -244,7 +298,8 @@ def _create_job(
             [{"limit_id": str(spent.id), "scope_type": spent.scope_type, "period": spent.period}],
         )
     now = utcnow()
-    job = Job(
+    job = _transient(
+        Job,
         id=uuid.uuid4(),
         organization_id=principal.organization_id,
         created_by_id=principal.user_id,
@@ -265,7 +320,8 @@ def _create_job(
     phases, steps = _plan_rows(job, plans)
     job.total_steps = len(steps)
     job.event_seq = 1  # the first event is written with the job, numbered by hand
-    first_event = JobEvent(
+    first_event = _transient(
+        JobEvent,
         job_id=job.id,
         seq=1,
         type="job.queued",
@@ -276,8 +332,7 @@ def _create_job(
             "total_steps": len(steps),
         },
     )
-    _insert_new_rows(session, [[job], phases, steps, [first_event]])
-    return job, phases, steps
+    return _NewJob(job, phases, steps, [[job], phases, steps, [first_event]], template is not None)
 
 
 def _insert_new_rows(session: Session, tables: list[list[Any]]) -> None:
@@ -291,17 +346,42 @@ def _insert_new_rows(session: Session, tables: list[list[Any]]) -> None:
     executemany per table. The objects stay transient; a column left unset takes its
     Python default here (set on the object too), so each table's rows set the same columns.
     """
-    batches = []
-    for rows in filter(None, tables):
-        table = type(rows[0]).__table__
-        batches.append((table, [_column_values(row, table) for row in rows]))
+    batches = _batches(tables)
     if session.get_bind().dialect.name != "postgresql":
         for table, values in batches:
             session.execute(table.insert(), values)
         return
+    shape, params = _insert_shape_and_params(batches)
+    session.execute(_insert_statement(shape), params)
+
+
+def _insert_autocommit(engine: sa.Engine, tables: list[list[Any]]) -> None:
+    """``_insert_new_rows``'s one PostgreSQL statement as a transaction of its own
+    (``models.db.execute_autocommit``): for a command whose only write it is."""
+    shape, params = _insert_shape_and_params(_batches(tables))
+    execute_autocommit(engine, _insert_sql(shape, engine.dialect), params)
+
+
+def _batches(tables: list[list[Any]]) -> list[tuple[sa.Table, list[dict[str, Any]]]]:
+    batches = []
+    for rows in filter(None, tables):
+        table = type(rows[0]).__table__
+        batches.append((table, [_column_values(row, table) for row in rows]))
+    return batches
+
+
+def _insert_shape_and_params(
+    batches: list[tuple[sa.Table, list[dict[str, Any]]]],
+) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], dict[str, str]]:
     shape = tuple((table.name, tuple(sorted(values[0]))) for table, values in batches)
     params = {f"rows_{i}": json.dumps(values, default=str) for i, (_, values) in enumerate(batches)}
-    session.execute(_insert_statement(shape), params)
+    return shape, params
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(shape: tuple[tuple[str, tuple[str, ...]], ...], dialect: sa.Dialect) -> str:
+    """``_insert_statement`` compiled for the driver (its parameter style), once."""
+    return str(_insert_statement(shape).compile(dialect=dialect))
 
 
 @functools.lru_cache(maxsize=32)

@@ -23,10 +23,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import redis
-from redis.commands.core import Script
-
 from baton.settings import get_settings
+from orchestration import redis_store
 from orchestration.redis_store import key, redis_client
 
 log = logging.getLogger(__name__)
@@ -63,7 +61,7 @@ def record_request(status: int, elapsed_ms: float, *, now: float | None = None) 
                 del _memory[old]
         return
     try:
-        _record_script(client)([key("perf", str(minute))], [KEY_TTL_SECONDS, *fields])
+        redis_store.script(client, _RECORD)([key("perf", str(minute))], [KEY_TTL_SECONDS, *fields])
     except Exception as exc:  # noqa: BLE001 - Redis down: the figure is lost, the request is not
         log.debug("performance sample not recorded: %s", exc)
 
@@ -76,15 +74,6 @@ for i = 2, #ARGV do
 end
 redis.call("EXPIRE", KEYS[1], ARGV[1])
 """
-_script: tuple[redis.Redis, Script] | None = None
-
-
-def _record_script(client: redis.Redis) -> Script:
-    """The recording script for this client (registered again for a new client)."""
-    global _script
-    if _script is None or _script[0] is not client:
-        _script = (client, client.register_script(_RECORD))
-    return _script[1]
 
 
 def _minutes(first: int, last: int) -> dict[int, dict[str, int]]:

@@ -78,8 +78,7 @@ def spend(organization_id: uuid.UUID, *, limit: int | None, now: datetime | None
     # The counter outlives its month by a week, then Redis forgets it.
     expire_at = int(resets_at.timestamp()) + 7 * 86400
     try:
-        # register_script: EVALSHA, the script's text is sent only once per connection.
-        spend_script = client.register_script(_SPEND)
+        spend_script = redis_store.script(client, _SPEND)
         allowed, count = spend_script(keys=[key], args=[-1 if limit is None else limit, expire_at])
     except redis.RedisError:
         # Like the breakers: a Redis outage lets requests through rather than stop the API.

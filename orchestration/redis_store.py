@@ -11,6 +11,7 @@ import os
 import threading
 
 import redis
+from redis.commands.core import Script
 
 from baton.settings import get_settings
 
@@ -36,6 +37,19 @@ def redis_client() -> redis.Redis | None:
             )
             _client = (os.getpid(), url, client)
         return _client[2]
+
+
+_scripts: dict[tuple[int, str], Script] = {}
+
+
+def script(client: redis.Redis, source: str) -> Script:
+    """``client.register_script(source)``, made once per client and script (it hashes the
+    source; a request's counters run their scripts every request): EVALSHA, the text is
+    sent only if Redis does not know it."""
+    made = _scripts.get((id(client), source))
+    if made is None or made.registered_client is not client:
+        made = _scripts[(id(client), source)] = client.register_script(source)
+    return made
 
 
 def key(*parts: str) -> str:

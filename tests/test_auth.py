@@ -417,6 +417,42 @@ def test_the_bearer_check_decides_as_flask_jwt_extended_does(app, db):
     assert accepted == 2  # "valid" and "no type" (the library's default type is access)
 
 
+def test_the_bearer_check_remembers_only_a_verified_signature_and_checks_claims_each_time():
+    """api.security's decoder remembers a token whose signature it verified (the same
+    token comes with every request) and nothing else: the claims (expiry...) are validated
+    on every decode, a failed signature is refused every time, a changed key misses the
+    cache, and each caller gets a header of its own."""
+    import time
+
+    import jwt as pyjwt
+
+    from api.security import _decoder
+
+    secret = "s" * 40
+    token = pyjwt.encode({"sub": "u", "exp": int(time.time()) + 60}, secret, "HS256")
+    hits = _decoder._jws._verified.cache_info().hits
+    first = _decoder.decode_complete(token, secret, algorithms=["HS256"])
+    again = _decoder.decode_complete(token, secret, algorithms=["HS256"])
+    assert _decoder._jws._verified.cache_info().hits == hits + 1
+    assert first == again and first["payload"] == {"sub": "u", "exp": first["payload"]["exp"]}
+    assert first["header"] is not again["header"]
+    # Remembered, yet expired for a stricter clock: the claims are checked again.
+    with pytest.raises(pyjwt.ExpiredSignatureError):
+        _decoder.decode_complete(token, secret, algorithms=["HS256"], leeway=-120)
+    expired = pyjwt.encode({"sub": "u", "exp": int(time.time()) - 10}, secret, "HS256")
+    for _ in range(2):
+        with pytest.raises(pyjwt.ExpiredSignatureError):
+            _decoder.decode_complete(expired, secret, algorithms=["HS256"])
+    with pytest.raises(pyjwt.InvalidSignatureError):  # another key: not the cached answer
+        _decoder.decode_complete(token, "k" * 40, algorithms=["HS256"])
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for _ in range(2):
+        with pytest.raises(pyjwt.InvalidSignatureError):
+            _decoder.decode_complete(forged, secret, algorithms=["HS256"])
+    with pytest.raises(pyjwt.InvalidAlgorithmError):
+        _decoder.decode_complete(token, secret, algorithms=["HS512"])
+
+
 def test_the_token_check_on_an_engine_reads_the_live_row_and_pools_no_autocommit(database_url):
     """accounts.live_session on an engine-bound factory (every API process) reads through a
     pooled driver connection in autocommit: the same answers as the ORM path (active user,

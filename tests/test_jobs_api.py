@@ -346,3 +346,97 @@ def test_a_chain_is_sent_as_celerys_own_chain_would_be(app, step_counts, tasks_r
         assert [link["options"]["task_id"] for link in ours["body"][2]["chain"]] == [
             s.celery_task_id for s in reversed(steps[1:])
         ]
+
+
+def test_a_submission_alone_is_one_statement_in_autocommit(database_url):
+    """submit_job on an engine-bound factory (every API process): a job whose INSERT is the
+    transaction's only write is one statement in autocommit (no SQLAlchemy statement, no
+    BEGIN/COMMIT) and writes the same rows as the session path; a job that counts a
+    template use commits both through the session; a failed autocommit INSERT raises
+    SQLAlchemy's IntegrityError (the idempotency race's path) and pools no autocommit
+    connection."""
+    import sqlalchemy as sa
+
+    from models import Job, JobEvent, JobKind, JobPhase, JobStep, Template
+    from models.db import get_engine, session_factory, transaction
+    from orchestration import jobs
+    from orchestration.principal import Principal
+
+    sessions = session_factory(database_url)
+    engine = get_engine(database_url)
+    with transaction(sessions) as s:
+        org = factories.organization(s)
+        user = factories.user(s, org, role="admin")
+        template = Template(organization_id=org.id, name="t", template_data={"phases": ["x"]})
+        s.add(template)
+    principal = Principal(user_id=user.id, organization_id=org.id, role="admin", block_limits=False)
+
+    def submission(**kw):  # type: ignore[no-untyped-def]
+        return jobs.JobSubmission(
+            kind=JobKind.ORCHESTRATION,
+            title="t",
+            input={"topic": "t", "integration_enabled": False},
+            settings={"ai_model": "sim/echo"},
+            **kw,
+        )
+
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        alone = jobs.submit_job(  # as the submission routes call it (no creator's row)
+            sessions,
+            principal=principal,
+            submission=submission(custom_phases=["a", "b"]),
+            with_creator=False,
+        )
+        assert statements == []
+        templated = jobs.submit_job(
+            sessions, principal=principal, submission=submission(template_id=template.id)
+        )
+        assert any(s.startswith("WITH new_rows_0") for s in statements)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    with transaction(sessions) as s:  # the session path, for comparison
+        via_session, _, _ = jobs.create_job_rows(
+            s, principal=principal, submission=submission(custom_phases=["a", "b"])
+        )
+
+    def rows(job_id):  # type: ignore[no-untyped-def]
+        """The job's rows, without what differs between two submissions."""
+        volatile = {"id", "job_id", "phase_id", "celery_task_id", "created_at", "updated_at"}
+
+        def plain(row):  # type: ignore[no-untyped-def]
+            return {k: v for k, v in row._mapping.items() if k not in volatile}
+
+        with sessions() as s:
+            return [
+                [plain(r) for r in s.execute(sa.select(table.__table__).where(where == job_id))]
+                for table, where in (
+                    (Job, Job.id),
+                    (JobPhase, JobPhase.job_id),
+                    (JobStep, JobStep.job_id),
+                    (JobEvent, JobEvent.job_id),
+                )
+            ]
+
+    written = rows(alone.job.id)
+    assert written == rows(via_session.id)
+    assert [len(table) for table in written] == [1, 2, 2, 1]
+    assert written[0][0]["event_seq"] == 1 and written[0][0]["total_steps"] == 2
+    assert written[3][0]["type"] == "job.queued"
+    assert [len(table) for table in rows(templated.job.id)] == [1, 1, 1, 1]
+    with sessions() as s:
+        assert s.get(Template, template.id).usage_count == 1
+
+    with sessions() as s:
+        new = jobs._new_job(s, principal=principal, submission=submission())
+    new.job.id = alone.job.id  # a job row that exists
+    with pytest.raises(sa.exc.IntegrityError):
+        jobs._insert_autocommit(engine, new.tables)
+    with engine.connect() as conn:  # the pool's connection, as handed out
+        assert conn.connection.driver_connection.autocommit is False
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1

@@ -212,32 +212,49 @@ def transition_job(
     extra: dict[str, Any] = {"updated_at": now, **values}
     if to in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
         extra.setdefault("finished_at", now)
+    dialect = session.bind.dialect.name
     if any(isinstance(v, sa.ClauseElement) for v in extra.values()):
-        statement = _transition_statement(to, ())  # a caller's own SQL: built here
+        statement = _transition_statement(to, (), dialect)  # a caller's own SQL: built here
         if to == JobStatus.RUNNING:
             extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
         statement = statement.values(**extra)
         params: dict[str, Any] = {"t_job_id": job_id}
     else:
         keys = tuple(sorted(extra))
-        statement = _transition_statement(to, keys)
+        statement = _transition_statement(to, keys, dialect)
         params = {"t_job_id": job_id, "t_now": now, **{f"t_{k}": extra[k] for k in keys}}
-    kind = session.execute(statement, params).scalar()
-    changed = kind is not None
+    row = session.execute(statement, params).first()
+    changed = row is not None
     if changed:
-        metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=to.value)
+        metrics.count_on_commit(session, metrics.JOBS, kind=row[0], status=to.value)
         event = (f"job.{to.value}", {"status": to.value, **(event_data or {})})
         if events is not None:
             events.append(event)
         else:
             append_event(session, job_id=job_id, type=event[0], data=event[1])
         if to in WEBHOOK_STATUSES:  # the outbox row commits with the transition
-            webhooks.record_job_transition(session, job_id=job_id, status=to.value)
+            webhooks.record_job_transition(
+                session, job_id=job_id, status=to.value, known=_webhook_row(row)
+            )
     return bool(changed)
 
 
+def _returning(dialect: str) -> list[Any]:
+    """A transition's RETURNING: the job's kind and, on PostgreSQL, what the webhook
+    outbox reads of it (``webhooks.transition_columns``: no read after the UPDATE);
+    SQLite takes no subquery there."""
+    if dialect != "postgresql":
+        return [_JOBS.c.kind]
+    return [_JOBS.c.kind, *(c.label(f"w_{k}") for k, c in enumerate(webhooks.transition_columns()))]
+
+
+def _webhook_row(row: Any) -> Any:
+    """The RETURNING's webhook columns (``_returning``), or None where it has none."""
+    return None if len(row) == 1 else tuple(row)[1:]
+
+
 @functools.lru_cache(maxsize=64)
-def _transition_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Update:
+def _transition_statement(to: JobStatus, keys: tuple[str, ...], dialect: str) -> sa.Update:
     """``transition_job``'s compare-and-set for ``to``, setting ``keys`` from parameters
     (``:t_<key>``), built once per shape: building it per call (and through the ORM's
     bulk UPDATE) cost more Python than the round trip. ``keys`` empty: the caller adds
@@ -253,7 +270,7 @@ def _transition_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Update:
             _JOBS.c.id == sa.bindparam("t_job_id", type_=_JOBS.c.id.type),
             _JOBS.c.status.in_(sorted(s.value for s in ALLOWED_FROM[to])),
         )
-        .returning(_JOBS.c.kind)
+        .returning(*_returning(dialect))
     )
     return statement.values(**values)
 
@@ -266,18 +283,21 @@ def start_queued_job(
     Returns the ``job.running`` event for the caller to write first with its own
     events (one numbering statement for all), or None if the job was not queued or the
     step not pending (the caller looks closer)."""
-    kind = session.execute(
-        _start_queued_statement(), {"q_job_id": job_id, "q_step_id": step_id, "q_now": now}
-    ).scalar()
-    if kind is None:
+    row = session.execute(
+        _start_queued_statement(session.bind.dialect.name),
+        {"q_job_id": job_id, "q_step_id": step_id, "q_now": now},
+    ).first()
+    if row is None:
         return None
-    metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=JobStatus.RUNNING.value)
-    webhooks.record_job_transition(session, job_id=job_id, status=JobStatus.RUNNING.value)
+    metrics.count_on_commit(session, metrics.JOBS, kind=row[0], status=JobStatus.RUNNING.value)
+    webhooks.record_job_transition(
+        session, job_id=job_id, status=JobStatus.RUNNING.value, known=_webhook_row(row)
+    )
     return (f"job.{JobStatus.RUNNING.value}", {"status": JobStatus.RUNNING.value})
 
 
-@functools.cache
-def _start_queued_statement() -> sa.Update:
+@functools.lru_cache(maxsize=2)
+def _start_queued_statement(dialect: str) -> sa.Update:
     steps = JobStep.__table__
     job_id = sa.bindparam("q_job_id", type_=_JOBS.c.id.type)
     now = sa.bindparam("q_now", type_=_JOBS.c.updated_at.type)
@@ -298,7 +318,7 @@ def _start_queued_statement() -> sa.Update:
             started_at=sa.func.coalesce(_JOBS.c.started_at, now),
             updated_at=now,
         )
-        .returning(_JOBS.c.kind)
+        .returning(*_returning(dialect))
     )
 
 

@@ -45,7 +45,7 @@ _JOBS = Job.__table__
 _EVENTS = JobEvent.__table__
 _PHASES = JobPhase.__table__
 # What a live message says about the job besides the event (see orchestration.live).
-_LIVE_COLUMNS = (
+LIVE_COLUMNS = (
     _JOBS.c.organization_id, _JOBS.c.agent_id, _JOBS.c.kind, _JOBS.c.title, _JOBS.c.status,
     _JOBS.c.progress,
 )  # fmt: skip
@@ -66,7 +66,7 @@ def append_event(
         sa.update(_JOBS)
         .where(_JOBS.c.id == job_id)
         .values(event_seq=_JOBS.c.event_seq + 1, updated_at=now)
-        .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
+        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
     )
     if session.bind.dialect.name == "postgresql":
         numbered = bump.cte("numbered")
@@ -84,7 +84,7 @@ def append_event(
             .returning(_EVENTS.c.seq)
             .cte("inserted")
         )
-        live_columns = [numbered.c[c.name] for c in _LIVE_COLUMNS]
+        live_columns = [numbered.c[c.name] for c in LIVE_COLUMNS]
         both = inserted.join(numbered, sa.true())  # one row each
         result = session.execute(sa.select(inserted.c.seq, *live_columns).select_from(both)).one()
     else:
@@ -99,7 +99,7 @@ def append_event(
         session,
         {
             "job_id": job_id, "seq": seq, "type": type, "data": data or {}, "created_at": now,
-            **{c.name: value for c, value in zip(_LIVE_COLUMNS, result[1:], strict=True)},
+            **{c.name: value for c, value in zip(LIVE_COLUMNS, result[1:], strict=True)},
         },
     )  # fmt: skip
     return seq
@@ -127,7 +127,7 @@ def append_events(
             sa.update(_JOBS)
             .where(_JOBS.c.id == job_id)
             .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
-            .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
+            .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
         )
         row = session.execute(bump).one()
         first = row[0] - count + 1
@@ -145,14 +145,64 @@ def append_events(
             params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d or {}, default=str)
         written = execute_prepared(session, _append_events_statement(count), params).all()
         first, live_values = min(r[0] for r in written), written[0][1:]
-    live_of = {c.name: value for c, value in zip(_LIVE_COLUMNS, live_values, strict=True)}
+    return queue_live_events(
+        session, job_id=job_id, events=events, first=first, now=now, live_values=live_values
+    )
+
+
+def queue_live_events(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    events: Sequence[tuple[str, dict[str, Any] | None]],
+    first: int,
+    now: datetime,
+    live_values: Sequence[Any],
+) -> Appended:
+    """Events written numbered from ``first`` (by ``append_events``, or by a caller's
+    statement built with ``numbered_events``), queued for the live channels after commit.
+    ``live_values``: the job's ``LIVE_COLUMNS`` as the numbering's UPDATE returned them."""
+    live_of = {c.name: value for c, value in zip(LIVE_COLUMNS, live_values, strict=True)}
     for k, (t, d) in enumerate(events):
         live.queue_event(
             session,
             {"job_id": job_id, "seq": first + k, "type": t, "data": d or {}, "created_at": now,
              **live_of},
         )  # fmt: skip
-    return Appended([first + k for k in range(count)], live_of["status"])
+    return Appended([first + k for k in range(len(events))], live_of["status"])
+
+
+def numbered_events(
+    batch: sa.Subquery,
+    count: Any,
+    *,
+    job_id: sa.BindParameter[Any],
+    now: sa.BindParameter[Any],
+    gate: Any,
+) -> tuple[sa.CTE, sa.CTE]:
+    """``append_events``' numbering as CTEs of a caller's statement, for events whose rows
+    that statement computes: ``batch`` has columns ``k`` (0, 1, ... in order), ``type``
+    and ``data`` (JSONB); ``count`` is its number of rows. Written only if ``gate``
+    holds. Returns the numbering CTE (the job row's UPDATE, which takes its lock as
+    ``append_events`` does; RETURNING ``event_seq`` and ``LIVE_COLUMNS``: the rows are
+    numbered ``event_seq - count + 1 + k``) and the insert's."""
+    numbered = (
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == job_id, gate)
+        .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
+        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
+        .cte("numbered")
+    )
+    rows = sa.select(
+        job_id, numbered.c.event_seq - count + 1 + batch.c.k, batch.c.type, batch.c.data, now
+    ).select_from(numbered.join(batch, sa.true()))
+    inserted = (
+        sa.insert(_EVENTS)
+        .from_select(["job_id", "seq", "type", "data", "created_at"], rows)
+        .returning(_EVENTS.c.seq)
+        .cte("inserted")
+    )
+    return numbered, inserted
 
 
 @functools.lru_cache(maxsize=16)
@@ -166,7 +216,7 @@ def _append_events_statement(count: int) -> sa.Select:
         sa.update(_JOBS)
         .where(_JOBS.c.id == sa.bindparam("job_id", type_=_JOBS.c.id.type))
         .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
-        .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
+        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
         .cte("numbered")
     )
     batch = sa.union_all(
@@ -192,7 +242,7 @@ def _append_events_statement(count: int) -> sa.Select:
         .returning(_EVENTS.c.seq)
         .cte("inserted")
     )
-    live_columns = [numbered.c[c.name] for c in _LIVE_COLUMNS]
+    live_columns = [numbered.c[c.name] for c in LIVE_COLUMNS]
     return sa.select(inserted.c.seq, *live_columns).select_from(inserted.join(numbered, sa.true()))
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import uuid
@@ -20,6 +21,7 @@ from baton.settings import get_settings
 from models import (
     Agent,
     Job,
+    JobEvent,
     JobPhase,
     JobStatus,
     JobStep,
@@ -84,10 +86,9 @@ def claim(
             if session.bind.dialect.name == "postgresql"
             else _claim_pending_alone
         )
-        step, loaded = claim_once(session, job_id=job_id, step_id=step_id, now=now, events=True)
+        step, loaded = claim_once(session, job_id=job_id, step_id=step_id, now=now, leading=[])
         # The first step of a queued job (pending): the job starts, and the step is
-        # claimed as in the common case; its job.running is the first of the claim's events
-        # (all three written by append_events).
+        # claimed as in the common case; its job.running is the first of the claim's events.
         job_started = (
             start_queued_job(session, job_id=job_id, step_id=step_id, now=now)
             if step is None
@@ -95,7 +96,7 @@ def claim(
         )
         if job_started is not None:
             step, loaded = claim_once(
-                session, job_id=job_id, step_id=step_id, now=now, events=False
+                session, job_id=job_id, step_id=step_id, now=now, leading=[job_started]
             )
         if step is None:  # not a pending step of a running job: look closer
             step = _claim_other(
@@ -131,7 +132,12 @@ def _claim_params(job_id: uuid.UUID, step_id: uuid.UUID, now: datetime) -> dict[
 
 
 def _claim_pending_alone(
-    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime, events: bool
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    step_id: uuid.UUID,
+    now: datetime,
+    leading: list[tuple[str, dict[str, Any]]],
 ) -> tuple[JobStep | None, None]:
     """The common case in one statement: a pending step of a running job becomes this
     delivery's, and the row comes back with it (RETURNING: nothing is read twice)."""
@@ -158,21 +164,27 @@ class _Loaded(NamedTuple):
 
 
 def _claim_with_context(
-    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime, events: bool
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    step_id: uuid.UUID,
+    now: datetime,
+    leading: list[tuple[str, dict[str, Any]]],
 ) -> tuple[JobStep | None, _Loaded | None]:
     """PostgreSQL: ``_claim_pending_statement`` and the context it needs in one statement
-    (``_claim_context_statement``), which starts the claimed step's phase, and with
-    ``events`` writes the claim's events: one round trip for all. Nothing (None, None)
-    if the claim did not take (nor was anything written)."""
-    row = session.execute(
-        _claim_context_statement(events), {**_claim_params(job_id, step_id, now), "x_now": now}
-    ).one_or_none()
+    (``_claim_context_statement``), which starts the claimed step's phase and writes the
+    claim's events after ``leading`` (the first step's job.running): one round trip for
+    all. Nothing (None, None) if the claim did not take (nor was anything written)."""
+    params = {**_claim_params(job_id, step_id, now), "x_now": now}
+    for k, (t, d) in enumerate(leading):
+        params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d, default=str)
+    row = session.execute(_claim_context_statement(len(leading)), params).one_or_none()
     if row is None:
         return None, None
     job, organization, agent, version, creator_active, phase, started, step, previous = row[:9]
     loaded = _Loaded(
         job, organization, agent, version, creator_active, phase, bool(started),
-        [(name, output) for name, output in previous or ()], tuple(row[9:]) if events else None,
+        [(name, output) for name, output in previous or ()], tuple(row[9:]),
     )  # fmt: skip
     return step, loaded
 
@@ -399,8 +411,8 @@ def _context_statement(dialect: str) -> sa.Select:
     )
 
 
-@functools.lru_cache(maxsize=2)
-def _claim_context_statement(events: bool) -> sa.Select:
+@functools.lru_cache(maxsize=4)
+def _claim_context_statement(leading: int) -> sa.Select:
     """PostgreSQL: the claim (``_claim_pending_statement``, RETURNING the step) as a CTE of
     one row (none if the claim did not take) with what ``_context`` needs: the job, its
     organization, agent, creator's activity, integrations' version, the claimed step's
@@ -409,10 +421,11 @@ def _claim_context_statement(events: bool) -> sa.Select:
     row repeated the job, organization and agent, decoded again (JSON, UUIDs) every time.
     The data-modifying CTEs run once, whatever the query reads of them.
 
-    ``events``: it also writes the claim's events as ``_context`` builds them
-    (phase.started if the phase started, then step.started), numbered under the job
-    row's lock as ``append_events`` numbers them, only if the claim took; the row then
-    ends with the job's ``event_seq`` and live columns (``state.numbered_events``).
+    It also writes the claim's events as ``_context`` builds them: ``leading`` given
+    ones (``:type_<k>``, ``:data_<k>``: the first step's job.running), phase.started if
+    the phase started, then step.started, numbered under the job row's lock as
+    ``append_events`` numbers them, only if the claim took; the row then ends with the
+    job's ``event_seq`` and live columns (``state.numbered_events``).
     The job row is locked by this statement then, not by a statement after it: the
     claim writes nothing after its events but the first hold, as before."""
     claimed = _claim_update().returning(*JobStep.__table__.c).cte("claimed_step")
@@ -456,18 +469,17 @@ def _claim_context_statement(events: bool) -> sa.Select:
         .outerjoin(User, User.id == Job.created_by_id)
         .execution_options(populate_existing=True)
     )
-    if events:
-        numbered, inserted = _claim_events(claimed, started)
-        statement = (
-            statement.add_cte(numbered, inserted).add_columns(*numbered.c).join(numbered, sa.true())
-        )
+    numbered, inserted = _claim_events(claimed, started, leading)
+    statement = (
+        statement.add_cte(numbered, inserted).add_columns(*numbered.c).join(numbered, sa.true())
+    )
     return prepared_orm(statement)
 
 
-def _claim_events(claimed: Any, started: Any) -> tuple[Any, Any]:
+def _claim_events(claimed: Any, started: Any, leading: int) -> tuple[Any, Any]:
     """The claim's events as CTEs (``state.numbered_events``) of ``_claim_context_statement``:
-    phase.started (``started``'s row, if any) and step.started, their data as ``_context``
-    writes it. Returns the numbering CTE and the insert's."""
+    ``leading`` given ones, phase.started (``started``'s row, if any) and step.started,
+    their data as ``_context`` writes it. Returns the numbering CTE and the insert's."""
     phases = JobPhase.__table__
     step_phase = phases.alias("step_phase")
     started_count = sa.select(sa.func.count()).select_from(started).scalar_subquery()
@@ -475,16 +487,26 @@ def _claim_events(claimed: Any, started: Any) -> tuple[Any, Any]:
     def key(name: str) -> Any:
         return sa.literal_column(f"'{name}'", sa.String)
 
-    batch = sa.union_all(
+    jsonb = JobEvent.__table__.c.data.type
+    given = [
         sa.select(
-            sa.literal_column("0", sa.Integer).label("k"),
+            sa.literal_column(str(k), sa.Integer).label("k"),
+            sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
+            sa.cast(sa.bindparam(f"data_{k}", type_=sa.String), jsonb).label("data"),
+        )
+        for k in range(leading)
+    ]
+    batch = sa.union_all(
+        *given,
+        sa.select(
+            sa.literal_column(str(leading), sa.Integer).label("k"),
             sa.literal_column("'phase.started'", sa.String).label("type"),
             sa.func.jsonb_build_object(
                 key("phase"), started.c.name, key("code"), started.c.code
             ).label("data"),
         ).select_from(started),
         sa.select(
-            started_count.label("k"),
+            (started_count + leading).label("k"),
             sa.literal_column("'step.started'", sa.String).label("type"),
             sa.func.jsonb_build_object(
                 key("phase"), step_phase.c.name, key("step"), claimed.c.name,
@@ -495,7 +517,7 @@ def _claim_events(claimed: Any, started: Any) -> tuple[Any, Any]:
     jobs = Job.__table__
     return numbered_events(
         batch,
-        started_count + 1,
+        started_count + (leading + 1),
         job_id=sa.bindparam("k_job_id", type_=jobs.c.id.type),
         now=sa.bindparam("k_now", type_=jobs.c.updated_at.type),
         gate=sa.exists(sa.select(claimed.c.id)),

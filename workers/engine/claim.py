@@ -158,7 +158,7 @@ class _Loaded(NamedTuple):
     phase: JobPhase  # as it was before the query started it
     started: bool | None  # the query started the phase (None: it did not try, SQLite)
     previous: list[tuple[str, str]]  # (name, output) of the earlier phases, in order
-    # Written by the claim's statement (``_claim_context_statement(True)``): the job's
+    # Written by the claim's statement (``_claim_context_statement``): the job's
     # ``event_seq`` after the claim's events and its live columns; None if not written.
     numbered: tuple[Any, ...] | None = None
 

@@ -257,13 +257,16 @@ def transition_job(
 ) -> bool:
     """Move the job to ``to`` if its current status allows it; False if another got there.
     ``events``: the caller's list of events still to write (``append_events``), to which
-    the ``job.<status>`` event is added instead of being written here."""
+    the ``job.<status>`` event is added instead of being written here. Otherwise, on
+    PostgreSQL, the transition's own statement numbers and writes it (the job row's
+    UPDATE bumps ``event_seq``: one statement, the same lock)."""
     now = utcnow()
     extra: dict[str, Any] = {"updated_at": now, **values}
     if to in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
         extra.setdefault("finished_at", now)
     dialect = session.bind.dialect.name
-    if any(isinstance(v, sa.ClauseElement) for v in extra.values()):
+    custom = any(isinstance(v, sa.ClauseElement) for v in extra.values())
+    if custom:
         statement = _transition_statement(to, (), dialect)  # a caller's own SQL: built here
         if to == JobStatus.RUNNING:
             extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
@@ -271,15 +274,26 @@ def transition_job(
         params: dict[str, Any] = {"t_job_id": job_id}
     else:
         keys = tuple(sorted(extra))
-        statement = _transition_statement(to, keys, dialect)
         params = {"t_job_id": job_id, "t_now": now, **{f"t_{k}": extra[k] for k in keys}}
+        statement = _transition_statement(to, keys, dialect)
+    event = (f"job.{to.value}", {"status": to.value, **(event_data or {})})
+    with_event = events is None and dialect == "postgresql" and not custom
+    if with_event:
+        statement = _transition_event_statement(to, tuple(sorted(extra)))
+        params |= {"e_type": event[0], "e_data": json.dumps(event[1], default=str)}
     row = session.execute(statement, params).first()
     changed = row is not None
     if changed:
         metrics.count_on_commit(session, metrics.JOBS, kind=row[0], status=to.value)
-        event = (f"job.{to.value}", {"status": to.value, **(event_data or {})})
         if events is not None:
             events.append(event)
+        elif with_event:  # written by the statement: announced after commit
+            live_values = row[-len(LIVE_COLUMNS) :]
+            first = row[-len(LIVE_COLUMNS) - 1]
+            queue_live_events(
+                session, job_id=job_id, events=[event], first=first, now=now,
+                live_values=live_values,
+            )  # fmt: skip
         else:
             append_event(session, job_id=job_id, type=event[0], data=event[1])
         if to in WEBHOOK_STATUSES:  # the outbox row commits with the transition
@@ -300,7 +314,33 @@ def _returning(dialect: str) -> list[Any]:
 
 def _webhook_row(row: Any) -> Any:
     """The RETURNING's webhook columns (``_returning``), or None where it has none."""
-    return None if len(row) == 1 else tuple(row)[1:]
+    return None if len(row) == 1 else tuple(row)[1 : 1 + len(webhooks.transition_columns())]
+
+
+@functools.lru_cache(maxsize=64)
+def _transition_event_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Select:
+    """PostgreSQL: ``_transition_statement`` that also numbers and inserts the
+    transition's event (``:e_type``, ``:e_data`` as JSON text, at ``:t_now``) as
+    ``append_event`` does: the job row's UPDATE bumps ``event_seq``, the insert takes
+    the number from its RETURNING, only if the transition was made. Its row: the
+    transition's RETURNING, then ``event_seq`` and ``LIVE_COLUMNS``."""
+    transitioned = (
+        _transition_statement(to, keys, "postgresql")
+        .values(event_seq=_JOBS.c.event_seq + 1)
+        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
+        .cte("transitioned")
+    )
+    written = sa.insert(_EVENTS).from_select(
+        ["job_id", "seq", "type", "data", "created_at"],
+        sa.select(
+            sa.bindparam("t_job_id", type_=_EVENTS.c.job_id.type),
+            transitioned.c.event_seq,
+            sa.bindparam("e_type", type_=sa.String),
+            sa.cast(sa.bindparam("e_data", type_=sa.String), _EVENTS.c.data.type),
+            sa.bindparam("t_now", type_=_EVENTS.c.created_at.type),
+        ).select_from(transitioned),
+    )
+    return sa.select(*transitioned.c).add_cte(written.cte("transition_event"))
 
 
 @functools.lru_cache(maxsize=64)

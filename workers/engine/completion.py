@@ -41,7 +41,7 @@ from orchestration.state import (
 )
 from workers import chat, ledger
 from workers.engine.core import Outcome, StepContext, through_outage
-from workers.engine.phases import finish_in, phase_completed_event
+from workers.engine.phases import end_job, finish_in, job_result, phase_completed_event
 from workers.providers import (
     CompletionResult,
     ProviderError,
@@ -194,26 +194,30 @@ def complete_step(
                 events.append(phase_done)
             # The job's last step (a one-step last phase; a chord's last phase is ended by
             # its join): the job ends in this transaction, its job.completed the next event.
-            ending: list[tuple[str, dict[str, Any]]] = []
-            live_values = row[8:]
-            if (
-                phase_done is not None
+            ending = (
+                job_result(session, job)
+                if phase_done is not None
                 and status == JobStatus.RUNNING.value
                 and completed >= total
-                and finish_in(session, job, ending)
-            ):
+                else None
+            )
+            live_values = row[8:]
+            if ending is not None:
                 # The live messages say what the job is at commit, as when these events
-                # were numbered after the job's end: completed, at 100 %.
+                # were numbered after the job's end: completed, at 100 %. (The end is
+                # certain: the job is running under the row lock the statement took.)
                 at_end = {"status": JobStatus.COMPLETED.value, "progress": 100}
                 live_values = tuple(
                     at_end.get(c.name, v) for c, v in zip(LIVE_COLUMNS, live_values, strict=True)
                 )
-            # Written by the statement from the same values: announced after commit.
+            # Written by the statement from the same values: announced after commit,
+            # before job.completed (the transition's statement writes and queues it).
             queue_live_events(
                 session, job_id=job.id, events=events, first=row[7] - len(events) + 1,
                 now=now, live_values=live_values,
             )  # fmt: skip
-            append_events(session, job_id=job.id, events=ending)
+            if ending is not None:
+                end_job(session, job, ending)
         else:
             phase_done = _add_to_phase(
                 session, ctx, usage, output=output, now=now, elapsed=elapsed,

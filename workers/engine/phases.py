@@ -106,20 +106,35 @@ def finish_in(
     """The job completed with its result, in the caller's transaction, if every phase is
     (the transaction that completes the last phase calls it: one commit and one task
     hop less than a task of its own). False if a phase is not, or the job is not running.
-    ``events``: the caller's events still to write, to which job.completed is added.
+    ``events``: the caller's events still to write, to which job.completed is added."""
+    result = job_result(session, job)
+    return result is not None and end_job(session, job, result, events)
 
-    Phases and steps are read as plain rows of the columns ``build_result`` reads, in
-    one statement: loading them as ORM objects was most of the job's end."""
+
+def job_result(session: Session, job: Job) -> dict[str, Any] | None:
+    """The job's result if every phase is completed, else None. Phases and steps are read
+    as plain rows of the columns ``build_result`` reads, in one statement: loading them as
+    ORM objects was most of the job's end."""
     rows = execute_prepared(session, _finish_rows_statement(), {"f_job_id": job.id}).all()
     phases = [r for r in rows if not r.is_step]
     if any(p.status != StepStatus.COMPLETED.value for p in phases):
-        return False
-    steps = [r for r in rows if r.is_step]
+        return None
+    return build_result(job, phases, [r for r in rows if r.is_step])
+
+
+def end_job(
+    session: Session,
+    job: Job,
+    result: dict[str, Any],
+    events: list[tuple[str, dict[str, Any]]] | None = None,
+) -> bool:
+    """``running -> completed`` with ``result`` (``job_result``); job.completed added to
+    ``events``, or written by the transition's own statement (``transition_job``)."""
     return transition_job(
         session,
         job_id=job.id,
         to=JobStatus.COMPLETED,
-        result=build_result(job, phases, steps),
+        result=result,
         progress=100,
         event_data={"progress": 100},
         events=events,

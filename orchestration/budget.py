@@ -645,6 +645,8 @@ def settle(
     """
     session.flush()  # the call's usage row first (these statements are Core: no autoflush)
     windows: list[Any]
+    if _one_statement(session) and scope is not None:
+        return _settle_scoped(session, call_key=call_key, actual=actual, scope=scope)
     if _one_statement(session):
         windows = list(
             execute_prepared(session, _settle_statement(), {"key": call_key, "actual": actual})
@@ -672,6 +674,98 @@ def settle(
         )
         windows.extend(_charge_unheld_windows(session, scope, held, actual))
     return windows
+
+
+def _settle_scoped(
+    session: Session, *, call_key: str, actual: Decimal, scope: CallScope
+) -> list[Any]:
+    """PostgreSQL, ``settle`` with a scope in one statement (``_settle_scoped_statement``):
+    the settlement, and the charge of every applicable limit's current window the call
+    holds nothing on. A limit whose current window does not exist yet (its first call of
+    the period) is left to ``_charge_unheld_windows``, which creates it from the ledger."""
+    now = utcnow()
+    shape = (scope.project_id is not None, scope.agent_id is not None, scope.user_id is not None)
+    params = _scope_params(scope, now) | {"key": call_key, "actual": actual}
+    rows = execute_prepared(session, _settle_scoped_statement(*shape), params).all()
+    windows = [row for row in rows if row.id is not None]
+    if len(windows) < len(rows):  # the marker row: a window to create
+        held = {w.id for w in windows}
+        held.update(
+            session.scalars(
+                sa.select(_HOLDS.c.window_id).where(
+                    _HOLDS.c.call_key == call_key, _HOLDS.c.status == "deferred"
+                )
+            )
+        )
+        windows.extend(_charge_unheld_windows(session, scope, held, actual))
+    return windows
+
+
+@functools.lru_cache(maxsize=8)
+def _settle_scoped_statement(project: bool, agent: bool, user: bool) -> sa.CompoundSelect:
+    """``_settle_statement`` and what ``_charge_unheld_windows`` does for windows that
+    exist, in one statement: the holds deferred or settled (each as before), the windows
+    settled, and the current windows of the applicable limits (``_limits_with_windows``)
+    that neither a settled nor a deferred hold of the call is on, charged ``:actual``
+    (not if it is 0). Rows: the windows charged (``_window_totals`` and the limit's alert
+    settings), then one row of NULLs if an applicable limit has no current window yet
+    (the caller charges it, ``_charge_unheld_windows``, with the rows' windows held).
+
+    Which windows the call held comes from the two hold UPDATEs' RETURNING (and its
+    holds deferred before), as the statements it replaces read it, so a hold the sweep
+    released meanwhile is charged as unheld, as before. The snapshot is the statement's
+    own, taken before it waits on any window's lock, where the limits' read was a
+    statement later; a limit or window committed in between is charged by the next
+    reservation's read as it was by a settlement starting a moment earlier."""
+    actual = sa.bindparam("actual", type_=_WINDOWS.c.spent.type)
+    deferrable = _deferrable(actual)
+    deferred = (
+        sa.update(_HOLDS)
+        .where(_HOLDS.c.call_key == sa.bindparam("key"), _HOLDS.c.status == "held", deferrable)
+        .values(status="deferred", settled_amount=actual)
+        .returning(_HOLDS.c.window_id)
+        .cte("deferred_holds")
+    )
+    settled_holds = _close_holds("settled", actual, sa.not_(deferrable))
+    limits = BudgetLimit.__table__
+    returned = [
+        *_window_totals(),
+        *(limits.c[name].label(f"limit_{name}") for name in _ALERT_SETTINGS),
+    ]
+    settled = (
+        sa.update(_WINDOWS)
+        .where(_WINDOWS.c.id == settled_holds.c.window_id, limits.c.id == _WINDOWS.c.limit_id)
+        .values(
+            reserved=_WINDOWS.c.reserved - settled_holds.c.amount,
+            spent=_WINDOWS.c.spent + actual,
+        )
+        .returning(*returned)
+        .cte("settled_windows")
+    )
+    applicable = _limits_with_windows_query(project, agent, user).cte("applicable")
+    unheld = (
+        sa.update(_WINDOWS)
+        .where(
+            _WINDOWS.c.id == applicable.c.window_id,
+            limits.c.id == _WINDOWS.c.limit_id,
+            actual != 0,
+            ~sa.exists().where(settled_holds.c.window_id == _WINDOWS.c.id),
+            ~sa.exists().where(deferred.c.window_id == _WINDOWS.c.id),
+            # and those deferred by an earlier settlement of the call (as ``settle`` reads)
+            ~sa.exists().where(
+                _HOLDS.c.window_id == _WINDOWS.c.id,
+                _HOLDS.c.call_key == sa.bindparam("key"),
+                _HOLDS.c.status == "deferred",
+            ),
+        )
+        .values(spent=_WINDOWS.c.spent + actual)
+        .returning(*returned)
+        .cte("unheld_windows")
+    )
+    missing = sa.select(*(sa.cast(sa.null(), c.type).label(c.name) for c in settled.c)).where(
+        actual != 0, sa.exists().where(applicable.c.window_id.is_(None))
+    )
+    return sa.union_all(sa.select(*settled.c), sa.select(*unheld.c), missing).add_cte(deferred)
 
 
 @functools.lru_cache(maxsize=1)

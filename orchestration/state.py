@@ -45,7 +45,7 @@ _JOBS = Job.__table__
 _EVENTS = JobEvent.__table__
 _PHASES = JobPhase.__table__
 # What a live message says about the job besides the event (see orchestration.live).
-_LIVE_COLUMNS = (
+LIVE_COLUMNS = (
     _JOBS.c.organization_id, _JOBS.c.agent_id, _JOBS.c.kind, _JOBS.c.title, _JOBS.c.status,
     _JOBS.c.progress,
 )  # fmt: skip
@@ -66,7 +66,7 @@ def append_event(
         sa.update(_JOBS)
         .where(_JOBS.c.id == job_id)
         .values(event_seq=_JOBS.c.event_seq + 1, updated_at=now)
-        .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
+        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
     )
     if session.bind.dialect.name == "postgresql":
         numbered = bump.cte("numbered")
@@ -84,7 +84,7 @@ def append_event(
             .returning(_EVENTS.c.seq)
             .cte("inserted")
         )
-        live_columns = [numbered.c[c.name] for c in _LIVE_COLUMNS]
+        live_columns = [numbered.c[c.name] for c in LIVE_COLUMNS]
         both = inserted.join(numbered, sa.true())  # one row each
         result = session.execute(sa.select(inserted.c.seq, *live_columns).select_from(both)).one()
     else:
@@ -99,7 +99,7 @@ def append_event(
         session,
         {
             "job_id": job_id, "seq": seq, "type": type, "data": data or {}, "created_at": now,
-            **{c.name: value for c, value in zip(_LIVE_COLUMNS, result[1:], strict=True)},
+            **{c.name: value for c, value in zip(LIVE_COLUMNS, result[1:], strict=True)},
         },
     )  # fmt: skip
     return seq
@@ -127,7 +127,7 @@ def append_events(
             sa.update(_JOBS)
             .where(_JOBS.c.id == job_id)
             .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
-            .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
+            .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
         )
         row = session.execute(bump).one()
         first = row[0] - count + 1
@@ -145,14 +145,64 @@ def append_events(
             params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d or {}, default=str)
         written = execute_prepared(session, _append_events_statement(count), params).all()
         first, live_values = min(r[0] for r in written), written[0][1:]
-    live_of = {c.name: value for c, value in zip(_LIVE_COLUMNS, live_values, strict=True)}
+    return queue_live_events(
+        session, job_id=job_id, events=events, first=first, now=now, live_values=live_values
+    )
+
+
+def queue_live_events(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    events: Sequence[tuple[str, dict[str, Any] | None]],
+    first: int,
+    now: datetime,
+    live_values: Sequence[Any],
+) -> Appended:
+    """Events written numbered from ``first`` (by ``append_events``, or by a caller's
+    statement built with ``numbered_events``), queued for the live channels after commit.
+    ``live_values``: the job's ``LIVE_COLUMNS`` as the numbering's UPDATE returned them."""
+    live_of = {c.name: value for c, value in zip(LIVE_COLUMNS, live_values, strict=True)}
     for k, (t, d) in enumerate(events):
         live.queue_event(
             session,
             {"job_id": job_id, "seq": first + k, "type": t, "data": d or {}, "created_at": now,
              **live_of},
         )  # fmt: skip
-    return Appended([first + k for k in range(count)], live_of["status"])
+    return Appended([first + k for k in range(len(events))], live_of["status"])
+
+
+def numbered_events(
+    batch: sa.Subquery,
+    count: Any,
+    *,
+    job_id: sa.BindParameter[Any],
+    now: sa.BindParameter[Any],
+    gate: Any,
+) -> tuple[sa.CTE, sa.CTE]:
+    """``append_events``' numbering as CTEs of a caller's statement, for events whose rows
+    that statement computes: ``batch`` has columns ``k`` (0, 1, ... in order), ``type``
+    and ``data`` (JSONB); ``count`` is its number of rows. Written only if ``gate``
+    holds. Returns the numbering CTE (the job row's UPDATE, which takes its lock as
+    ``append_events`` does; RETURNING ``event_seq`` and ``LIVE_COLUMNS``: the rows are
+    numbered ``event_seq - count + 1 + k``) and the insert's."""
+    numbered = (
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == job_id, gate)
+        .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
+        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
+        .cte("numbered")
+    )
+    rows = sa.select(
+        job_id, numbered.c.event_seq - count + 1 + batch.c.k, batch.c.type, batch.c.data, now
+    ).select_from(numbered.join(batch, sa.true()))
+    inserted = (
+        sa.insert(_EVENTS)
+        .from_select(["job_id", "seq", "type", "data", "created_at"], rows)
+        .returning(_EVENTS.c.seq)
+        .cte("inserted")
+    )
+    return numbered, inserted
 
 
 @functools.lru_cache(maxsize=16)
@@ -166,7 +216,7 @@ def _append_events_statement(count: int) -> sa.Select:
         sa.update(_JOBS)
         .where(_JOBS.c.id == sa.bindparam("job_id", type_=_JOBS.c.id.type))
         .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
-        .returning(_JOBS.c.event_seq, *_LIVE_COLUMNS)
+        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
         .cte("numbered")
     )
     batch = sa.union_all(
@@ -192,7 +242,7 @@ def _append_events_statement(count: int) -> sa.Select:
         .returning(_EVENTS.c.seq)
         .cte("inserted")
     )
-    live_columns = [numbered.c[c.name] for c in _LIVE_COLUMNS]
+    live_columns = [numbered.c[c.name] for c in LIVE_COLUMNS]
     return sa.select(inserted.c.seq, *live_columns).select_from(inserted.join(numbered, sa.true()))
 
 
@@ -207,37 +257,94 @@ def transition_job(
 ) -> bool:
     """Move the job to ``to`` if its current status allows it; False if another got there.
     ``events``: the caller's list of events still to write (``append_events``), to which
-    the ``job.<status>`` event is added instead of being written here."""
+    the ``job.<status>`` event is added instead of being written here. Otherwise, on
+    PostgreSQL, the transition's own statement numbers and writes it (the job row's
+    UPDATE bumps ``event_seq``: one statement, the same lock)."""
     now = utcnow()
     extra: dict[str, Any] = {"updated_at": now, **values}
     if to in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
         extra.setdefault("finished_at", now)
-    if any(isinstance(v, sa.ClauseElement) for v in extra.values()):
-        statement = _transition_statement(to, ())  # a caller's own SQL: built here
+    dialect = session.bind.dialect.name
+    custom = any(isinstance(v, sa.ClauseElement) for v in extra.values())
+    if custom:
+        statement = _transition_statement(to, (), dialect)  # a caller's own SQL: built here
         if to == JobStatus.RUNNING:
             extra.setdefault("started_at", sa.func.coalesce(Job.started_at, now))
         statement = statement.values(**extra)
         params: dict[str, Any] = {"t_job_id": job_id}
     else:
         keys = tuple(sorted(extra))
-        statement = _transition_statement(to, keys)
         params = {"t_job_id": job_id, "t_now": now, **{f"t_{k}": extra[k] for k in keys}}
-    kind = session.execute(statement, params).scalar()
-    changed = kind is not None
+        statement = _transition_statement(to, keys, dialect)
+    event = (f"job.{to.value}", {"status": to.value, **(event_data or {})})
+    with_event = events is None and dialect == "postgresql" and not custom
+    if with_event:
+        statement = _transition_event_statement(to, tuple(sorted(extra)))
+        params |= {"e_type": event[0], "e_data": json.dumps(event[1], default=str)}
+    row = session.execute(statement, params).first()
+    changed = row is not None
     if changed:
-        metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=to.value)
-        event = (f"job.{to.value}", {"status": to.value, **(event_data or {})})
+        metrics.count_on_commit(session, metrics.JOBS, kind=row[0], status=to.value)
         if events is not None:
             events.append(event)
+        elif with_event:  # written by the statement: announced after commit
+            live_values = row[-len(LIVE_COLUMNS) :]
+            first = row[-len(LIVE_COLUMNS) - 1]
+            queue_live_events(
+                session, job_id=job_id, events=[event], first=first, now=now,
+                live_values=live_values,
+            )  # fmt: skip
         else:
             append_event(session, job_id=job_id, type=event[0], data=event[1])
         if to in WEBHOOK_STATUSES:  # the outbox row commits with the transition
-            webhooks.record_job_transition(session, job_id=job_id, status=to.value)
+            webhooks.record_job_transition(
+                session, job_id=job_id, status=to.value, known=_webhook_row(row)
+            )
     return bool(changed)
 
 
+def _returning(dialect: str) -> list[Any]:
+    """A transition's RETURNING: the job's kind and, on PostgreSQL, what the webhook
+    outbox reads of it (``webhooks.transition_columns``: no read after the UPDATE);
+    SQLite takes no subquery there."""
+    if dialect != "postgresql":
+        return [_JOBS.c.kind]
+    return [_JOBS.c.kind, *(c.label(f"w_{k}") for k, c in enumerate(webhooks.transition_columns()))]
+
+
+def _webhook_row(row: Any) -> Any:
+    """The RETURNING's webhook columns (``_returning``), or None where it has none."""
+    return None if len(row) == 1 else tuple(row)[1 : 1 + len(webhooks.transition_columns())]
+
+
 @functools.lru_cache(maxsize=64)
-def _transition_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Update:
+def _transition_event_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Select:
+    """PostgreSQL: ``_transition_statement`` that also numbers and inserts the
+    transition's event (``:e_type``, ``:e_data`` as JSON text, at ``:t_now``) as
+    ``append_event`` does: the job row's UPDATE bumps ``event_seq``, the insert takes
+    the number from its RETURNING, only if the transition was made. Its row: the
+    transition's RETURNING, then ``event_seq`` and ``LIVE_COLUMNS``."""
+    transitioned = (
+        _transition_statement(to, keys, "postgresql")
+        .values(event_seq=_JOBS.c.event_seq + 1)
+        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
+        .cte("transitioned")
+    )
+    written = sa.insert(_EVENTS).from_select(
+        ["job_id", "seq", "type", "data", "created_at"],
+        sa.select(
+            sa.bindparam("t_job_id", type_=_EVENTS.c.job_id.type),
+            transitioned.c.event_seq,
+            sa.bindparam("e_type", type_=sa.String),
+            sa.cast(sa.bindparam("e_data", type_=sa.String), _EVENTS.c.data.type),
+            sa.bindparam("t_now", type_=_EVENTS.c.created_at.type),
+        ).select_from(transitioned),
+    )
+    return sa.select(*transitioned.c).add_cte(written.cte("transition_event"))
+
+
+@functools.lru_cache(maxsize=64)
+def _transition_statement(to: JobStatus, keys: tuple[str, ...], dialect: str) -> sa.Update:
     """``transition_job``'s compare-and-set for ``to``, setting ``keys`` from parameters
     (``:t_<key>``), built once per shape: building it per call (and through the ORM's
     bulk UPDATE) cost more Python than the round trip. ``keys`` empty: the caller adds
@@ -253,7 +360,7 @@ def _transition_statement(to: JobStatus, keys: tuple[str, ...]) -> sa.Update:
             _JOBS.c.id == sa.bindparam("t_job_id", type_=_JOBS.c.id.type),
             _JOBS.c.status.in_(sorted(s.value for s in ALLOWED_FROM[to])),
         )
-        .returning(_JOBS.c.kind)
+        .returning(*_returning(dialect))
     )
     return statement.values(**values)
 
@@ -266,18 +373,21 @@ def start_queued_job(
     Returns the ``job.running`` event for the caller to write first with its own
     events (one numbering statement for all), or None if the job was not queued or the
     step not pending (the caller looks closer)."""
-    kind = session.execute(
-        _start_queued_statement(), {"q_job_id": job_id, "q_step_id": step_id, "q_now": now}
-    ).scalar()
-    if kind is None:
+    row = session.execute(
+        _start_queued_statement(session.bind.dialect.name),
+        {"q_job_id": job_id, "q_step_id": step_id, "q_now": now},
+    ).first()
+    if row is None:
         return None
-    metrics.count_on_commit(session, metrics.JOBS, kind=kind, status=JobStatus.RUNNING.value)
-    webhooks.record_job_transition(session, job_id=job_id, status=JobStatus.RUNNING.value)
+    metrics.count_on_commit(session, metrics.JOBS, kind=row[0], status=JobStatus.RUNNING.value)
+    webhooks.record_job_transition(
+        session, job_id=job_id, status=JobStatus.RUNNING.value, known=_webhook_row(row)
+    )
     return (f"job.{JobStatus.RUNNING.value}", {"status": JobStatus.RUNNING.value})
 
 
-@functools.cache
-def _start_queued_statement() -> sa.Update:
+@functools.lru_cache(maxsize=2)
+def _start_queued_statement(dialect: str) -> sa.Update:
     steps = JobStep.__table__
     job_id = sa.bindparam("q_job_id", type_=_JOBS.c.id.type)
     now = sa.bindparam("q_now", type_=_JOBS.c.updated_at.type)
@@ -298,7 +408,7 @@ def _start_queued_statement() -> sa.Update:
             started_at=sa.func.coalesce(_JOBS.c.started_at, now),
             updated_at=now,
         )
-        .returning(_JOBS.c.kind)
+        .returning(*_returning(dialect))
     )
 
 

@@ -188,9 +188,14 @@ def record_event(
     return ids
 
 
-def record_job_transition(session: Session, *, job_id: uuid.UUID, status: str) -> None:
-    """Called by the state machine when a job starts or ends (same transaction)."""
-    listened = (
+def transition_columns() -> list[Any]:
+    """What ``record_job_transition`` reads of the job, for the RETURNING of the
+    transition's own UPDATE on ``jobs`` (PostgreSQL): no read of the job after it."""
+    return [Job.organization_id, Job.kind, Job.agent_id, Job.project_id, Job.error, _listened()]
+
+
+def _listened() -> Any:
+    return (
         sa.select(WebhookSubscription.id)
         .where(
             WebhookSubscription.organization_id == Job.organization_id,
@@ -198,29 +203,37 @@ def record_job_transition(session: Session, *, job_id: uuid.UUID, status: str) -
         )
         .exists()
     )
-    job = session.execute(
-        sa.select(
-            Job.organization_id, Job.kind, Job.agent_id, Job.project_id, Job.error, listened
-        ).where(Job.id == job_id)
-    ).one_or_none()
+
+
+def record_job_transition(
+    session: Session, *, job_id: uuid.UUID, status: str, known: Any = None
+) -> None:
+    """Called by the state machine when a job starts or ends (same transaction).
+    ``known``: the row of ``transition_columns()`` the transition's UPDATE returned."""
+    job = known
+    if job is None:
+        job = session.execute(
+            sa.select(*transition_columns()).where(Job.id == job_id)
+        ).one_or_none()
     if job is None or not job[-1]:
-        return  # the common case: nobody listens; one statement
+        return  # the common case: nobody listens; nothing more (and no statement if known)
+    organization_id, kind, agent_id, project_id, error, _ = job
     data = {
         "job_id": str(job_id),
-        "kind": job.kind,
+        "kind": kind,
         "status": status,
-        "agent_id": str(job.agent_id) if job.agent_id else None,
-        "project_id": str(job.project_id) if job.project_id else None,
+        "agent_id": str(agent_id) if agent_id else None,
+        "project_id": str(project_id) if project_id else None,
     }
     if status == "failed":
-        data["error"] = job.error
+        data["error"] = error
     types = [] if status == "running" else [f"job.{status}"]
-    if job.kind == "orchestration":
+    if kind == "orchestration":
         types.append(f"orchestration.{'started' if status == 'running' else status}")
-    if job.kind == "agent_run" and status == "completed":
+    if kind == "agent_run" and status == "completed":
         types.append("agent.completed")
     for event_type in types:
-        record_event(session, organization_id=job.organization_id, event_type=event_type, data=data)
+        record_event(session, organization_id=organization_id, event_type=event_type, data=data)
 
 
 def _jsonable(value: Any) -> Any:

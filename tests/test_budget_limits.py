@@ -607,3 +607,52 @@ def test_the_hot_statements_are_prepared_once_per_connection(database_url):
             assert pair(conn, "prep-d", "0.4") == first
     finally:
         engine.dispose()
+
+
+def test_settle_with_a_scope_charges_every_applicable_window_once(db, tenant):
+    """The engine's settlement (with the call's scope, one statement on PostgreSQL): the
+    held window settled, a limit's existing window the call holds nothing on charged, a
+    limit with no window yet given one from the ledger, nothing charged twice."""
+    org = tenant["org"]
+    scope = budget.CallScope(org.id, tenant["project"].id)
+    held_limit = factories.budget_limit(db, org, name="held", amount_usd="100")
+    db.commit()
+    with db.begin_nested():
+        holds = budget.reserve(
+            db, scope=scope, call_key="scoped", amount=Decimal("2"), job_id=None, hold_seconds=60
+        )
+    assert len(holds) == 1
+    # Limits that appear while the call is in flight: one whose window exists (another
+    # call made it), one with none yet, one of another project (not applicable).
+    with_window = factories.budget_limit(db, org, name="with window", period="total")
+    budget.current_window(db, with_window)
+    fresh = factories.budget_limit(
+        db, org, name="fresh", scope_type="project", scope_id=tenant["project"].id,
+        period="monthly",
+    )  # fmt: skip
+    other = factories.budget_limit(
+        db, org, name="other", scope_type="project", scope_id=uuid.uuid4()
+    )
+    budget.current_window(db, other)
+    db.commit()
+
+    def spent(limit) -> Decimal:
+        window = budget.current_window(db, limit)
+        db.refresh(window)
+        return window.spent
+
+    with db.begin_nested():
+        factories.usage_record(db, org, cost="1.5", project_id=tenant["project"].id)
+        charged = budget.settle(db, call_key="scoped", actual=Decimal("1.5"), scope=scope)
+    db.commit()
+    # The held window's settlement deferred; the fresh window created with the charge in it.
+    assert [w.limit_id for w in charged] == [with_window.id]
+    assert (spent(held_limit), spent(with_window), spent(fresh)) == (Decimal("1.5"),) * 3
+    assert spent(other) == 0
+    assert [h.status for h in budget.holds_of(db, call_key="scoped")] == ["deferred"]
+    # Settled again (never by the engine, whose ledger key stops it): the held window,
+    # deferred, is not charged as unheld.
+    with db.begin_nested():
+        again = budget.settle(db, call_key="scoped", actual=Decimal("0"), scope=scope)
+    assert again == []
+    assert (spent(held_limit), spent(with_window), spent(fresh)) == (Decimal("1.5"),) * 3

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import uuid
@@ -20,6 +21,7 @@ from baton.settings import get_settings
 from models import (
     Agent,
     Job,
+    JobEvent,
     JobPhase,
     JobStatus,
     JobStep,
@@ -33,6 +35,8 @@ from models.prepared import prepared_orm
 from orchestration import integrations, live
 from orchestration.state import (
     append_events,
+    numbered_events,
+    queue_live_events,
     set_phase_status,
     start_queued_job,
     transition_job,
@@ -82,7 +86,7 @@ def claim(
             if session.bind.dialect.name == "postgresql"
             else _claim_pending_alone
         )
-        step, loaded = claim_once(session, job_id=job_id, step_id=step_id, now=now)
+        step, loaded = claim_once(session, job_id=job_id, step_id=step_id, now=now, leading=[])
         # The first step of a queued job (pending): the job starts, and the step is
         # claimed as in the common case; its job.running is the first of the claim's events.
         job_started = (
@@ -91,7 +95,9 @@ def claim(
             else None
         )
         if job_started is not None:
-            step, loaded = claim_once(session, job_id=job_id, step_id=step_id, now=now)
+            step, loaded = claim_once(
+                session, job_id=job_id, step_id=step_id, now=now, leading=[job_started]
+            )
         if step is None:  # not a pending step of a running job: look closer
             step = _claim_other(
                 session, job_id=job_id, step_id=step_id, take_over_from=take_over_from, now=now
@@ -126,7 +132,12 @@ def _claim_params(job_id: uuid.UUID, step_id: uuid.UUID, now: datetime) -> dict[
 
 
 def _claim_pending_alone(
-    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    step_id: uuid.UUID,
+    now: datetime,
+    leading: list[tuple[str, dict[str, Any]]],
 ) -> tuple[JobStep | None, None]:
     """The common case in one statement: a pending step of a running job becomes this
     delivery's, and the row comes back with it (RETURNING: nothing is read twice)."""
@@ -147,23 +158,33 @@ class _Loaded(NamedTuple):
     phase: JobPhase  # as it was before the query started it
     started: bool | None  # the query started the phase (None: it did not try, SQLite)
     previous: list[tuple[str, str]]  # (name, output) of the earlier phases, in order
+    # Written by the claim's statement (``_claim_context_statement``): the job's
+    # ``event_seq`` after the claim's events and its live columns; None if not written.
+    numbered: tuple[Any, ...] | None = None
 
 
 def _claim_with_context(
-    session: Session, *, job_id: uuid.UUID, step_id: uuid.UUID, now: datetime
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    step_id: uuid.UUID,
+    now: datetime,
+    leading: list[tuple[str, dict[str, Any]]],
 ) -> tuple[JobStep | None, _Loaded | None]:
     """PostgreSQL: ``_claim_pending_statement`` and the context it needs in one statement
-    (``_claim_context_statement``), which starts the claimed step's phase: one round trip
-    for both. Nothing (None, None) if the claim did not take."""
-    row = session.execute(
-        _claim_context_statement(), {**_claim_params(job_id, step_id, now), "x_now": now}
-    ).one_or_none()
+    (``_claim_context_statement``), which starts the claimed step's phase and writes the
+    claim's events after ``leading`` (the first step's job.running): one round trip for
+    all. Nothing (None, None) if the claim did not take (nor was anything written)."""
+    params = {**_claim_params(job_id, step_id, now), "x_now": now}
+    for k, (t, d) in enumerate(leading):
+        params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d, default=str)
+    row = session.execute(_claim_context_statement(len(leading)), params).one_or_none()
     if row is None:
         return None, None
-    job, organization, agent, version, creator_active, phase, started, step, previous = row
+    job, organization, agent, version, creator_active, phase, started, step, previous = row[:9]
     loaded = _Loaded(
         job, organization, agent, version, creator_active, phase, bool(started),
-        [(name, output) for name, output in previous or ()],
+        [(name, output) for name, output in previous or ()], tuple(row[9:]),
     )  # fmt: skip
     return step, loaded
 
@@ -285,7 +306,7 @@ def _context(
     that query reads, already read with the claim (``_claim_with_context``)."""
     if loaded is None:
         loaded = _load_context(session, step, now)
-    job, organization, agent, version, creator_active, phase, started, previous = loaded
+    job, organization, agent, version, creator_active, phase, started, previous, numbered = loaded
     if started is None:  # SQLite: no UPDATE inside a WITH
         started = set_phase_status(
             session, phase_id=phase.id, to=StepStatus.RUNNING, from_=[StepStatus.PENDING],
@@ -306,7 +327,14 @@ def _context(
     )  # fmt: skip
     # The job's status as of the row lock the numbering takes (held until commit: a
     # cancel landing now waits for this claim), for the first hold (run.py).
-    set_committed_value(job, "status", append_events(session, job_id=job.id, events=events).status)
+    if numbered is None:
+        appended = append_events(session, job_id=job.id, events=events)
+    else:  # written by the claim's statement from the same values: announced after commit
+        appended = queue_live_events(
+            session, job_id=job.id, events=events, first=numbered[0] - len(events) + 1,
+            now=now, live_values=numbered[1:],
+        )  # fmt: skip
+    set_committed_value(job, "status", appended.status)
     siblings = []
     providers = None
     if step.spec.get("kind") == "score":
@@ -383,15 +411,23 @@ def _context_statement(dialect: str) -> sa.Select:
     )
 
 
-@functools.cache
-def _claim_context_statement() -> sa.Select:
+@functools.lru_cache(maxsize=4)
+def _claim_context_statement(leading: int) -> sa.Select:
     """PostgreSQL: the claim (``_claim_pending_statement``, RETURNING the step) as a CTE of
     one row (none if the claim did not take) with what ``_context`` needs: the job, its
     organization, agent, creator's activity, integrations' version, the claimed step's
     phase (which the other data-modifying CTE starts, returning whether it did), the step,
     and the earlier phases' names and outputs. One row, not one a phase of the job: each
     row repeated the job, organization and agent, decoded again (JSON, UUIDs) every time.
-    The data-modifying CTEs run once, whatever the query reads of them."""
+    The data-modifying CTEs run once, whatever the query reads of them.
+
+    It also writes the claim's events as ``_context`` builds them: ``leading`` given
+    ones (``:type_<k>``, ``:data_<k>``: the first step's job.running), phase.started if
+    the phase started, then step.started, numbered under the job row's lock as
+    ``append_events`` numbers them, only if the claim took; the row then ends with the
+    job's ``event_seq`` and live columns (``state.numbered_events``).
+    The job row is locked by this statement then, not by a statement after it: the
+    claim writes nothing after its events but the first hold, as before."""
     claimed = _claim_update().returning(*JobStep.__table__.c).cte("claimed_step")
     started = _start_phase(sa.select(claimed.c.phase_id).scalar_subquery())
     step = aliased(JobStep, claimed)
@@ -412,7 +448,7 @@ def _claim_context_statement() -> sa.Select:
     )
     # Prepared (planning it cost about as much as running it), its rows still loaded by
     # the ORM as before.
-    return prepared_orm(
+    statement = (
         sa.select(
             Job,
             Organization,
@@ -433,6 +469,59 @@ def _claim_context_statement() -> sa.Select:
         .outerjoin(User, User.id == Job.created_by_id)
         .execution_options(populate_existing=True)
     )
+    numbered, inserted = _claim_events(claimed, started, leading)
+    statement = (
+        statement.add_cte(numbered, inserted).add_columns(*numbered.c).join(numbered, sa.true())
+    )
+    return prepared_orm(statement)
+
+
+def _claim_events(claimed: Any, started: Any, leading: int) -> tuple[Any, Any]:
+    """The claim's events as CTEs (``state.numbered_events``) of ``_claim_context_statement``:
+    ``leading`` given ones, phase.started (``started``'s row, if any) and step.started,
+    their data as ``_context`` writes it. Returns the numbering CTE and the insert's."""
+    phases = JobPhase.__table__
+    step_phase = phases.alias("step_phase")
+    started_count = sa.select(sa.func.count()).select_from(started).scalar_subquery()
+
+    def key(name: str) -> Any:
+        return sa.literal_column(f"'{name}'", sa.String)
+
+    jsonb = JobEvent.__table__.c.data.type
+    given = [
+        sa.select(
+            sa.literal_column(str(k), sa.Integer).label("k"),
+            sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
+            sa.cast(sa.bindparam(f"data_{k}", type_=sa.String), jsonb).label("data"),
+        )
+        for k in range(leading)
+    ]
+    batch = sa.union_all(
+        *given,
+        sa.select(
+            sa.literal_column(str(leading), sa.Integer).label("k"),
+            sa.literal_column("'phase.started'", sa.String).label("type"),
+            sa.func.jsonb_build_object(
+                key("phase"), started.c.name, key("code"), started.c.code
+            ).label("data"),
+        ).select_from(started),
+        sa.select(
+            (started_count + leading).label("k"),
+            sa.literal_column("'step.started'", sa.String).label("type"),
+            sa.func.jsonb_build_object(
+                key("phase"), step_phase.c.name, key("step"), claimed.c.name,
+                key("attempt"), claimed.c.attempts, key("worker"), claimed.c.claimed_by,
+            ).label("data"),
+        ).select_from(claimed.join(step_phase, step_phase.c.id == claimed.c.phase_id)),
+    ).subquery("batch")  # fmt: skip
+    jobs = Job.__table__
+    return numbered_events(
+        batch,
+        started_count + (leading + 1),
+        job_id=sa.bindparam("k_job_id", type_=jobs.c.id.type),
+        now=sa.bindparam("k_now", type_=jobs.c.updated_at.type),
+        gate=sa.exists(sa.select(claimed.c.id)),
+    )
 
 
 def _start_phase(phase_id: Any) -> Any:
@@ -446,6 +535,6 @@ def _start_phase(phase_id: Any) -> Any:
             status=StepStatus.RUNNING.value,
             started_at=sa.bindparam("x_now", type_=phases.c.started_at.type),
         )
-        .returning(phases.c.id)
+        .returning(phases.c.id, phases.c.name, phases.c.code)
         .cte("started_phase")
     )

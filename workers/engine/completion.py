@@ -5,6 +5,7 @@ phase and the job; and the budget settlement that closes either."""
 from __future__ import annotations
 
 import functools
+import json
 import time
 import uuid
 from contextlib import nullcontext
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from baton.settings import get_settings
 from models import (
     Job,
+    JobEvent,
     JobPhase,
     JobStatus,
     JobStep,
@@ -29,15 +31,17 @@ from models.db import transaction
 from models.prepared import execute_prepared
 from orchestration import budget, metrics
 from orchestration.state import (
+    LIVE_COLUMNS,
     append_event,
     append_events,
+    queue_live_events,
     set_phase_status,
     set_step_status,
     transition_job,
 )
 from workers import chat, ledger
 from workers.engine.core import Outcome, StepContext, through_outage
-from workers.engine.phases import finish_in, phase_completed_event
+from workers.engine.phases import end_job, finish_in, job_result, phase_completed_event
 from workers.providers import (
     CompletionResult,
     ProviderError,
@@ -102,18 +106,36 @@ def complete_step(
         }  # fmt: skip
         phase = ctx.phase
         elapsed = int((now - phase.started_at).total_seconds() * 1000) if phase.started_at else None
+        # The streamed text not yet written, then the answered attempt, before the rest.
+        events = calls.answer_events() if calls is not None else []
+        event = _step_completed_event(
+            ctx, result, usage, elapsed_ms=elapsed_ms, earlier_cost=earlier_cost,
+            tools_used=tools_used,
+        )  # fmt: skip
         if dialect == "postgresql":
-            # Ledger row, step, phase and job counters in one statement (data-modifying
-            # CTEs): one round trip instead of four, the same rows written in the same order.
+            # Ledger row, step, phase, job counters and the step's events in one statement
+            # (data-modifying CTEs): one round trip instead of five, the same rows written
+            # in the same order. The progress and the phase's tokens in the events come
+            # from the statement's own UPDATEs.
+            template = phase_completed_event(
+                phase, output=output, elapsed_ms=elapsed, prompt_tokens=0, completion_tokens=0
+            )[1]
             params |= _phase_params(phase, usage, output=output, now=now, elapsed=elapsed)
             params |= {"j_job_id": job.id, "j_now": now, **(spent or {})}
-            (siblings, closed_prompt, closed_completion, progress, status, completed, total) = (
-                execute_prepared(
-                    session,
-                    _complete_all_statement(spent is not None, tools_used is not None),
-                    params,
-                ).one()
-            )
+            params |= {
+                "e_step": json.dumps(event, default=str),
+                "e_phase": json.dumps(template, default=str),
+                **{f"type_{k}": t for k, (t, _) in enumerate(events)},
+                **{f"data_{k}": json.dumps(d or {}, default=str) for k, (_, d) in enumerate(events)},
+            }  # fmt: skip
+            row = execute_prepared(
+                session,
+                _complete_all_statement(spent is not None, tools_used is not None, len(events)),
+                params,
+            ).one()
+            (siblings, closed_prompt, closed_completion, progress, status, completed, total) = row[
+                :7
+            ]
         else:  # the embedded SQLite: no UPDATE inside a WITH, one statement each
             if spent is not None:
                 ledger.record_usage(session, usage=spent)
@@ -128,8 +150,6 @@ def complete_step(
                     sa.select(sa.func.count(JobStep.id)).where(JobStep.phase_id == counted)
                 )
             )
-        # The streamed text not yet written, then the answered attempt, before the rest.
-        events = calls.answer_events() if calls is not None else []
         if siblings is None:
             # The job was cancelled (or failed) while the call was in flight: the answer
             # is kept on the cancelled step, its cost is in the ledger, and the history
@@ -163,12 +183,41 @@ def complete_step(
             return Outcome.STOP
         metrics.count_on_commit(session, metrics.STEPS, kind=job.kind, status="completed")
         if dialect == "postgresql":
+            event["progress"] = progress
+            events.append(("step.completed", event))
             phase_done = None
             if closed_prompt is not None:  # the step's only one: it closed the phase
                 phase_done = phase_completed_event(
                     phase, output=output, elapsed_ms=elapsed, prompt_tokens=closed_prompt,
                     completion_tokens=closed_completion,
                 )  # fmt: skip
+                events.append(phase_done)
+            # The job's last step (a one-step last phase; a chord's last phase is ended by
+            # its join): the job ends in this transaction, its job.completed the next event.
+            ending = (
+                job_result(session, job)
+                if phase_done is not None
+                and status == JobStatus.RUNNING.value
+                and completed >= total
+                else None
+            )
+            live_values = row[8:]
+            if ending is not None:
+                # The live messages say what the job is at commit, as when these events
+                # were numbered after the job's end: completed, at 100 %. (The end is
+                # certain: the job is running under the row lock the statement took.)
+                at_end = {"status": JobStatus.COMPLETED.value, "progress": 100}
+                live_values = tuple(
+                    at_end.get(c.name, v) for c, v in zip(LIVE_COLUMNS, live_values, strict=True)
+                )
+            # Written by the statement from the same values: announced after commit,
+            # before job.completed (the transition's statement writes and queues it).
+            queue_live_events(
+                session, job_id=job.id, events=events, first=row[7] - len(events) + 1,
+                now=now, live_values=live_values,
+            )  # fmt: skip
+            if ending is not None:
+                end_job(session, job, ending)
         else:
             phase_done = _add_to_phase(
                 session, ctx, usage, output=output, now=now, elapsed=elapsed,
@@ -179,45 +228,58 @@ def complete_step(
             progress, status, completed, total = session.execute(
                 _count_step_statement(dialect), {"j_job_id": job.id, "j_now": now}
             ).one()
-        event = {
-            "phase": ctx.phase.name,
-            "step": step.name,
-            "progress": progress,
-            "execution_time_ms": elapsed_ms,
-        }
-        if result is not None:
-            event |= {
-                "provider": result.provider,
-                "model": result.model,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "cost": str(result.cost),
-                "attempts": result.attempts,
-                "providers_tried": result.providers_tried,
-            }
-            if result.skipped:
-                event["skipped"] = result.skipped
-            if result.usage_estimated:
-                event["usage_estimated"] = True
-            if earlier_cost:
-                event["step_cost"] = str(usage["cost"])
-            if tools_used is not None:
-                event["tools_used"] = tools_used
-        events.append(("step.completed", event))
-        if phase_done is not None:
-            events.append(phase_done)
-            if status == JobStatus.RUNNING.value and completed >= total:
-                # The job's last step (a one-step last phase; a chord's last phase is
-                # ended by its join): the job ends in this transaction, its job.completed
-                # the last of the step's events.
-                finish_in(session, job, events)
-        append_events(session, job_id=job.id, events=events)
+            event["progress"] = progress
+            events.append(("step.completed", event))
+            if phase_done is not None:
+                events.append(phase_done)
+                if status == JobStatus.RUNNING.value and completed >= total:
+                    # The job's last step: it ends in this transaction, its job.completed
+                    # the last of the step's events.
+                    finish_in(session, job, events)
+            append_events(session, job_id=job.id, events=events)
         if chat.is_chat(ctx):  # the reply message, and the conversation's next reply
             chat.reply_written(session, ctx, text=output, usage=usage)
         if result is not None:
             settle(session, ctx, call_key, result.cost)
     # Paused meanwhile: the chain stops here and resume sends the rest.
     return Outcome.CONTINUE if status == JobStatus.RUNNING.value else Outcome.STOP
+
+
+def _step_completed_event(
+    ctx: StepContext,
+    result: CompletionResult | None,
+    usage: dict[str, Any],
+    *,
+    elapsed_ms: int,
+    earlier_cost: Decimal,
+    tools_used: list[str] | None,
+) -> dict[str, Any]:
+    """step.completed's data; its ``progress`` (None here) is the job's after the step."""
+    event: dict[str, Any] = {
+        "phase": ctx.phase.name,
+        "step": ctx.step.name,
+        "progress": None,
+        "execution_time_ms": elapsed_ms,
+    }
+    if result is not None:
+        event |= {
+            "provider": result.provider,
+            "model": result.model,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "cost": str(result.cost),
+            "attempts": result.attempts,
+            "providers_tried": result.providers_tried,
+        }
+        if result.skipped:
+            event["skipped"] = result.skipped
+        if result.usage_estimated:
+            event["usage_estimated"] = True
+        if earlier_cost:
+            event["step_cost"] = str(usage["cost"])
+        if tools_used is not None:
+            event["tools_used"] = tools_used
+    return event
 
 
 def _phase_params(
@@ -271,6 +333,7 @@ def _add_to_phase(
 _STEPS = JobStep.__table__
 _PHASES = JobPhase.__table__
 _JOBS = Job.__table__
+_EVENTS = JobEvent.__table__
 _USAGE_COLUMNS = ("provider", "model", "prompt_tokens", "completion_tokens", "cost")
 
 
@@ -331,8 +394,8 @@ def _phase_size() -> sa.ScalarSelect[int]:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _complete_all_statement(with_ledger: bool, with_tools: bool) -> sa.Select:
+@functools.lru_cache(maxsize=32)
+def _complete_all_statement(with_ledger: bool, with_tools: bool, leading: int) -> sa.Select:
     """PostgreSQL: the completion's writes in one statement, each a data-modifying CTE as
     its own statement was (same conditions, same values). The ledger row (``u_*``,
     whatever the step's fate: the call was paid for); the step (``_complete_statement``),
@@ -343,7 +406,15 @@ def _complete_all_statement(with_ledger: bool, with_tools: bool) -> sa.Select:
     (its WHERE reads the phase CTEs first), as before: the job row is the one a chord's
     steps queue on. One row: the phase's size (NULL: the step was not running or the job
     not running or paused), the closed phase's tokens (NULL: not closed), the job's
-    progress, status, completed and total steps (NULL if the step did not complete)."""
+    progress, status, completed and total steps (NULL if the step did not complete).
+
+    The step's events too, numbered as ``append_events`` numbers them (one bump of the
+    job's ``event_seq``, here in the counters' own UPDATE: a row is updated once a
+    statement; its lock orders the job's events), only if the step completed:
+    ``leading`` events given whole (``:type_<k>``, ``:data_<k>``: streamed text, the
+    answered attempt), step.completed (``:e_step`` with the job's new progress) and, if
+    the phase closed, phase.completed (``:e_phase`` with the phase's tokens). The row
+    then ends with the job's ``event_seq`` and ``state.LIVE_COLUMNS`` (NULL if not)."""
     step = (
         _complete_update(with_tools)
         .returning(_phase_size().label("siblings"))
@@ -376,24 +447,98 @@ def _complete_all_statement(with_ledger: bool, with_tools: bool) -> sa.Select:
         sa.select(sa.func.count()).select_from(added).scalar_subquery()
         + sa.select(sa.func.count()).select_from(closed).scalar_subquery()
     )
+    closed_count = sa.select(sa.func.count()).select_from(closed).scalar_subquery()
+    count = closed_count + (leading + 1)
     counted = (
         _count_update("postgresql")
+        .values(event_seq=_JOBS.c.event_seq + count)
         .where(step_done, phase_written >= 0)
-        .returning(_JOBS.c.progress, _JOBS.c.status, _JOBS.c.completed_steps, _JOBS.c.total_steps)
+        .returning(
+            _JOBS.c.progress,
+            _JOBS.c.status,
+            _JOBS.c.completed_steps,
+            _JOBS.c.total_steps,
+            _JOBS.c.event_seq,
+            *LIVE_COLUMNS,
+        )  # fmt: skip
         .cte("counted_job")
     )
+    inserted = _step_events(counted, closed, count, leading)
+    one = sa.select(sa.literal_column("1").label("one")).subquery("one")
     statement = sa.select(
         sa.select(step.c.siblings).scalar_subquery(),
         sa.select(closed.c.prompt_tokens).scalar_subquery(),
         sa.select(closed.c.completion_tokens).scalar_subquery(),
-        sa.select(counted.c.progress).scalar_subquery(),
-        sa.select(counted.c.status).scalar_subquery(),
-        sa.select(counted.c.completed_steps).scalar_subquery(),
-        sa.select(counted.c.total_steps).scalar_subquery(),
-    )
+        counted.c.progress,
+        counted.c.status,
+        counted.c.completed_steps,
+        counted.c.total_steps,
+        counted.c.event_seq,
+        *(counted.c[c.name] for c in LIVE_COLUMNS),
+    ).select_from(one.outerjoin(counted, sa.true()))
     if with_ledger:
         statement = statement.add_cte(ledger.insert_statement().cte("ledger_row"))
-    return statement.add_cte(step, closed, added, counted)
+    return statement.add_cte(step, closed, added, counted, inserted)
+
+
+def _step_events(counted: Any, closed: Any, count: Any, leading: int) -> Any:
+    """The completion's events as an INSERT CTE (rows only if ``counted`` has one, i.e.
+    the step completed), numbered ``event_seq - count + 1 + k`` from the counters'
+    UPDATE: ``leading`` given events, step.completed, and phase.completed if ``closed``."""
+    jsonb = _EVENTS.c.data.type
+
+    def key(name: str) -> Any:
+        return sa.literal_column(f"'{name}'", sa.String)
+
+    def given(k: int) -> sa.Select:
+        return sa.select(
+            sa.literal_column(str(k), sa.Integer).label("k"),
+            sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
+            sa.cast(sa.bindparam(f"data_{k}", type_=sa.String), jsonb).label("data"),
+        )
+
+    step_data = sa.func.jsonb_set(
+        sa.cast(sa.bindparam("e_step", type_=sa.String), jsonb),
+        sa.literal_column("ARRAY['progress']"),
+        sa.func.to_jsonb(counted.c.progress),
+    )
+    phase_data = sa.func.jsonb_set(
+        sa.cast(sa.bindparam("e_phase", type_=sa.String), jsonb),
+        sa.literal_column("ARRAY['token_usage']"),
+        sa.func.jsonb_build_object(
+            key("prompt_tokens"), closed.c.prompt_tokens,
+            key("completion_tokens"), closed.c.completion_tokens,
+            key("total_tokens"), closed.c.prompt_tokens + closed.c.completion_tokens,
+        ),
+    )  # fmt: skip
+    batch = sa.union_all(
+        *(given(k) for k in range(leading)),
+        sa.select(
+            sa.literal_column(str(leading), sa.Integer).label("k"),
+            sa.literal_column("'step.completed'", sa.String).label("type"),
+            step_data.label("data"),
+        ).select_from(counted),
+        sa.select(
+            sa.literal_column(str(leading + 1), sa.Integer).label("k"),
+            sa.literal_column("'phase.completed'", sa.String).label("type"),
+            phase_data.label("data"),
+        ).select_from(closed),
+    ).subquery("batch")
+    return (
+        sa.insert(_EVENTS)
+        .from_select(
+            ["job_id", "seq", "type", "data", "created_at"],
+            sa.select(
+                _param("j_job_id", _EVENTS.c.job_id),
+                counted.c.event_seq - count + 1 + batch.c.k,
+                batch.c.type,
+                batch.c.data,
+                _param("j_now", _EVENTS.c.created_at),
+            ).select_from(counted.join(batch, sa.true())),
+        )
+        .returning(_EVENTS.c.seq)
+        .cte("inserted_events")
+    )
 
 
 @functools.lru_cache(maxsize=4)

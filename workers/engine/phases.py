@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from models import (
     utcnow,
 )
 from models.db import transaction
+from models.prepared import execute_prepared
 from orchestration.results import build_result
 from orchestration.state import (
     append_event,
@@ -105,19 +107,68 @@ def finish_in(
     (the transaction that completes the last phase calls it: one commit and one task
     hop less than a task of its own). False if a phase is not, or the job is not running.
     ``events``: the caller's events still to write, to which job.completed is added."""
-    phases = list(session.scalars(sa.select(JobPhase).where(JobPhase.job_id == job.id)))
+    result = job_result(session, job)
+    return result is not None and end_job(session, job, result, events)
+
+
+def job_result(session: Session, job: Job) -> dict[str, Any] | None:
+    """The job's result if every phase is completed, else None. Phases and steps are read
+    as plain rows of the columns ``build_result`` reads, in one statement: loading them as
+    ORM objects was most of the job's end."""
+    rows = execute_prepared(session, _finish_rows_statement(), {"f_job_id": job.id}).all()
+    phases = [r for r in rows if not r.is_step]
     if any(p.status != StepStatus.COMPLETED.value for p in phases):
-        return False
-    steps = list(session.scalars(sa.select(JobStep).where(JobStep.job_id == job.id)))
+        return None
+    return build_result(job, phases, [r for r in rows if r.is_step])
+
+
+def end_job(
+    session: Session,
+    job: Job,
+    result: dict[str, Any],
+    events: list[tuple[str, dict[str, Any]]] | None = None,
+) -> bool:
+    """``running -> completed`` with ``result`` (``job_result``); job.completed added to
+    ``events``, or written by the transition's own statement (``transition_job``)."""
     return transition_job(
         session,
         job_id=job.id,
         to=JobStatus.COMPLETED,
-        result=build_result(job, phases, steps),
+        result=result,
         progress=100,
         event_data={"progress": 100},
         events=events,
     )
+
+
+# What build_result reads of a phase and of a step (orchestration/results.py).
+_PHASE_COLUMNS = ("position", "name", "status", "output", "execution_time_ms")
+_STEP_COLUMNS = (
+    "position", "status", "output", "spec", "prompt_tokens", "completion_tokens", "cost",
+    "completed_at", "provider", "model", "tools_used",
+)  # fmt: skip
+
+
+@functools.cache
+def _finish_rows_statement() -> sa.CompoundSelect:
+    """The job's phases and steps (``:f_job_id``) as one row set: ``is_step``, then the
+    columns of ``_PHASE_COLUMNS`` and ``_STEP_COLUMNS`` (NULL where the table has none)."""
+    phases, steps = JobPhase.__table__, JobStep.__table__
+    names = dict.fromkeys((*_PHASE_COLUMNS, *_STEP_COLUMNS))
+
+    def part(table: sa.Table, wanted: tuple[str, ...], is_step: bool) -> sa.Select:
+        columns = [
+            (table.c[n] if n in wanted else sa.cast(sa.null(), _type_of(n))).label(n) for n in names
+        ]
+        flag = sa.true() if is_step else sa.false()
+        return sa.select(flag.label("is_step"), *columns).where(
+            table.c.job_id == sa.bindparam("f_job_id", type_=table.c.job_id.type)
+        )
+
+    def _type_of(name: str) -> Any:
+        return (steps.c[name] if name in steps.c else phases.c[name]).type
+
+    return sa.union_all(part(phases, _PHASE_COLUMNS, False), part(steps, _STEP_COLUMNS, True))
 
 
 def finish_job(sessions: sessionmaker[Session], *, job_id: uuid.UUID) -> Outcome:

@@ -1,6 +1,6 @@
 """Trace (not a benchmark, not a test): where the wall time of a 5-phase ``sim`` job goes
 with a real worker, from its events' timestamps, as ``bench_engine.py`` runs it (one job
-at a time through the API, the same worker, the same polling for its end).
+at a time through the API, the same worker, the same wait for its end on its live channel).
 
 Each event's ``created_at`` is taken when its statement is built (before the commit), so:
 ``step.started -> step.completed`` is the rest of the claim's transaction, its commit, the
@@ -19,6 +19,7 @@ import time
 
 import bench_engine as be  # sets the environment (its own database, queues) on import
 import httpx
+import redis
 import sqlalchemy as sa
 from scratch import create_database, drop_database
 
@@ -50,19 +51,13 @@ def main() -> None:
         procs.append(celery_worker("workers", all_queues()))
         time.sleep(3)
         seen: dict[str, tuple[float, float, float]] = {}
+        live = redis.Redis.from_url(be.ENV["REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
         with httpx.Client(base_url=f"http://127.0.0.1:{be.PORT + 10}", timeout=30) as client:
             for i in range(args.jobs + 3):  # 3 warm-up jobs, as bench_engine
                 posted = time.time()
                 job_id = client.post("/api/v1/orchestrate", json=body, headers=headers).json()["id"]
                 answered = time.time()
-                while True:
-                    with engine.connect() as conn:
-                        status = conn.execute(
-                            sa.text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}
-                        ).scalar()
-                    if status in ("completed", "failed", "cancelled"):
-                        break
-                    time.sleep(0.002)
+                be.wait_for_end(engine, live, job_id)
                 if i >= 3:
                     seen[job_id] = (posted, answered, time.time())
         gaps: dict[str, list[float]] = {}

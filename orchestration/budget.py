@@ -663,17 +663,24 @@ def settle(
             if window is not None:
                 windows.append(window)
     if scope is not None and actual:
-        held = {w.id for w in windows}
-        # And the windows this settlement deferred on (charged, though not returned).
-        held.update(
-            session.scalars(
-                sa.select(_HOLDS.c.window_id).where(
-                    _HOLDS.c.call_key == call_key, _HOLDS.c.status == "deferred"
-                )
+        windows.extend(_charge_the_unheld(session, call_key, scope, windows, actual))
+    return windows
+
+
+def _charge_the_unheld(
+    session: Session, call_key: str, scope: CallScope, windows: list[Any], actual: Decimal
+) -> list[Any]:
+    """``_charge_unheld_windows`` for the windows neither in ``windows`` (charged by the
+    settlement) nor under a hold of the call's that it deferred (charged, not returned)."""
+    held = {w.id for w in windows}
+    held.update(
+        session.scalars(
+            sa.select(_HOLDS.c.window_id).where(
+                _HOLDS.c.call_key == call_key, _HOLDS.c.status == "deferred"
             )
         )
-        windows.extend(_charge_unheld_windows(session, scope, held, actual))
-    return windows
+    )
+    return _charge_unheld_windows(session, scope, held, actual)
 
 
 def _settle_scoped(
@@ -689,15 +696,7 @@ def _settle_scoped(
     rows = execute_prepared(session, _settle_scoped_statement(*shape), params).all()
     windows = [row for row in rows if row.id is not None]
     if len(windows) < len(rows):  # the marker row: a window to create
-        held = {w.id for w in windows}
-        held.update(
-            session.scalars(
-                sa.select(_HOLDS.c.window_id).where(
-                    _HOLDS.c.call_key == call_key, _HOLDS.c.status == "deferred"
-                )
-            )
-        )
-        windows.extend(_charge_unheld_windows(session, scope, held, actual))
+        windows.extend(_charge_the_unheld(session, call_key, scope, windows, actual))
     return windows
 
 
@@ -718,20 +717,9 @@ def _settle_scoped_statement(project: bool, agent: bool, user: bool) -> sa.Compo
     statement later; a limit or window committed in between is charged by the next
     reservation's read as it was by a settlement starting a moment earlier."""
     actual = sa.bindparam("actual", type_=_WINDOWS.c.spent.type)
-    deferrable = _deferrable(actual)
-    deferred = (
-        sa.update(_HOLDS)
-        .where(_HOLDS.c.call_key == sa.bindparam("key"), _HOLDS.c.status == "held", deferrable)
-        .values(status="deferred", settled_amount=actual)
-        .returning(_HOLDS.c.window_id)
-        .cte("deferred_holds")
-    )
-    settled_holds = _close_holds("settled", actual, sa.not_(deferrable))
+    deferred, settled_holds = _settle_holds(actual)
     limits = BudgetLimit.__table__
-    returned = [
-        *_window_totals(),
-        *(limits.c[name].label(f"limit_{name}") for name in _ALERT_SETTINGS),
-    ]
+    returned = _charged_window_columns()
     settled = (
         sa.update(_WINDOWS)
         .where(_WINDOWS.c.id == settled_holds.c.window_id, limits.c.id == _WINDOWS.c.limit_id)
@@ -781,26 +769,41 @@ def _settle_statement() -> sa.Update:
     their window here, as before. Both CTEs test the same condition on one snapshot, so
     each open hold is closed by exactly one of them."""
     actual = sa.bindparam("actual", type_=_WINDOWS.c.spent.type)
-    deferrable = _deferrable(actual)
-    deferred = (
-        sa.update(_HOLDS)
-        .where(_HOLDS.c.call_key == sa.bindparam("key"), _HOLDS.c.status == "held", deferrable)
-        .values(status="deferred", settled_amount=actual)
-        .returning(_HOLDS.c.id)
-        .cte("deferred_holds")
-    )
-    settled = _close_holds("settled", actual, sa.not_(deferrable))
+    deferred, settled = _settle_holds(actual)
     limits = BudgetLimit.__table__
     return (
         sa.update(_WINDOWS)
         .where(_WINDOWS.c.id == settled.c.window_id, limits.c.id == _WINDOWS.c.limit_id)
         .values(reserved=_WINDOWS.c.reserved - settled.c.amount, spent=_WINDOWS.c.spent + actual)
-        .returning(
-            *_window_totals(),
-            *(limits.c[name].label(f"limit_{name}") for name in _ALERT_SETTINGS),
-        )
+        .returning(*_charged_window_columns())
         .add_cte(deferred)
     )
+
+
+def _settle_holds(actual: Any) -> tuple[Any, Any]:
+    """The call's open holds (``:key``) closed as a settlement closes them, as two CTEs
+    on one snapshot, so each hold is closed by exactly one: ``deferred_holds`` (marked
+    ``deferred`` with the actual cost, their windows untouched; RETURNING ``window_id``)
+    and the holds settled on their window (``_close_holds``)."""
+    deferrable = _deferrable(actual)
+    deferred = (
+        sa.update(_HOLDS)
+        .where(_HOLDS.c.call_key == sa.bindparam("key"), _HOLDS.c.status == "held", deferrable)
+        .values(status="deferred", settled_amount=actual)
+        .returning(_HOLDS.c.window_id)
+        .cte("deferred_holds")
+    )
+    return deferred, _close_holds("settled", actual, sa.not_(deferrable))
+
+
+def _charged_window_columns() -> list[Any]:
+    """What a settlement returns of each window it charged: the totals and the limit's
+    alert settings (``limit_*``)."""
+    limits = BudgetLimit.__table__
+    return [
+        *_window_totals(),
+        *(limits.c[name].label(f"limit_{name}") for name in _ALERT_SETTINGS),
+    ]
 
 
 def _deferrable(actual: Any) -> Any:

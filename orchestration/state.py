@@ -212,35 +212,20 @@ def _append_events_statement(count: int) -> sa.Select:
     and what the live messages need. Built per call (the rows as a literal VALUES list) it
     was compiled afresh every time: the statement cache never matched."""
     now = sa.bindparam("now", type_=_EVENTS.c.created_at.type)
-    numbered = (
-        sa.update(_JOBS)
-        .where(_JOBS.c.id == sa.bindparam("job_id", type_=_JOBS.c.id.type))
-        .values(event_seq=_JOBS.c.event_seq + count, updated_at=now)
-        .returning(_JOBS.c.event_seq, *LIVE_COLUMNS)
-        .cte("numbered")
-    )
     batch = sa.union_all(
         *(
             sa.select(
                 sa.literal_column(str(k), sa.Integer).label("k"),
                 sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
-                sa.bindparam(f"data_{k}", type_=sa.String).label("data"),
+                sa.cast(sa.bindparam(f"data_{k}", type_=sa.String), _EVENTS.c.data.type).label(
+                    "data"
+                ),
             )
             for k in range(count)
         )
     ).subquery("batch")
-    rows = sa.select(
-        sa.bindparam("job_id", type_=_EVENTS.c.job_id.type),
-        numbered.c.event_seq - (count - 1) + batch.c.k,
-        batch.c.type,
-        sa.cast(batch.c.data, _EVENTS.c.data.type),
-        now,
-    ).select_from(numbered.join(batch, sa.true()))
-    inserted = (
-        sa.insert(_EVENTS)
-        .from_select(["job_id", "seq", "type", "data", "created_at"], rows)
-        .returning(_EVENTS.c.seq)
-        .cte("inserted")
+    numbered, inserted = numbered_events(
+        batch, count, job_id=sa.bindparam("job_id", type_=_JOBS.c.id.type), now=now, gate=sa.true()
     )
     live_columns = [numbered.c[c.name] for c in LIVE_COLUMNS]
     return sa.select(inserted.c.seq, *live_columns).select_from(inserted.join(numbered, sa.true()))

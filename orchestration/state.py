@@ -140,9 +140,7 @@ def append_events(
         )
         live_values = row[1:]
     else:
-        params: dict[str, Any] = {"job_id": job_id, "now": now}
-        for k, (t, d) in enumerate(events):
-            params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d or {}, default=str)
+        params: dict[str, Any] = {"job_id": job_id, "now": now, **given_event_params(events)}
         written = execute_prepared(session, _append_events_statement(count), params).all()
         first, live_values = min(r[0] for r in written), written[0][1:]
     return queue_live_events(
@@ -170,6 +168,24 @@ def queue_live_events(
              **live_of},
         )  # fmt: skip
     return Appended([first + k for k in range(len(events))], live_of["status"])
+
+
+def given_event_params(events: Sequence[tuple[str, dict[str, Any] | None]]) -> dict[str, str]:
+    """The parameters of ``given_event_row(k)`` for each of ``events``, in order."""
+    params: dict[str, str] = {}
+    for k, (t, d) in enumerate(events):
+        params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d or {}, default=str)
+    return params
+
+
+def given_event_row(k: int) -> sa.Select:
+    """The ``k``-th given event as a row of a ``numbered_events`` batch: ``k``,
+    ``:type_<k>`` and ``:data_<k>`` (JSON text, as JSONB); ``given_event_params``."""
+    return sa.select(
+        sa.literal_column(str(k), sa.Integer).label("k"),
+        sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
+        sa.cast(sa.bindparam(f"data_{k}", type_=sa.String), _EVENTS.c.data.type).label("data"),
+    )
 
 
 def numbered_events(
@@ -212,18 +228,7 @@ def _append_events_statement(count: int) -> sa.Select:
     and what the live messages need. Built per call (the rows as a literal VALUES list) it
     was compiled afresh every time: the statement cache never matched."""
     now = sa.bindparam("now", type_=_EVENTS.c.created_at.type)
-    batch = sa.union_all(
-        *(
-            sa.select(
-                sa.literal_column(str(k), sa.Integer).label("k"),
-                sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
-                sa.cast(sa.bindparam(f"data_{k}", type_=sa.String), _EVENTS.c.data.type).label(
-                    "data"
-                ),
-            )
-            for k in range(count)
-        )
-    ).subquery("batch")
+    batch = sa.union_all(*(given_event_row(k) for k in range(count))).subquery("batch")
     numbered, inserted = numbered_events(
         batch, count, job_id=sa.bindparam("job_id", type_=_JOBS.c.id.type), now=now, gate=sa.true()
     )

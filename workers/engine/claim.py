@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import uuid
@@ -21,7 +20,6 @@ from baton.settings import get_settings
 from models import (
     Agent,
     Job,
-    JobEvent,
     JobPhase,
     JobStatus,
     JobStep,
@@ -35,6 +33,8 @@ from models.prepared import prepared_orm
 from orchestration import integrations, live
 from orchestration.state import (
     append_events,
+    given_event_params,
+    given_event_row,
     numbered_events,
     queue_live_events,
     set_phase_status,
@@ -176,8 +176,7 @@ def _claim_with_context(
     claim's events after ``leading`` (the first step's job.running): one round trip for
     all. Nothing (None, None) if the claim did not take (nor was anything written)."""
     params = {**_claim_params(job_id, step_id, now), "x_now": now}
-    for k, (t, d) in enumerate(leading):
-        params[f"type_{k}"], params[f"data_{k}"] = t, json.dumps(d, default=str)
+    params |= given_event_params(leading)
     row = session.execute(_claim_context_statement(len(leading)), params).one_or_none()
     if row is None:
         return None, None
@@ -487,15 +486,7 @@ def _claim_events(claimed: Any, started: Any, leading: int) -> tuple[Any, Any]:
     def key(name: str) -> Any:
         return sa.literal_column(f"'{name}'", sa.String)
 
-    jsonb = JobEvent.__table__.c.data.type
-    given = [
-        sa.select(
-            sa.literal_column(str(k), sa.Integer).label("k"),
-            sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
-            sa.cast(sa.bindparam(f"data_{k}", type_=sa.String), jsonb).label("data"),
-        )
-        for k in range(leading)
-    ]
+    given = [given_event_row(k) for k in range(leading)]
     batch = sa.union_all(
         *given,
         sa.select(

@@ -34,6 +34,8 @@ from orchestration.state import (
     LIVE_COLUMNS,
     append_event,
     append_events,
+    given_event_params,
+    given_event_row,
     queue_live_events,
     set_phase_status,
     set_step_status,
@@ -125,8 +127,7 @@ def complete_step(
             params |= {
                 "e_step": json.dumps(event, default=str),
                 "e_phase": json.dumps(template, default=str),
-                **{f"type_{k}": t for k, (t, _) in enumerate(events)},
-                **{f"data_{k}": json.dumps(d or {}, default=str) for k, (_, d) in enumerate(events)},
+                **given_event_params(events),
             }  # fmt: skip
             row = execute_prepared(
                 session,
@@ -490,13 +491,6 @@ def _step_events(counted: Any, closed: Any, count: Any, leading: int) -> Any:
     def key(name: str) -> Any:
         return sa.literal_column(f"'{name}'", sa.String)
 
-    def given(k: int) -> sa.Select:
-        return sa.select(
-            sa.literal_column(str(k), sa.Integer).label("k"),
-            sa.bindparam(f"type_{k}", type_=sa.String).label("type"),
-            sa.cast(sa.bindparam(f"data_{k}", type_=sa.String), jsonb).label("data"),
-        )
-
     step_data = sa.func.jsonb_set(
         sa.cast(sa.bindparam("e_step", type_=sa.String), jsonb),
         sa.literal_column("ARRAY['progress']"),
@@ -512,7 +506,7 @@ def _step_events(counted: Any, closed: Any, count: Any, leading: int) -> Any:
         ),
     )  # fmt: skip
     batch = sa.union_all(
-        *(given(k) for k in range(leading)),
+        *(given_event_row(k) for k in range(leading)),
         sa.select(
             sa.literal_column(str(leading), sa.Integer).label("k"),
             sa.literal_column("'step.completed'", sa.String).label("type"),

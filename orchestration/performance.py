@@ -1,11 +1,15 @@
 """API performance from real measurements (seed 003 ``/analytics/performance``).
 
 Every API response is recorded by an ``after_request`` hook into per-minute aggregates in
-Redis (``<prefix>:perf:<epoch minute>``, one hash, one script call a request):
-the request count, the count per status class, the count per latency bucket (buckets
-grow by 10%, so a percentile is exact to within 10%), and the count per second of the
-minute (the peak). Nothing else is kept, so the cost is the same at any traffic. Without
-Redis (embedded mode) the same aggregates live in the process's memory.
+Redis (``<prefix>:perf:<epoch minute>``, one hash): the request count, the count per
+status class, the count per latency bucket (buckets grow by 10%, so a percentile is exact
+to within 10%), and the count per second of the minute (the peak). Nothing else is kept,
+so the cost is the same at any traffic. A request only adds its counts to its process's
+pending ones; a thread of the process adds those to Redis every ``FLUSH_SECONDS`` (one
+script call a minute touched), as does a report before it reads and the process at exit.
+So the request makes no round trip to Redis, and another process's report lags by at
+most ``FLUSH_SECONDS``. Without Redis (embedded mode) the aggregates live in the
+process's memory.
 
 Resource usage is read when asked: the host's load, memory and disk, and the answering
 process's RSS and CPU time (stdlib ``resource`` and ``/proc``).
@@ -13,6 +17,7 @@ process's RSS and CPU time (stdlib ``resource`` and ``/proc``).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -20,7 +25,7 @@ import resource
 import shutil
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from baton.settings import get_settings
@@ -33,6 +38,7 @@ BUCKET_GROWTH = 1.1  # each latency bucket is 10% wider than the one before
 MIN_MS = 0.1
 KEY_TTL_SECONDS = 2 * 3600  # a minute's aggregate outlives the longest window asked for
 MAX_WINDOW_MINUTES = 120
+FLUSH_SECONDS = 0.25  # how often a process adds its pending counts to Redis
 
 _memory: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 _memory_lock = threading.Lock()
@@ -52,25 +58,72 @@ def record_request(status: int, elapsed_ms: float, *, now: float | None = None) 
     now = time.time() if now is None else now
     minute, second = divmod(int(now), 60)
     fields = ("n", f"s{status // 100}xx", f"b{_bucket(elapsed_ms)}", f"p{second}")
-    client = redis_client()
-    if client is None:
+    if redis_client() is None:
         with _memory_lock:
             for name in fields:
                 _memory[minute][name] += 1
             for old in [m for m in _memory if m < minute - MAX_WINDOW_MINUTES]:
                 del _memory[old]
         return
+    _start_flusher()
+    with _pending_lock:
+        counts = _pending.get(minute)
+        if counts is None:
+            counts = _pending[minute] = Counter()
+        counts.update(fields)
+
+
+# Counts recorded by this process and not yet in Redis: epoch minute -> field -> count.
+_pending: dict[int, Counter[str]] = {}
+_pending_lock = threading.Lock()
+_flusher_pid: int | None = None
+
+
+def _start_flusher() -> None:
+    """This process's flushing thread, started on first use (again after a fork: a forked
+    child has none of its parent's threads, and leaves its parent's counts to it)."""
+    global _flusher_pid
+    if _flusher_pid == os.getpid():
+        return
+    with _pending_lock:
+        if _flusher_pid == os.getpid():
+            return
+        if _flusher_pid is not None:
+            _pending.clear()
+        _flusher_pid = os.getpid()
+        threading.Thread(target=_flush_every_period, name="baton-perf", daemon=True).start()
+        # A daemon thread dies with its process: its last counts go out first.
+        atexit.register(flush)
+
+
+def _flush_every_period() -> None:
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        flush()
+
+
+def flush() -> None:
+    """Add this process's pending counts to Redis now; never raises (counts Redis does
+    not take are lost, as a request's own were before)."""
+    global _pending
+    with _pending_lock:
+        taken, _pending = _pending, {}
+    client = redis_client()
+    if not taken or client is None:
+        return
     try:
-        redis_store.script(client, _RECORD)([key("perf", str(minute))], [KEY_TTL_SECONDS, *fields])
-    except Exception as exc:  # noqa: BLE001 - Redis down: the figure is lost, the request is not
-        log.debug("performance sample not recorded: %s", exc)
+        record = redis_store.script(client, _RECORD)
+        for minute, counts in taken.items():
+            args = [KEY_TTL_SECONDS, *(x for item in counts.items() for x in item)]
+            record([key("perf", str(minute))], args)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the figures are lost, not the API
+        log.debug("performance samples not recorded: %s", exc)
 
 
-# The four counts and the key's expiry in one command: a 5-command pipeline cost the
-# request about twice as much client CPU for the same round trip.
+# A minute's counts (field, amount pairs) and the key's expiry in one command.
 _RECORD = """
-for i = 2, #ARGV do
-    redis.call("HINCRBY", KEYS[1], ARGV[i], 1)
+for i = 2, #ARGV, 2 do
+    redis.call("HINCRBY", KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call("EXPIRE", KEYS[1], ARGV[1])
 """
@@ -162,6 +215,7 @@ def resource_usage() -> tuple[dict[str, float | None], dict[str, float | int | N
 
 def performance_report(minutes: int, *, now: float | None = None) -> PerformanceReport:
     """The last ``minutes`` whole and current minutes of API traffic."""
+    flush()  # this process's own requests, up to this one
     now = time.time() if now is None else now
     current = int(now) // 60
     by_minute = _minutes(current - minutes + 1, current)

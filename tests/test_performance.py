@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from orchestration import performance
@@ -26,6 +29,36 @@ def test_aggregates_give_percentiles_error_rates_and_peak():
     assert report.error_rates == {"4xx": 7.0, "5xx": 2.0}
     assert report.throughput["peak_rps"] == 30
     assert report.throughput["requests_per_second"] == pytest.approx(100 / 59, rel=0.01)
+
+
+def test_a_request_makes_no_round_trip_and_reaches_redis_within_the_flush_period():
+    from orchestration.redis_store import key, redis_client
+
+    client = redis_client()
+    minute = int(MINUTE_START // 60) + 7
+    client.delete(key("perf", str(minute)))
+    calls = []
+    real, this_thread = client.execute_command, threading.get_ident()
+
+    def counted(*args, **kwargs):  # this thread's commands (not the flushing thread's)
+        if threading.get_ident() == this_thread:
+            calls.append(args)
+        return real(*args, **kwargs)
+
+    client.execute_command = counted
+    try:
+        performance.record_request(200, 3.0, now=minute * 60 + 4)
+        performance.record_request(500, 3.0, now=minute * 60 + 4)
+        assert calls == []  # the request only counted in its process
+    finally:
+        del client.execute_command
+    deadline = time.monotonic() + performance.FLUSH_SECONDS * 20
+    while not client.hgetall(key("perf", str(minute))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    row = {k.decode(): int(v) for k, v in client.hgetall(key("perf", str(minute))).items()}
+    bucket = f"b{performance._bucket(3.0)}"
+    assert row == {"n": 2, "s2xx": 1, "s5xx": 1, bucket: 2, "p4": 2}
+    assert 0 < client.ttl(key("perf", str(minute))) <= performance.KEY_TTL_SECONDS
 
 
 def test_a_quiet_window_has_no_percentiles():
@@ -74,7 +107,6 @@ def test_baton_api_processes_share_one_measurement(database_url, app, tmp_path):
     import os
     import subprocess
     import sys
-    import time
 
     import httpx
 
@@ -104,6 +136,8 @@ def test_baton_api_processes_share_one_measurement(database_url, app, tmp_path):
         before = httpx.get(f"{base}/analytics/performance?minutes=5", headers=headers).json()
         for _ in range(40):  # a new connection each: both processes take some
             assert httpx.get(f"{base}/health/live").status_code == 200
+        # Each process adds its counts to Redis every FLUSH_SECONDS (and before it reports).
+        time.sleep(performance.FLUSH_SECONDS * 4)
         pids = set()
         for _ in range(6):
             body = httpx.get(f"{base}/analytics/performance?minutes=5", headers=headers).json()

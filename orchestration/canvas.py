@@ -61,6 +61,7 @@ def _sig(
     phase: str | None = None,
     step: str | None = None,
     keep_result: bool = False,
+    kwargs: dict[str, object] | None = None,
 ) -> Signature:
     # Flower and the worker log show ``shadow`` as the task's name and ``argsrepr`` as its
     # arguments: the job's kind, id, phase and step instead of two bare UUIDs.
@@ -82,11 +83,13 @@ def _sig(
     # task registered) the result backend's subscription to the task's result channel:
     # nothing here ever waits for a result, the job's state is in PostgreSQL.
     options["ignore_result"] = not keep_result
-    return app.signature(str(name), args=args, immutable=True, **options)
+    return app.signature(str(name), args=args, kwargs=kwargs, immutable=True, **options)
 
 
 def _parts(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> list[Signature]:
-    """The chain's links in order: a step's signature, or a chord for a many-step phase."""
+    """The chain's links in order: a step's signature, or a chord for a many-step phase.
+    The first link's steps say ``starts_job``: the job may still be queued, so their claim
+    tries ``queued -> running`` first rather than after a claim that finds it queued."""
     by_phase: dict[uuid.UUID, list[JobStep]] = {}
     for step in sorted(steps, key=lambda s: s.position):
         by_phase.setdefault(step.phase_id, []).append(step)
@@ -102,6 +105,7 @@ def _parts(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> list[Signa
                 phase=phase.name,
                 step=s.name,
                 keep_result=len(by_phase[phase.id]) > 1,
+                kwargs=None if parts else {"starts_job": True},
             )
             for s in by_phase[phase.id]
         ]
@@ -113,10 +117,6 @@ def _parts(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> list[Signa
     if not parts:  # every phase completed (a re-sent or resumed job): only the end
         parts.append(_sig(TaskName.FINISH_JOB, str(job.id), job=job))
     return parts
-
-
-def build_canvas(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> Signature:
-    return chain(*_parts(job, phases, steps))
 
 
 def bound_broker_waits() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from models import BudgetWindow, Job, JobEvent, JobKind, JobPhase, UsageRecord
+from models import BudgetWindow, Job, JobEvent, JobKind, JobPhase, JobStep, UsageRecord
 from models.db import session_factory, transaction
 from orchestration import budget
 from orchestration.jobs import JobSubmission, create_job_rows
@@ -78,3 +78,76 @@ def test_a_job_run_step_by_step_writes_its_events_in_order(database_url):
                 "total_tokens": phase.prompt_tokens + phase.completion_tokens,
             }
         assert row.result["total_phases"] == 2 and row.result["completed_phases"] == 2
+
+
+def _queued_job(sessions, phases: list[str]):  # type: ignore[no-untyped-def]
+    """A job as the API leaves it (queued), and its step ids in order."""
+    with transaction(sessions) as s:
+        org = factories.organization(s)
+        user = factories.user(s, org, role="admin")
+        job, phase_rows, steps = create_job_rows(
+            s,
+            principal=Principal(user_id=user.id, organization_id=org.id, role="admin"),
+            submission=JobSubmission(
+                kind=JobKind.ORCHESTRATION, title="starts", input={"topic": "starts"},
+                settings={"ai_model": "sim/echo"}, custom_phases=phases,
+            ),
+        )  # fmt: skip
+        order = {p.id: p.position for p in phase_rows}
+        return job.id, [st.id for st in sorted(steps, key=lambda st: order[st.phase_id])]
+
+
+def test_the_first_link_says_it_starts_the_job_and_its_claim_starts_it_first(database_url):
+    """``starts_job`` (the chain's first link): queued -> running before the claim, one
+    statement fewer than a claim that first finds the job queued; the same events. On a
+    job already running (a redelivery), the step is claimed as any other."""
+    from orchestration import canvas
+    from workers.engine.claim import claim
+
+    sessions = session_factory(database_url)
+    statements: list[str] = []
+
+    def counted(conn, cursor, statement, *_):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    counts, histories = {}, {}
+    for starts_job in (False, True):
+        job_id, step_ids = _queued_job(sessions, ["a", "b"])
+        statements.clear()
+        sa.event.listen(sessions.kw["bind"], "before_cursor_execute", counted)
+        try:
+            ctx = claim(sessions, job_id=job_id, step_id=step_ids[0], starts_job=starts_job)
+        finally:
+            sa.event.remove(sessions.kw["bind"], "before_cursor_execute", counted)
+        assert isinstance(ctx, engine.StepContext)
+        counts[starts_job] = len(statements)
+        with transaction(sessions) as s:
+            histories[starts_job] = list(
+                s.scalars(sa.select(JobEvent.type).where(JobEvent.job_id == job_id)
+                          .order_by(JobEvent.seq))
+            )  # fmt: skip
+            assert s.get(Job, job_id).status == "running"
+    assert counts[True] == counts[False] - 1
+    assert (
+        histories[True]
+        == histories[False]
+        == ["job.queued", "job.running", "phase.started", "step.started"]
+    )
+
+    # The chain's first link says so, the others do not; a redelivered first link whose
+    # step has run is not claimed again.
+    job_id, step_ids = _queued_job(sessions, ["a", "b"])
+    with transaction(sessions) as s:
+        job = s.get(Job, job_id)
+        phases = list(s.scalars(sa.select(JobPhase).where(JobPhase.job_id == job_id)))
+        steps = list(s.scalars(sa.select(JobStep).where(JobStep.job_id == job_id)))
+        parts = canvas._parts(job, phases, steps)
+    assert [part.kwargs for part in parts] == [{"starts_job": True}, {}]
+    for step_id in step_ids:
+        assert engine.run_step(sessions, job_id=job_id, step_id=step_id, starts_job=True) is (
+            engine.Outcome.CONTINUE
+        )
+    again = claim(sessions, job_id=job_id, step_id=step_ids[0], starts_job=True)
+    assert not isinstance(again, engine.StepContext)  # not claimed twice
+    with transaction(sessions) as s:
+        assert s.get(Job, job_id).status == "completed"

@@ -75,9 +75,11 @@ def run_step(
     step_id: str,
     take_over_from: str | None = None,
     polling: bool = False,
+    starts_job: bool = False,
 ) -> str:
     """``polling``: the step was submitted to an external task server and this delivery
-    is its next poll (a retry with a countdown: no worker sleeps)."""
+    is its next poll (a retry with a countdown: no worker sleeps). ``starts_job``: a step
+    of the chain's first link, whose job may still be queued (orchestration/canvas.py)."""
     try:
         if polling:
             outcome = external.poll(
@@ -89,6 +91,7 @@ def run_step(
                 job_id=uuid.UUID(job_id),
                 step_id=uuid.UUID(step_id),
                 take_over_from=take_over_from,
+                starts_job=starts_job,
             )
     except external.PollLater as later:
         # The worker is free until the countdown; the chain waits on this task id.

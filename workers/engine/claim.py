@@ -71,10 +71,13 @@ def claim(
     step_id: uuid.UUID,
     take_over_from: str | None = None,
     hold: Callable[[Session, StepContext], FirstHold | None] | None = None,
+    starts_job: bool = False,
 ) -> StepContext | Outcome:
     """``hold``: called last in the claim's transaction, it may make the first attempt's
     budget hold there (workers/engine/run.py), and may raise the budget's refusal, which
-    rolls the claim back with it."""
+    rolls the claim back with it. ``starts_job``: the job may still be queued (the
+    chain's first link): ``queued -> running`` is tried before the claim, not after one
+    that finds the job queued (a statement fewer for a job's first step)."""
     with transaction(sessions) as session:
         # step.started (and the rest) published from the sender thread while the step
         # goes on to its call; the completion's messages wait for them (in order).
@@ -86,18 +89,23 @@ def claim(
             if session.bind.dialect.name == "postgresql"
             else _claim_pending_alone
         )
-        step, loaded = claim_once(session, job_id=job_id, step_id=step_id, now=now, leading=[])
         # The first step of a queued job (pending): the job starts, and the step is
         # claimed as in the common case; its job.running is the first of the claim's events.
         job_started = (
             start_queued_job(session, job_id=job_id, step_id=step_id, now=now)
-            if step is None
+            if starts_job
             else None
         )
-        if job_started is not None:
-            step, loaded = claim_once(
-                session, job_id=job_id, step_id=step_id, now=now, leading=[job_started]
-            )
+        step, loaded = claim_once(
+            session, job_id=job_id, step_id=step_id, now=now,
+            leading=[job_started] if job_started else [],
+        )  # fmt: skip
+        if step is None and not starts_job:  # a message that did not say (an older one)
+            job_started = start_queued_job(session, job_id=job_id, step_id=step_id, now=now)
+            if job_started is not None:
+                step, loaded = claim_once(
+                    session, job_id=job_id, step_id=step_id, now=now, leading=[job_started]
+                )
         if step is None:  # not a pending step of a running job: look closer
             step = _claim_other(
                 session, job_id=job_id, step_id=step_id, take_over_from=take_over_from, now=now

@@ -43,9 +43,11 @@ def run_step(
     job_id: uuid.UUID,
     step_id: uuid.UUID,
     take_over_from: str | None = None,
+    starts_job: bool = False,
 ) -> Outcome:
     """``take_over_from``: the worker id whose delivery of this step was cut by a database
-    outage (the task retries): its claim may be taken over at once."""
+    outage (the task retries): its claim may be taken over at once. ``starts_job``: the
+    job may still be queued (the chain's first link), so the claim starts it first."""
     started = time.monotonic()
     settings = get_settings()
     deadline = started + max(settings.step_soft_time_limit - 1, 1)
@@ -54,7 +56,7 @@ def run_step(
             "claiming a step",
             lambda _: claim(
                 sessions, job_id=job_id, step_id=step_id, take_over_from=take_over_from,
-                hold=hold_first_attempt,
+                hold=hold_first_attempt, starts_job=starts_job,
             ),
             deadline=min(deadline, started + settings.db_retry_seconds),
         )  # fmt: skip
@@ -64,7 +66,11 @@ def run_step(
         claimed = through_outage(
             "claiming a step",
             lambda _: claim(
-                sessions, job_id=job_id, step_id=step_id, take_over_from=take_over_from
+                sessions,
+                job_id=job_id,
+                step_id=step_id,
+                take_over_from=take_over_from,
+                starts_job=starts_job,
             ),
             deadline=min(deadline, started + settings.db_retry_seconds),
         )

@@ -170,7 +170,10 @@ def run_jobs(sessions, plans) -> None:  # type: ignore[no-untyped-def]
 
     for job_id, step_ids in plans:
         for step_id in step_ids:
-            outcome = engine.run_step(sessions, job_id=job_id, step_id=step_id)
+            # As the worker's task gets it: the chain's first link says it starts the job.
+            outcome = engine.run_step(
+                sessions, job_id=job_id, step_id=step_id, starts_job=step_id == step_ids[0]
+            )
             if outcome is not engine.Outcome.CONTINUE:
                 raise SystemExit(f"step {step_id} ended {outcome}")
 

@@ -1,7 +1,12 @@
 """Seed 003's monthly API quota at the edge: each authenticated request spends one call of
 its organization's quota; a spent quota is a 429 ``QUOTA_EXCEEDED`` until the next UTC
 month. Reading ``/organizations/current`` (to see the quota) and the auth routes (to sign
-out) are free."""
+out) are free.
+
+On Redis the spend rides along with the request's organization rate-limit count (one
+script, one round trip: api/ratelimits.py ``CountingRedisStorage``), which runs before
+this module's hook; a request then refused (rate-limited, or stopped before this hook)
+gets its spend back at teardown. Otherwise the hook spends it itself."""
 
 from __future__ import annotations
 
@@ -15,18 +20,33 @@ from orchestration import quotas
 from orchestration.errors import QuotaExceeded
 
 FREE_ENDPOINTS = {("GET", "organizations.CurrentOrganization")}
+# g's name for a spend made by the rate-limit script: (PendingSpend, Spend).
+SPENT_BY_LIMITER = "baton_quota_spent"
+
+
+def pending_spend() -> quotas.PendingSpend | None:
+    """The request's spend, if it makes one (an authenticated request to a route that
+    is not free)."""
+    if request.blueprint == "auth" or (request.method, request.endpoint) in FREE_ENDPOINTS:
+        return None
+    principal = authenticated_principal()
+    if principal is None:
+        return None
+    return quotas.pending_spend(principal.organization_id, limit=g.live_session.api_quota_limit)
 
 
 def install(app: Flask) -> None:
     # Registered after the limiter's own hook: a rate-limited request spends no quota.
     @app.before_request
     def _spend_quota() -> None:
-        if request.blueprint == "auth" or (request.method, request.endpoint) in FREE_ENDPOINTS:
-            return
-        principal = authenticated_principal()
-        if principal is None:
-            return
-        spent = quotas.spend(principal.organization_id, limit=g.live_session.api_quota_limit)
+        taken = g.pop(SPENT_BY_LIMITER, None)
+        if taken is not None:
+            spent = taken[1]
+        else:
+            pending = pending_spend()
+            if pending is None:
+                return
+            spent = quotas.spend_pending(pending)
         if not spent.allowed:
             wait = math.ceil((spent.resets_at - datetime.now(UTC)).total_seconds())
             raise QuotaExceeded(
@@ -42,3 +62,11 @@ def install(app: Flask) -> None:
                 ],
                 retry_after=max(1, wait),
             )
+
+    @app.teardown_request
+    def _refund_unused_spend(_exc: BaseException | None) -> None:
+        # Still here: the limiter's script spent it, and the request was refused before
+        # this module's hook took it (a rate limit breached after the organization's).
+        taken = g.pop(SPENT_BY_LIMITER, None)
+        if taken is not None and taken[1].allowed:
+            quotas.refund(taken[0])

@@ -20,6 +20,7 @@ from limits.storage import RedisStorage
 
 from api.compat import registry as compat_registry
 from api.errors import error_response
+from orchestration import quotas
 from orchestration.errors import DomainError
 
 
@@ -160,17 +161,30 @@ class CountingRedisStorage(RedisStorage):
     round trips for what the increment has just said. Here ``get`` and ``get_expiry``
     of a key this request incremented answer from that increment; any other key (or
     outside a request) reads Redis as before. Counting, keys and expiry are unchanged.
+
+    The increment of the request's organization bucket also spends the request's monthly
+    quota in the same script (api/quotas.py takes the answer; a spend the request then
+    does not use is given back at its teardown).
     """
 
     STORAGE_SCHEME = ["baton+redis", "baton+rediss"]
-    SCRIPT_INCR_EXPIRE_TTL = """
+    _INCR_EXPIRE_TTL = """
 local amount = tonumber(ARGV[2])
 local current = redis.call("incrby", KEYS[1], amount)
 if tonumber(current) == amount then
     redis.call("expire", KEYS[1], ARGV[1])
 end
-return {current, redis.call("ttl", KEYS[1])}
 """
+    SCRIPT_INCR_EXPIRE_TTL = _INCR_EXPIRE_TTL + 'return {current, redis.call("ttl", KEYS[1])}'
+    # KEYS[2] the quota's counter; ARGV[3], ARGV[4] its limit and expiry (orchestration.quotas).
+    SCRIPT_INCR_EXPIRE_TTL_SPEND = (
+        quotas.SPEND_FUNCTION
+        + _INCR_EXPIRE_TTL
+        + """
+local spent = spend_quota(KEYS[2], tonumber(ARGV[3]), ARGV[4])
+return {current, redis.call("ttl", KEYS[1]), spent[1], spent[2]}
+"""
+    )
 
     def __init__(self, uri: str, **options) -> None:  # type: ignore[no-untyped-def]
         super().__init__(uri.removeprefix("baton+"), **options)
@@ -179,6 +193,9 @@ return {current, redis.call("ttl", KEYS[1])}
         super().initialize_storage(uri)
         self.lua_incr_expire_ttl = self.get_connection().register_script(
             self.SCRIPT_INCR_EXPIRE_TTL
+        )
+        self.lua_incr_expire_ttl_spend = self.get_connection().register_script(
+            self.SCRIPT_INCR_EXPIRE_TTL_SPEND
         )
 
     @staticmethod
@@ -189,7 +206,16 @@ return {current, redis.call("ttl", KEYS[1])}
         return g.setdefault("baton_rate_counts", {})
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        current, ttl = self.lua_incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])
+        spend = _quota_spend_for(key)
+        if spend is None:
+            current, ttl = self.lua_incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])
+        else:
+            current, ttl, allowed, used = self.lua_incr_expire_ttl_spend(
+                [self.prefixed_key(key), spend.key], [expiry, amount, *spend.args()]
+            )
+            from api import quotas as quota_hook  # it imports this module
+
+            g.setdefault(quota_hook.SPENT_BY_LIMITER, (spend, spend.result(allowed, used)))
         seen = self._seen()
         if seen is not None:
             seen[key] = (int(current), max(int(ttl), 0) + time.time())
@@ -206,6 +232,20 @@ return {current, redis.call("ttl", KEYS[1])}
         if seen is not None and key in seen:
             return seen[key][1]
         return super().get_expiry(key)
+
+
+def _quota_spend_for(key: str) -> quotas.PendingSpend | None:
+    """The request's quota spend if ``key`` is its organization's bucket (limits' key:
+    ``LIMITER/<prefix>/org:<id>/organization/<amount>/...``) and it spends quota and has
+    not yet; else None."""
+    from api import quotas as quota_hook  # it imports this module
+
+    if not has_request_context() or quota_hook.SPENT_BY_LIMITER in g:
+        return None
+    organization = organization_key()
+    if not organization or f"/{organization}/organization/" not in key:
+        return None
+    return quota_hook.pending_spend()
 
 
 def storage_uri(redis_url: str) -> str:

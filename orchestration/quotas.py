@@ -18,19 +18,24 @@ import redis
 
 from orchestration import redis_store
 
-# KEYS[1] the month's counter; ARGV[1] the limit (-1: none); ARGV[2] when the key expires.
-_SPEND = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local limit = tonumber(ARGV[1])
-if limit >= 0 and used >= limit then
-  return {0, used}
+# The spend as a Lua function: this module's script calls it, and so does the API's
+# rate-limit script (api/ratelimits.py), which spends a request's quota in the round trip
+# that counts its organization's rate limit. ``limit`` -1: none.
+SPEND_FUNCTION = """
+local function spend_quota(key, limit, expire_at)
+  local used = tonumber(redis.call('GET', key) or '0')
+  if limit >= 0 and used >= limit then
+    return {0, used}
+  end
+  used = redis.call('INCR', key)
+  if used == 1 then
+    redis.call('EXPIREAT', key, expire_at)
+  end
+  return {1, used}
 end
-used = redis.call('INCR', KEYS[1])
-if used == 1 then
-  redis.call('EXPIREAT', KEYS[1], ARGV[2])
-end
-return {1, used}
 """
+# KEYS[1] the month's counter; ARGV[1] the limit; ARGV[2] when the key expires.
+_SPEND = SPEND_FUNCTION + "return spend_quota(KEYS[1], tonumber(ARGV[1]), ARGV[2])"
 
 log = logging.getLogger(__name__)
 _local_lock = threading.Lock()
@@ -62,29 +67,64 @@ def _counter_key(organization_id: uuid.UUID, now: datetime) -> str:
     return redis_store.key("quota", str(organization_id), month_start(now).strftime("%Y-%m"))
 
 
+@dataclass(frozen=True)
+class PendingSpend:
+    """One request's spend, before it is made: the counter, its script arguments and what
+    the answer means (``result``)."""
+
+    key: str
+    limit: int | None
+    resets_at: datetime
+
+    def args(self) -> list[int]:
+        # The counter outlives its month by a week, then Redis forgets it.
+        expire_at = int(self.resets_at.timestamp()) + 7 * 86400
+        return [-1 if self.limit is None else self.limit, expire_at]
+
+    def result(self, allowed: int, count: int) -> Spend:
+        return Spend(bool(allowed), int(count), self.limit, self.resets_at)
+
+
+def pending_spend(
+    organization_id: uuid.UUID, *, limit: int | None, now: datetime | None = None
+) -> PendingSpend:
+    now = now or datetime.now(UTC)
+    return PendingSpend(_counter_key(organization_id, now), limit, next_month_start(now))
+
+
 def spend(organization_id: uuid.UUID, *, limit: int | None, now: datetime | None = None) -> Spend:
     """Count one request unless the month's quota is spent."""
-    now = now or datetime.now(UTC)
-    key = _counter_key(organization_id, now)
-    resets_at = next_month_start(now)
+    return spend_pending(pending_spend(organization_id, limit=limit, now=now))
+
+
+def spend_pending(pending: PendingSpend) -> Spend:
     client = redis_store.redis_client()
     if client is None:
         with _local_lock:
-            used = _local_counts.get(key, 0)
-            if limit is not None and used >= limit:
-                return Spend(False, used, limit, resets_at)
-            _local_counts[key] = used + 1
-            return Spend(True, used + 1, limit, resets_at)
-    # The counter outlives its month by a week, then Redis forgets it.
-    expire_at = int(resets_at.timestamp()) + 7 * 86400
+            used = _local_counts.get(pending.key, 0)
+            if pending.limit is not None and used >= pending.limit:
+                return pending.result(0, used)
+            _local_counts[pending.key] = used + 1
+            return pending.result(1, used + 1)
     try:
-        spend_script = redis_store.script(client, _SPEND)
-        allowed, count = spend_script(keys=[key], args=[-1 if limit is None else limit, expire_at])
+        allowed, count = redis_store.script(client, _SPEND)(keys=[pending.key], args=pending.args())
     except redis.RedisError:
         # Like the breakers: a Redis outage lets requests through rather than stop the API.
-        log.warning("quota counter unavailable; request for %s not counted", organization_id)
-        return Spend(True, 0, limit, resets_at)
-    return Spend(bool(allowed), int(count), limit, resets_at)
+        log.warning("quota counter unavailable; request not counted (%s)", pending.key)
+        return pending.result(1, 0)
+    return pending.result(allowed, count)
+
+
+def refund(pending: PendingSpend) -> None:
+    """Give back a spend made in Redis for a request that was then refused (rate-limited):
+    a refused request does not count."""
+    client = redis_store.redis_client()
+    if client is None:
+        return
+    try:
+        client.decr(pending.key)
+    except redis.RedisError:
+        log.warning("quota counter unavailable; a refused request stays counted")
 
 
 def used(organization_id: uuid.UUID, *, now: datetime | None = None) -> int:

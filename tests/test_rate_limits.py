@@ -74,6 +74,33 @@ def test_one_bucket_per_organization(limited, org_users):
     assert client.get("/api/v1/users/me", headers=outsider).status_code == 200
 
 
+def test_the_quota_rides_with_the_organization_count_and_a_refused_request_gets_it_back(
+    limited, org_users
+):
+    """One script counts the organization's bucket and spends the monthly quota (no round
+    trip of the quota's own); a request the limiter then refuses spends nothing."""
+    from orchestration import quotas
+
+    app, client = limited(BATON_USER_RATE_LIMIT="100 per minute", BATON_ORG_RATE_LIMIT="3/hour")
+    h = factories.auth_headers(app, org_users["users"][0])
+    assert client.get("/api/v1/users/me", headers=h).status_code == 200  # scripts loaded
+    commands = []
+    original = redis.Redis.execute_command
+    redis.Redis.execute_command = lambda self, *a, **kw: (  # type: ignore[method-assign]
+        commands.append(a[0]) or original(self, *a, **kw)
+    )
+    try:
+        assert client.get("/api/v1/users/me", headers=h).status_code == 200
+    finally:
+        redis.Redis.execute_command = original  # type: ignore[method-assign]
+    assert commands == ["EVALSHA", "EVALSHA"]  # the user's bucket; the organization's + quota
+    assert quotas.used(org_users["org"].id) == 2
+    assert client.get("/api/v1/users/me", headers=h).status_code == 200
+    detail = assert_limited(client.get("/api/v1/projects", headers=h), 3600)
+    assert detail["scope"] == "organization"
+    assert quotas.used(org_users["org"].id) == 3  # the refused request's spend given back
+
+
 @pytest.mark.parametrize(("path", "limit"), [("/api/v1/builds", 10), ("/api/v1/analyses", 5)])
 def test_seed_004_endpoint_limits(limited, org_users, path, limit):
     app, client = limited()

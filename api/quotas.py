@@ -15,13 +15,11 @@ from datetime import UTC, datetime
 
 from flask import Flask, g, request
 
-from api.ratelimits import authenticated_principal
+from api.ratelimits import SPENT_BY_LIMITER, authenticated_principal
 from orchestration import quotas
 from orchestration.errors import QuotaExceeded
 
 FREE_ENDPOINTS = {("GET", "organizations.CurrentOrganization")}
-# g's name for a spend made by the rate-limit script: (PendingSpend, Spend).
-SPENT_BY_LIMITER = "baton_quota_spent"
 
 
 def pending_spend() -> quotas.PendingSpend | None:

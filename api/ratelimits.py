@@ -151,6 +151,10 @@ def _peek_dialect_limit(limiter: Limiter) -> RequestLimit | None:
 
 # -- storage ----------------------------------------------------------------------------------
 
+# g's name for a quota spend made by the organization bucket's script: (PendingSpend, Spend),
+# taken by api/quotas.py's hook, or given back at the request's teardown.
+SPENT_BY_LIMITER = "baton_quota_spent"
+
 
 class CountingRedisStorage(RedisStorage):
     """limits' Redis storage (``baton+redis://`` for Flask-Limiter's storage URI) whose
@@ -213,9 +217,7 @@ return {current, redis.call("ttl", KEYS[1]), spent[1], spent[2]}
             current, ttl, allowed, used = self.lua_incr_expire_ttl_spend(
                 [self.prefixed_key(key), spend.key], [expiry, amount, *spend.args()]
             )
-            from api import quotas as quota_hook  # it imports this module
-
-            g.setdefault(quota_hook.SPENT_BY_LIMITER, (spend, spend.result(allowed, used)))
+            g.setdefault(SPENT_BY_LIMITER, (spend, spend.result(allowed, used)))
         seen = self._seen()
         if seen is not None:
             seen[key] = (int(current), max(int(ttl), 0) + time.time())
@@ -238,14 +240,14 @@ def _quota_spend_for(key: str) -> quotas.PendingSpend | None:
     """The request's quota spend if ``key`` is its organization's bucket (limits' key:
     ``LIMITER/<prefix>/org:<id>/organization/<amount>/...``) and it spends quota and has
     not yet; else None."""
-    from api import quotas as quota_hook  # it imports this module
-
-    if not has_request_context() or quota_hook.SPENT_BY_LIMITER in g:
+    if not has_request_context() or SPENT_BY_LIMITER in g:
         return None
     organization = organization_key()
     if not organization or f"/{organization}/organization/" not in key:
         return None
-    return quota_hook.pending_spend()
+    from api.quotas import pending_spend  # it imports this module
+
+    return pending_spend()
 
 
 def storage_uri(redis_url: str) -> str:

@@ -107,6 +107,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # edge's, which keeps Retry-After to 429 and 503 answers.
     edge.install(app, max_url_chars=settings.max_url_chars)
     jwt.init_app(app)
+    ratelimits.install_buckets(app, limiter)  # before the limiter: they are counted first
     limiter.init_app(app)
     limiter.exempt(app.view_functions["metrics"])
     api = BatonApi(app)

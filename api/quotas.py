@@ -3,10 +3,11 @@ its organization's quota; a spent quota is a 429 ``QUOTA_EXCEEDED`` until the ne
 month. Reading ``/organizations/current`` (to see the quota) and the auth routes (to sign
 out) are free.
 
-On Redis the spend rides along with the request's organization rate-limit count (one
-script, one round trip: api/ratelimits.py ``CountingRedisStorage``), which runs before
-this module's hook; a request then refused (rate-limited, or stopped before this hook)
-gets its spend back at teardown. Otherwise the hook spends it itself."""
+On Redis the spend rides along with the count of the request's rate-limit buckets (one
+script, one round trip: api/ratelimits.py ``count_request_buckets``), which runs before
+this module's hook and spends nothing for a request a bucket refuses; a request then
+refused (by a dialect's limit, or stopped before this hook) gets its spend back at
+teardown. Otherwise the hook spends it itself."""
 
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def install(app: Flask) -> None:
 
     @app.teardown_request
     def _refund_unused_spend(_exc: BaseException | None) -> None:
-        # Still here: the limiter's script spent it, and the request was refused before
-        # this module's hook took it (a rate limit breached after the organization's).
+        # Still here: the buckets' script spent it, and the request was refused before
+        # this module's hook took it (a dialect's limit, counted after Baton's buckets).
         taken = g.pop(SPENT_BY_LIMITER, None)
         if taken is not None and taken[1].allowed:
             quotas.refund(taken[0])

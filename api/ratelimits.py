@@ -6,22 +6,46 @@ Buckets (issue 9, seeds 002/003/004):
 - per endpoint where a seed sets one (builds 10/min, analyses 5/min per user),
 - sign-in and sign-up per client IP.
 Every key lives under ``<BATON_REDIS_PREFIX>:ratelimit:`` in Redis.
+
+The two buckets every request has (the user's, the organization's) are Baton's own count
+(``count_request_buckets``): one Lua script counts both and spends the request's monthly
+quota, one round trip, and Flask-Limiter's per-request evaluation (its limits resolved,
+parsed, filtered and counted one round trip each) is skipped when nothing else applies.
+Flask-Limiter keeps the rest: the per-route limits, a dialect's buckets, the in-memory
+fallback of those, and the ``X-RateLimit-*`` headers of whichever bucket answers.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
+import redis
 from flask import Flask, Response, current_app, g, has_request_context, request
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
+from flask_limiter import (
+    ApplicationLimit,
+    ExemptionScope,
+    Limiter,
+    RateLimitExceeded,
+    RequestLimit,
+)
 from flask_limiter.util import get_remote_address
-from limits.storage import RedisStorage
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import FixedWindowRateLimiter
 
 from api.compat import registry as compat_registry
 from api.errors import error_response
 from orchestration import quotas
 from orchestration.errors import DomainError
+
+log = logging.getLogger(__name__)
 
 
 def authenticated_principal():  # type: ignore[no-untyped-def]
@@ -151,9 +175,49 @@ def _peek_dialect_limit(limiter: Limiter) -> RequestLimit | None:
 
 # -- storage ----------------------------------------------------------------------------------
 
-# g's name for a quota spend made by the organization bucket's script: (PendingSpend, Spend),
-# taken by api/quotas.py's hook, or given back at the request's teardown.
+
+def _counted_in_request() -> dict[str, tuple[int, float]] | None:
+    """This request's increments: key -> (count, expiry as a timestamp)."""
+    if not has_request_context():
+        return None
+    return g.setdefault("baton_rate_counts", {})
+
+
+def remember_count(key: str, count: int, expires_at: float) -> None:
+    """What ``CountingRedisStorage`` answers for ``key`` for the rest of the request."""
+    seen = _counted_in_request()
+    if seen is not None:
+        seen[key] = (count, expires_at)
+
+
+# g's name for a quota spend made by the buckets' script: (PendingSpend, Spend), taken by
+# api/quotas.py's hook, or given back at the request's teardown.
 SPENT_BY_LIMITER = "baton_quota_spent"
+
+
+class _MemoryFallback:
+    """Counting in this process while the Redis storage is unreachable (as Flask-Limiter's
+    own in-memory fallback), with Redis tried again after ``RETRY_SECONDS``."""
+
+    RETRY_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self.limiter = FixedWindowRateLimiter(MemoryStorage())
+        self.dead_until = 0.0
+        self.lock = threading.Lock()
+
+    def active(self) -> bool:
+        return time.monotonic() < self.dead_until
+
+    def fail(self, error: Exception) -> None:
+        with self.lock:
+            if not self.active():
+                log.warning(
+                    "rate limit storage unreachable (%s): counting in memory for %.0f s",
+                    error,
+                    self.RETRY_SECONDS,
+                )
+            self.dead_until = time.monotonic() + self.RETRY_SECONDS
 
 
 class CountingRedisStorage(RedisStorage):
@@ -166,88 +230,104 @@ class CountingRedisStorage(RedisStorage):
     of a key this request incremented answer from that increment; any other key (or
     outside a request) reads Redis as before. Counting, keys and expiry are unchanged.
 
-    The increment of the request's organization bucket also spends the request's monthly
-    quota in the same script (api/quotas.py takes the answer; a spend the request then
-    does not use is given back at its teardown).
+    ``count_buckets`` counts a request's own buckets and spends its monthly quota in one
+    script (``count_request_buckets``).
     """
 
     STORAGE_SCHEME = ["baton+redis", "baton+rediss"]
-    _INCR_EXPIRE_TTL = """
+    SCRIPT_INCR_EXPIRE_TTL = """
 local amount = tonumber(ARGV[2])
 local current = redis.call("incrby", KEYS[1], amount)
 if tonumber(current) == amount then
     redis.call("expire", KEYS[1], ARGV[1])
 end
+return {current, redis.call("ttl", KEYS[1])}
 """
-    SCRIPT_INCR_EXPIRE_TTL = _INCR_EXPIRE_TTL + 'return {current, redis.call("ttl", KEYS[1])}'
-    # KEYS[2] the quota's counter; ARGV[3], ARGV[4] its limit and expiry (orchestration.quotas).
-    SCRIPT_INCR_EXPIRE_TTL_SPEND = (
+    # KEYS: the buckets' counters in counting order, then the quota's counter if any.
+    # ARGV[1]: how many buckets; then each bucket's expiry and amount; then the quota's
+    # limit and expiry (orchestration.quotas). Counts as limits' fixed window does, and
+    # stops at the first bucket over its amount, as Flask-Limiter does: a refused request
+    # counts in no later bucket and spends no quota.
+    SCRIPT_COUNT_BUCKETS = (
         quotas.SPEND_FUNCTION
-        + _INCR_EXPIRE_TTL
         + """
-local spent = spend_quota(KEYS[2], tonumber(ARGV[3]), ARGV[4])
-return {current, redis.call("ttl", KEYS[1]), spent[1], spent[2]}
+local buckets = tonumber(ARGV[1])
+local out = {}
+for i = 1, buckets do
+    local current = redis.call("incrby", KEYS[i], 1)
+    if current == 1 then
+        redis.call("expire", KEYS[i], ARGV[2 * i])
+    end
+    out[#out + 1] = current
+    out[#out + 1] = redis.call("ttl", KEYS[i])
+    if current > tonumber(ARGV[2 * i + 1]) then
+        return out
+    end
+end
+if #KEYS > buckets then
+    local spent = spend_quota(KEYS[buckets + 1], tonumber(ARGV[2 * buckets + 2]),
+        ARGV[2 * buckets + 3])
+    out[#out + 1] = spent[1]
+    out[#out + 1] = spent[2]
+end
+return out
 """
     )
 
     def __init__(self, uri: str, **options) -> None:  # type: ignore[no-untyped-def]
         super().__init__(uri.removeprefix("baton+"), **options)
+        self.fallback = _MemoryFallback()
 
     def initialize_storage(self, uri: str) -> None:
         super().initialize_storage(uri)
         self.lua_incr_expire_ttl = self.get_connection().register_script(
             self.SCRIPT_INCR_EXPIRE_TTL
         )
-        self.lua_incr_expire_ttl_spend = self.get_connection().register_script(
-            self.SCRIPT_INCR_EXPIRE_TTL_SPEND
-        )
-
-    @staticmethod
-    def _seen() -> dict[str, tuple[int, float]] | None:
-        """This request's increments: key -> (count, expiry as a timestamp)."""
-        if not has_request_context():
-            return None
-        return g.setdefault("baton_rate_counts", {})
+        self.lua_count_buckets = self.get_connection().register_script(self.SCRIPT_COUNT_BUCKETS)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        spend = _quota_spend_for(key)
-        if spend is None:
-            current, ttl = self.lua_incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])
-        else:
-            current, ttl, allowed, used = self.lua_incr_expire_ttl_spend(
-                [self.prefixed_key(key), spend.key], [expiry, amount, *spend.args()]
-            )
-            g.setdefault(SPENT_BY_LIMITER, (spend, spend.result(allowed, used)))
-        seen = self._seen()
-        if seen is not None:
-            seen[key] = (int(current), max(int(ttl), 0) + time.time())
+        current, ttl = self.lua_incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])
+        self._remember(key, int(current), int(ttl))
         return int(current)
 
+    def _remember(self, key: str, current: int, ttl: int) -> None:
+        remember_count(key, current, max(ttl, 0) + time.time())
+
+    def count_buckets(
+        self, buckets: Sequence[tuple[str, RateLimitItem]], spend: quotas.PendingSpend | None
+    ) -> tuple[list[int], quotas.Spend | None]:
+        """Count one hit in each bucket (its key, its limit) in order up to the first one
+        over its amount, then spend ``spend`` if none was: the counts made, and the spend
+        (None when not made)."""
+        keys = [self.prefixed_key(key) for key, _ in buckets]
+        args: list[int] = [len(buckets)]
+        for _, item in buckets:
+            args += [item.get_expiry(), item.amount]
+        if spend is not None:
+            keys.append(spend.key)
+            args += spend.args()
+        out = self.lua_count_buckets(keys, args)
+        counts = []
+        # A pair per bucket counted (fewer when one was over), then the spend's if made.
+        for (key, _), current, ttl in zip(buckets, out[0::2], out[1::2], strict=False):
+            self._remember(key, int(current), int(ttl))
+            counts.append(int(current))
+        spent = (
+            spend.result(*out[-2:]) if spend is not None and len(out) > 2 * len(buckets) else None
+        )
+        return counts, spent
+
     def get(self, key: str) -> int:
-        seen = self._seen()
+        seen = _counted_in_request()
         if seen is not None and key in seen:
             return seen[key][0]
         return super().get(key)
 
     def get_expiry(self, key: str) -> float:
-        seen = self._seen()
+        seen = _counted_in_request()
         if seen is not None and key in seen:
             return seen[key][1]
         return super().get_expiry(key)
-
-
-def _quota_spend_for(key: str) -> quotas.PendingSpend | None:
-    """The request's quota spend if ``key`` is its organization's bucket (limits' key:
-    ``LIMITER/<prefix>/org:<id>/organization/<amount>/...``) and it spends quota and has
-    not yet; else None."""
-    if not has_request_context() or SPENT_BY_LIMITER in g:
-        return None
-    organization = organization_key()
-    if not organization or f"/{organization}/organization/" not in key:
-        return None
-    from api.quotas import pending_spend  # it imports this module
-
-    return pending_spend()
 
 
 def storage_uri(redis_url: str) -> str:
@@ -258,20 +338,130 @@ def storage_uri(redis_url: str) -> str:
 
 
 def make_limiter() -> Limiter:
+    """Flask-Limiter with the dialects' buckets; the user's and the organization's are
+    counted by ``count_request_buckets``."""
     return Limiter(
-        key_func=rate_limit_key,
-        headers_enabled=True,
-        application_limits=[
-            ApplicationLimit(user_limit, key_function=rate_limit_key, scope="user"),
-            ApplicationLimit(
-                organization_limit,
-                key_function=organization_key,
-                scope="organization",
-                exempt_when=_anonymous,
-            ),
-            *DIALECT_LIMITS,
-        ],
+        key_func=rate_limit_key, headers_enabled=True, application_limits=[*DIALECT_LIMITS]
     )
+
+
+# -- the buckets every request has ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One of the buckets every request counts in: its limit, whose it is (``key_func``)
+    and its scope. Shaped as Flask-Limiter's runtime limit where its 429 reads one."""
+
+    limit: RateLimitItem
+    key_func: Callable[[], str]
+    scope: str
+    error_message: None = None  # RateLimitExceeded's: the limit's own text
+
+
+@lru_cache(maxsize=32)
+def _bucket(scope: str, value: str) -> Bucket:
+    """Parsed once per configured value (Flask-Limiter parses its limits every request)."""
+    key_func = organization_key if scope == "organization" else rate_limit_key
+    return Bucket(parse(value), key_func, scope)
+
+
+def request_buckets() -> list[Bucket]:
+    """The request's user bucket (anonymous: per IP) and, authenticated, its
+    organization's, in Flask-Limiter's order: the shorter window first."""
+    buckets = [_bucket("user", user_limit())]
+    if not _anonymous():
+        buckets.append(_bucket("organization", organization_limit()))
+    return sorted(buckets, key=lambda bucket: bucket.limit)
+
+
+# g's names: the request's own buckets as Flask-Limiter's request limits (the one for the
+# headers, all of them); and that Flask-Limiter's middleware has nothing left to count.
+OWN_LIMITS = "baton_own_limits"
+_NOTHING_LEFT = "baton_limiter_middleware_skipped"
+
+
+def _exempt(limiter: Limiter) -> bool:
+    """Not counted: the limiter disabled, no route (404s), static files, or a route or
+    blueprint given to ``limiter.exempt`` (health, metrics)."""
+    endpoint = request.endpoint
+    if not limiter.enabled or not endpoint or endpoint.rsplit(".", 1)[-1] == "static":
+        return True
+    scope = limiter.limit_manager.exemption_scope(current_app, endpoint, request.blueprint)
+    return bool(scope & ExemptionScope.APPLICATION)
+
+
+def count_request_buckets(limiter: Limiter) -> None:
+    """A before_request hook, ahead of Flask-Limiter's: count the request in its user's and
+    organization's buckets and spend its monthly quota (one script on Redis), and raise
+    ``RateLimitExceeded`` for the first bucket over its limit. The headers then come from
+    Flask-Limiter as for its own limits (``limiter.context``)."""
+    if _exempt(limiter):
+        return
+    from api.quotas import pending_spend  # it imports this module
+
+    buckets = request_buckets()
+    prefix = [limiter._key_prefix] if limiter._key_prefix else []  # RATELIMIT_KEY_PREFIX
+    args = [[*prefix, bucket.key_func(), bucket.scope] for bucket in buckets]
+    storage = limiter.storage
+    counts: list[int] = []
+    fallback = storage.fallback if isinstance(storage, CountingRedisStorage) else None
+    if fallback is not None and not fallback.active():
+        spend = pending_spend()
+        try:
+            counts, spent = storage.count_buckets(
+                [(b.limit.key_for(*a), b.limit) for b, a in zip(buckets, args, strict=True)],
+                spend,
+            )
+        except redis.RedisError as error:
+            fallback.fail(error)
+        else:
+            if spent is not None:
+                setattr(g, SPENT_BY_LIMITER, (spend, spent))
+    if not counts:  # the memory storage (no Redis), or the fallback
+        strategy = fallback.limiter if fallback is not None else limiter.limiter
+        for bucket, bucket_args in zip(buckets, args, strict=True):
+            key = bucket.limit.key_for(*bucket_args)
+            allowed = strategy.hit(bucket.limit, *bucket_args)
+            counts.append(strategy.storage.get(key))
+            if fallback is not None:  # the headers read this count, not Redis's
+                remember_count(key, counts[-1], strategy.storage.get_expiry(key))
+            if not allowed:
+                break
+    own = [
+        RequestLimit(limiter, bucket.limit, bucket_args, count > bucket.limit.amount, True)
+        for bucket, bucket_args, count in zip(buckets, args, counts, strict=False)
+    ]
+    header = own[-1] if own[-1].breached else own[0]
+    setattr(g, OWN_LIMITS, (header, own))
+    limiter.context.view_rate_limit = header
+    limiter.context.view_rate_limits = own
+    if header.breached:
+        raise RateLimitExceeded(buckets[len(own) - 1])  # type: ignore[arg-type]
+    # Without a dialect Flask-Limiter's middleware would count nothing: skip it.
+    setattr(g, _NOTHING_LEFT, compat_registry.current() is None)
+
+
+def _skipped_by_baton() -> bool:
+    """Flask-Limiter's request filter: true once, for its middleware's look at a request
+    that ``count_request_buckets`` has fully counted; a route's own limits (checked by its
+    decorator, later in the same request) are still counted."""
+    return bool(g.pop(_NOTHING_LEFT, False))
+
+
+_filtered_limiters: weakref.WeakSet[Limiter] = weakref.WeakSet()
+
+
+def install_buckets(app: Flask, limiter: Limiter) -> None:
+    """Call before ``limiter.init_app``: the buckets are counted before its own limits."""
+
+    @app.before_request
+    def _count_request_buckets() -> None:
+        count_request_buckets(limiter)
+
+    if limiter not in _filtered_limiters:  # one extension serves every app (tests make many)
+        limiter.request_filter(_skipped_by_baton)
+        _filtered_limiters.add(limiter)
 
 
 def retry_after_seconds(limiter: Limiter) -> int:
@@ -314,14 +504,18 @@ def install(app: Flask, limiter: Limiter) -> None:
         # dialect the headers name the dialect's own bucket with the fewest left (its
         # document's limit, e.g. 50/minute or seed 003's tier per hour), else Baton's.
         current = limiter.current_limit
+        own_header, own_limits = g.get(OWN_LIMITS, (None, []))
+        if current is None and own_header is not None:
+            # Flask-Limiter's middleware counted nothing of its own (and said so in its
+            # context): the headers are the request's own buckets'.
+            limiter.context.view_rate_limit = current = own_header
+            limiter.context.view_rate_limits = own_limits
         dialect = compat_registry.current()
         if current is not None and not current.breached and dialect is not None:
-            own = [
-                lim
-                for lim in limiter.current_limits
-                if "dialect-" in lim.key or dialect.name in lim.key
-            ]
-            tightest = min(own or limiter.current_limits, key=lambda lim: lim.remaining)
+            counted = [*limiter.current_limits]
+            counted += [lim for lim in own_limits if lim not in counted]
+            own = [lim for lim in counted if "dialect-" in lim.key or dialect.name in lim.key]
+            tightest = min(own or counted, key=lambda lim: lim.remaining)
             if tightest is not None:
                 limiter.context.view_rate_limit = tightest
                 current = tightest

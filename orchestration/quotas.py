@@ -20,7 +20,7 @@ from orchestration import redis_store
 
 # The spend as a Lua function: this module's script calls it, and so does the API's
 # rate-limit script (api/ratelimits.py), which spends a request's quota in the round trip
-# that counts its organization's rate limit. ``limit`` -1: none.
+# that counts its user's and organization's rate limits. ``limit`` -1: none.
 SPEND_FUNCTION = """
 local function spend_quota(key, limit, expire_at)
   local used = tonumber(redis.call('GET', key) or '0')

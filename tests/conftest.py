@@ -173,7 +173,7 @@ ROOMY_DIALECT_LIMITS = {
 }
 
 
-def _make_app(factory: sessionmaker):
+def _make_app(factory: sessionmaker, **config: Any):
     from api import create_app
 
     return create_app(
@@ -182,6 +182,7 @@ def _make_app(factory: sessionmaker):
             "SESSION_FACTORY": factory,
             "RATELIMIT_KEY_PREFIX": f"baton-rl-{uuid.uuid4().hex}",
             "BATON_DIALECT_RATE_LIMITS": ROOMY_DIALECT_LIMITS,
+            **config,
         }
     )
 

@@ -74,11 +74,11 @@ def test_one_bucket_per_organization(limited, org_users):
     assert client.get("/api/v1/users/me", headers=outsider).status_code == 200
 
 
-def test_the_quota_rides_with_the_organization_count_and_a_refused_request_gets_it_back(
+def test_one_script_counts_both_buckets_and_the_quota_and_a_refused_request_spends_none(
     limited, org_users
 ):
-    """One script counts the organization's bucket and spends the monthly quota (no round
-    trip of the quota's own); a request the limiter then refuses spends nothing."""
+    """One script counts the user's and the organization's buckets and spends the monthly
+    quota: one round trip a request. A request a bucket refuses spends no quota."""
     from orchestration import quotas
 
     app, client = limited(BATON_USER_RATE_LIMIT="100 per minute", BATON_ORG_RATE_LIMIT="3/hour")
@@ -93,12 +93,68 @@ def test_the_quota_rides_with_the_organization_count_and_a_refused_request_gets_
         assert client.get("/api/v1/users/me", headers=h).status_code == 200
     finally:
         redis.Redis.execute_command = original  # type: ignore[method-assign]
-    assert commands == ["EVALSHA", "EVALSHA"]  # the user's bucket; the organization's + quota
+    assert commands == ["EVALSHA"]
     assert quotas.used(org_users["org"].id) == 2
     assert client.get("/api/v1/users/me", headers=h).status_code == 200
     detail = assert_limited(client.get("/api/v1/projects", headers=h), 3600)
     assert detail["scope"] == "organization"
     assert quotas.used(org_users["org"].id) == 3  # the refused request's spend given back
+
+
+def test_a_request_refused_by_the_users_bucket_counts_in_no_later_bucket(limited, org_users):
+    """As Flask-Limiter's first breach: the organization's bucket (counted after the
+    user's, same window) does not count a request the user's bucket refused."""
+    app, client = limited(BATON_USER_RATE_LIMIT="2 per minute", BATON_ORG_RATE_LIMIT="3/minute")
+    first, second = (factories.auth_headers(app, u) for u in org_users["users"])
+    for _ in range(2):
+        assert client.get("/api/v1/users/me", headers=first).status_code == 200
+    assert assert_limited(client.get("/api/v1/users/me", headers=first), 60)["scope"] == "user"
+    response = client.get("/api/v1/users/me", headers=second)
+    assert response.status_code == 200  # the organization's third, not its fourth
+    assert response.headers["X-RateLimit-Remaining"] == "1"  # the user's bucket: 2, 1 left
+    detail = assert_limited(client.get("/api/v1/users/me", headers=second), 60)
+    assert detail["scope"] == "organization" and detail["limit"] == 3
+
+
+def _count_users_me(client, headers, times: int) -> list:  # type: ignore[no-untyped-def]
+    return [client.get("/api/v1/users/me", headers=headers) for _ in range(times)]
+
+
+def test_without_redis_the_buckets_count_in_the_process(sessions, org_users):
+    """The embedded mode's storage (``memory://``): the same buckets, headers and 429."""
+    from limits.storage import MemoryStorage
+
+    from api.extensions import limiter
+
+    app = _make_app(sessions, RATELIMIT_STORAGE_URI="memory://")
+    app.config.update(BATON_USER_RATE_LIMIT="2 per minute")
+    assert isinstance(limiter.storage, MemoryStorage)
+    h = factories.auth_headers(app, org_users["users"][0])
+    answers = _count_users_me(app.test_client(), h, 3)
+    assert [a.status_code for a in answers[:2]] == [200, 200]
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers[:2]] == ["1", "0"]
+    assert assert_limited(answers[2], 60)["scope"] == "user"
+
+
+def test_an_unreachable_redis_counts_in_memory_and_still_refuses(sessions, org_users, caplog):
+    """The rate-limit storage's Redis down (RATELIMIT_IN_MEMORY_FALLBACK_ENABLED): the
+    buckets count in the process, with the same headers and 429, and say so once."""
+    from tests.processes import free_port
+
+    closed = free_port()
+    app = _make_app(sessions, RATELIMIT_STORAGE_URI=f"baton+redis://127.0.0.1:{closed}/0")
+    app.config.update(BATON_USER_RATE_LIMIT="2 per minute")
+    h = factories.auth_headers(app, org_users["users"][0])
+    with caplog.at_level("WARNING", logger="api.ratelimits"):
+        answers = _count_users_me(app.test_client(), h, 3)
+    assert [a.status_code for a in answers[:2]] == [200, 200], answers[0].get_json()
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers[:2]] == ["1", "0"]
+    assert assert_limited(answers[2], 60)["scope"] == "user"
+    warnings = [r for r in caplog.records if "counting in memory" in r.getMessage()]
+    assert len(warnings) == 1
+    from api.extensions import limiter
+
+    assert limiter.storage.fallback.active()  # Redis is tried again after a pause
 
 
 @pytest.mark.parametrize(("path", "limit"), [("/api/v1/builds", 10), ("/api/v1/analyses", 5)])

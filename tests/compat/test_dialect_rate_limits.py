@@ -174,3 +174,15 @@ def test_seed_004_60_a_minute_per_user_at_base_and_root(client, acme):
     over = client.get(f"{PHASE2}/api/build/", headers=h)
     assert over.status_code == 429
     assert over.get_json()["error"] == "rate_limit_exceeded"
+
+
+def test_a_request_a_dialect_bucket_refuses_spends_no_quota(app, client, db, acme):
+    """Baton's buckets and the monthly quota are counted first, in one script; a dialect's
+    bucket (counted after, by Flask-Limiter) that refuses the request gives the spend back."""
+    from orchestration import quotas
+
+    app.config["BATON_DIALECT_RATE_LIMITS"] = {"task_assistant": {"user": "2 per minute"}}
+    answers = [client.get(f"{TA}/tasks", headers=acme["headers"]) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    _limit_headers(answers[1], 2, 0)  # the dialect's bucket, not Baton's roomier one
+    assert quotas.used(acme["org"].id) == 2

@@ -102,6 +102,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     configure_logging()
     canvas.bound_broker_waits()  # a submission answers 503 in bounded time, never hangs
+    # First: its before_request hook runs before any that may refuse the request (the
+    # edge's checks, the rate limits), so those answers are measured too.
+    _measure_requests(app)
     observability.init_app(app)
     # Before the limiter: its after_request hook (rate-limit headers) must run before
     # edge's, which keeps Retry-After to 429 and 503 answers.
@@ -126,8 +129,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         api.register_blueprint(module.blp)
     # Seed dialects (issue 15): each document at its own base URL, on the same engine.
     compat.install(api)
-
-    _measure_requests(app)
 
     logging.getLogger("baton").setLevel(logging.INFO)
     return app

@@ -87,6 +87,27 @@ def test_endpoint_reports_the_requests_it_measured(client, db, app):
     assert body["process"]["rss_bytes"] > 0 and body["process"]["cpu_seconds"] > 0
 
 
+def test_requests_refused_before_their_view_are_measured(sessions, db, monkeypatch):
+    """A 429 from a rate limit and a 422 from the edge's checks are answers too."""
+    from tests.conftest import _make_app
+
+    app = _make_app(sessions, BATON_USER_RATE_LIMIT="2 per minute")
+    headers = factories.auth_headers(app, factories.user(db, factories.organization(db)))
+    db.commit()
+    measured = []
+    record = performance.record_request
+    monkeypatch.setattr(
+        performance,
+        "record_request",
+        lambda status, elapsed_ms: measured.append(status) or record(status, elapsed_ms),
+    )
+    client = app.test_client()
+    statuses = [client.get("/api/v1/agents?name=a%00b", headers=headers).status_code]
+    statuses += [client.get("/api/v1/agents", headers=headers).status_code for _ in range(3)]
+    assert statuses == [422, 200, 200, 429]  # the edge refuses before a bucket counts
+    assert measured == statuses
+
+
 def test_endpoint_checks_its_input(client, db, app):
     org = factories.organization(db)
     headers = factories.auth_headers(app, factories.user(db, org))

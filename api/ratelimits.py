@@ -36,7 +36,7 @@ from flask_limiter import (
     RequestLimit,
 )
 from flask_limiter.util import get_remote_address
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
@@ -360,18 +360,25 @@ class Bucket:
 
 
 @lru_cache(maxsize=32)
-def _bucket(scope: str, value: str) -> Bucket:
-    """Parsed once per configured value (Flask-Limiter parses its limits every request)."""
+def _buckets(scope: str, value: str) -> tuple[Bucket, ...]:
+    """A configured value's buckets (``100 per minute;2000 per hour`` is two, as in
+    Flask-Limiter), parsed once per value (Flask-Limiter parses its limits every request)."""
     key_func = organization_key if scope == "organization" else rate_limit_key
-    return Bucket(parse(value), key_func, scope)
+    try:
+        items = parse_many(value) if value else []
+    except ValueError:
+        # As Flask-Limiter treats a limit it cannot read: logged, and not applied.
+        log.error("rate limit %r for the %s bucket is not a limit: not applied", value, scope)
+        return ()
+    return tuple(Bucket(item, key_func, scope) for item in items)
 
 
 def request_buckets() -> list[Bucket]:
-    """The request's user bucket (anonymous: per IP) and, authenticated, its
+    """The request's user buckets (anonymous: per IP) and, authenticated, its
     organization's, in Flask-Limiter's order: the shorter window first."""
-    buckets = [_bucket("user", user_limit())]
+    buckets = [*_buckets("user", user_limit())]
     if not _anonymous():
-        buckets.append(_bucket("organization", organization_limit()))
+        buckets += _buckets("organization", organization_limit())
     return sorted(buckets, key=lambda bucket: bucket.limit)
 
 
@@ -401,6 +408,8 @@ def count_request_buckets(limiter: Limiter) -> None:
     from api.quotas import pending_spend  # it imports this module
 
     buckets = request_buckets()
+    if not buckets:
+        return
     prefix = [limiter._key_prefix] if limiter._key_prefix else []  # RATELIMIT_KEY_PREFIX
     args = [[*prefix, bucket.key_func(), bucket.scope] for bucket in buckets]
     storage = limiter.storage

@@ -116,6 +116,28 @@ def test_a_request_refused_by_the_users_bucket_counts_in_no_later_bucket(limited
     assert detail["scope"] == "organization" and detail["limit"] == 3
 
 
+def test_a_limit_of_several_windows_counts_each(limited, org_users):
+    """``BATON_ORG_RATE_LIMIT="100 per minute;3 per hour"``: two buckets, as Flask-Limiter
+    reads such a value; the one that runs out refuses, with its own window."""
+    app, client = limited(BATON_ORG_RATE_LIMIT="100 per minute;3 per hour")
+    h = factories.auth_headers(app, org_users["users"][0])
+    answers = _count_users_me(client, h, 4)
+    assert [a.status_code for a in answers[:3]] == [200, 200, 200]
+    detail = assert_limited(answers[3], 3600)
+    assert detail["scope"] == "organization" and detail["limit"] == 3
+
+
+def test_an_unreadable_or_empty_limit_is_not_applied(limited, org_users, caplog):
+    """As Flask-Limiter treats a limit it cannot read: logged, and requests go on."""
+    app, client = limited(BATON_USER_RATE_LIMIT="lots", BATON_ORG_RATE_LIMIT="")
+    h = factories.auth_headers(app, org_users["users"][0])
+    with caplog.at_level("ERROR", logger="api.ratelimits"):
+        answers = _count_users_me(client, h, 2)
+    assert [a.status_code for a in answers] == [200, 200]
+    assert "X-RateLimit-Limit" not in answers[0].headers
+    assert any("'lots'" in r.getMessage() for r in caplog.records)
+
+
 def _count_users_me(client, headers, times: int) -> list:  # type: ignore[no-untyped-def]
     return [client.get("/api/v1/users/me", headers=headers) for _ in range(times)]
 

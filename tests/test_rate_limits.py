@@ -275,3 +275,37 @@ def test_the_storage_answers_headers_from_the_requests_own_increment():
         assert storage.get("k") == 7  # a new request reads Redis
     assert storage.get("k") == 7 and storage.incr("k", 60) == 8  # outside a request too
     client.delete(f"{prefix}:k")
+
+
+def test_baton_api_processes_share_the_buckets_and_the_quota(
+    scripts, tmp_path, live_client, database_url
+):
+    """The production command (`baton api`, two gunicorn workers, the real storage): the
+    organization's bucket and the monthly quota are one count across processes, and the
+    refused requests spend no quota."""
+    import httpx
+
+    from orchestration import quotas
+    from tests.helpers import live_tenant
+    from tests.processes import free_port, wait_http
+
+    tenant = live_tenant(live_client.application, database_url)
+    port = free_port()
+    script = scripts(
+        ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        tmp_path / "api.log",
+        {"BATON_ORG_RATE_LIMIT": "5 per minute"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/api/v1/health/live", script)
+    # A connection each (no keep-alive): both workers answer.
+    answers = [
+        httpx.get(f"{url}/api/v1/jobs", headers=tenant["headers"], timeout=30) for _ in range(7)
+    ]
+    assert [a.status_code for a in answers] == [200] * 5 + [429] * 2, answers[-1].text
+    # The user's bucket (the first) names the allowed answers; the breached one the 429s.
+    remaining = [a.headers["X-RateLimit-Remaining"] for a in answers]
+    assert remaining == ["599", "598", "597", "596", "595", "0", "0"]
+    assert answers[-1].headers["X-RateLimit-Limit"] == "5"
+    assert answers[-1].json()["error"]["details"][0]["scope"] == "organization"
+    assert quotas.used(tenant["org_id"]) == 5

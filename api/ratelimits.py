@@ -287,11 +287,8 @@ return out
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         current, ttl = self.lua_incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])
-        self._remember(key, int(current), int(ttl))
+        remember_count(key, int(current), max(int(ttl), 0) + time.time())
         return int(current)
-
-    def _remember(self, key: str, current: int, ttl: int) -> None:
-        remember_count(key, current, max(ttl, 0) + time.time())
 
     def count_buckets(
         self, buckets: Sequence[tuple[str, RateLimitItem]], spend: quotas.PendingSpend | None
@@ -310,7 +307,7 @@ return out
         counts = []
         # A pair per bucket counted (fewer when one was over), then the spend's if made.
         for (key, _), current, ttl in zip(buckets, out[0::2], out[1::2], strict=False):
-            self._remember(key, int(current), int(ttl))
+            remember_count(key, int(current), max(int(ttl), 0) + time.time())
             counts.append(int(current))
         spent = (
             spend.result(*out[-2:]) if spend is not None and len(out) > 2 * len(buckets) else None
@@ -382,8 +379,8 @@ def request_buckets() -> list[Bucket]:
     return sorted(buckets, key=lambda bucket: bucket.limit)
 
 
-# g's names: the request's own buckets as Flask-Limiter's request limits (the one for the
-# headers, all of them); and that Flask-Limiter's middleware has nothing left to count.
+# g's names: the request's own buckets as Flask-Limiter's request limits (the first names
+# the headers); and that Flask-Limiter's middleware has nothing left to count.
 OWN_LIMITS = "baton_own_limits"
 _NOTHING_LEFT = "baton_limiter_middleware_skipped"
 
@@ -402,7 +399,8 @@ def count_request_buckets(limiter: Limiter) -> None:
     """A before_request hook, ahead of Flask-Limiter's: count the request in its user's and
     organization's buckets and spend its monthly quota (one script on Redis), and raise
     ``RateLimitExceeded`` for the first bucket over its limit. The headers then come from
-    Flask-Limiter as for its own limits (``limiter.context``)."""
+    Flask-Limiter as for its own limits (``limiter.context``, set by ``install``'s header
+    hook, or here for a 429)."""
     if _exempt(limiter):
         return
     from api.quotas import pending_spend  # it imports this module
@@ -441,11 +439,11 @@ def count_request_buckets(limiter: Limiter) -> None:
         RequestLimit(limiter, bucket.limit, bucket_args, count > bucket.limit.amount, True)
         for bucket, bucket_args, count in zip(buckets, args, counts, strict=False)
     ]
-    header = own[-1] if own[-1].breached else own[0]
-    setattr(g, OWN_LIMITS, (header, own))
-    limiter.context.view_rate_limit = header
-    limiter.context.view_rate_limits = own
-    if header.breached:
+    setattr(g, OWN_LIMITS, own)
+    if own[-1].breached:
+        # The 429's handler and headers read the breached bucket from the context.
+        limiter.context.view_rate_limit = own[-1]
+        limiter.context.view_rate_limits = own
         raise RateLimitExceeded(buckets[len(own) - 1])  # type: ignore[arg-type]
     # Without a dialect Flask-Limiter's middleware would count nothing: skip it.
     setattr(g, _NOTHING_LEFT, compat_registry.current() is None)
@@ -513,11 +511,11 @@ def install(app: Flask, limiter: Limiter) -> None:
         # dialect the headers name the dialect's own bucket with the fewest left (its
         # document's limit, e.g. 50/minute or seed 003's tier per hour), else Baton's.
         current = limiter.current_limit
-        own_header, own_limits = g.get(OWN_LIMITS, (None, []))
-        if current is None and own_header is not None:
-            # Flask-Limiter's middleware counted nothing of its own (and said so in its
-            # context): the headers are the request's own buckets'.
-            limiter.context.view_rate_limit = current = own_header
+        own_limits = g.get(OWN_LIMITS, [])
+        if current is None and own_limits:
+            # Flask-Limiter counted nothing of its own: the headers are the request's own
+            # buckets' (the first, as Flask-Limiter picks among unbreached limits).
+            limiter.context.view_rate_limit = current = own_limits[0]
             limiter.context.view_rate_limits = own_limits
         dialect = compat_registry.current()
         if current is not None and not current.breached and dialect is not None:

@@ -388,6 +388,57 @@ def test_bad_requests_are_not_retried(fake_openai: Any, api_key: str) -> None:
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize(
+    "reshape",
+    [
+        lambda body: {**body, "choices": {"0": body["choices"][0]}},  # not a list
+        lambda body: {**body, "choices": []},
+        lambda body: {**body, "usage": None},
+        lambda body: {**body, "usage": {"prompt_tokens": "12", "completion_tokens": 3}},
+        lambda body: ["not", "an", "object"],
+    ],
+    ids=["choices-object", "no-choices", "usage-null", "usage-string", "body-a-list"],
+)
+def test_an_answer_of_the_wrong_shape_is_malformed_never_a_crash(
+    fake_openai: Any, api_key: str, reshape: Any
+) -> None:
+    """The SDK hands the JSON back as it came (``cast_to=object``): each part read is
+    checked, so a wrong shape is the provider's retryable fault, not a TypeError."""
+    server = fake_openai([(200, {}, lambda request: reshape(completion_body(request)))])
+    with pytest.raises(ProviderError) as caught:
+        complete(
+            ask("local/gpt-4o-mini", max_retries=1), specs={"local": local_spec(server.base_url)}
+        )
+    assert caught.value.code == "malformed_response" and caught.value.retryable
+    assert len(server.requests) == 2
+
+
+def test_odd_optional_parts_of_an_answer_read_as_absent(fake_openai: Any, api_key: str) -> None:
+    def odd(request: dict[str, Any]) -> dict[str, Any]:
+        body = completion_body(request)
+        body["choices"][0]["message"] = {
+            "role": "assistant",
+            "content": 42,  # not text
+            "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "lookup", "arguments": '{"q": "x"}'}},
+                "junk",
+                {"id": "call_2", "function": None},
+            ],
+        }  # fmt: skip
+        return body
+
+    server = fake_openai([(200, {}, odd)])
+    result = complete(ask("local/gpt-4o-mini"), specs={"local": local_spec(server.base_url)})
+    assert result.text == ""
+    assert result.prompt_tokens > 0 and result.finish_reason == "stop"
+    assert result.tool_calls == [
+        {"id": "call_1", "name": "lookup", "arguments": '{"q": "x"}'},
+        {"id": "", "name": "", "arguments": ""},
+        {"id": "call_2", "name": "", "arguments": ""},
+    ]
+
+
 def test_a_response_without_usage_is_malformed(fake_openai: Any, api_key: str) -> None:
     def no_usage(request: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in completion_body(request).items() if k != "usage"}

@@ -420,9 +420,17 @@ def test_a_submission_alone_is_one_statement_in_autocommit(database_url, monkeyp
         def plain(row):  # type: ignore[no-untyped-def]
             return {k: v for k, v in row._mapping.items() if k not in volatile}
 
+        # In a stable order of their own: a select without ORDER BY may return a phase's
+        # steps either way round (the rows' order on disk is not theirs).
         with sessions() as s:
             return [
-                [plain(r) for r in s.execute(sa.select(table.__table__).where(where == job_id))]
+                sorted(
+                    (
+                        plain(r)
+                        for r in s.execute(sa.select(table.__table__).where(where == job_id))
+                    ),
+                    key=repr,
+                )
                 for table, where in (
                     (Job, Job.id),
                     (JobPhase, JobPhase.job_id),

@@ -334,32 +334,33 @@ def _unstreamed(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
 
 def _parse(response: Any, where: dict[str, str]) -> Answer:
     """Text, usage and finish reason of a chat completion's JSON; usage is required."""
-    body = response if isinstance(response, dict) else {}  # a non-JSON 200 comes as a str
+    body = _mapping(response)  # a non-JSON 200 comes as a str
     choices, usage = body.get("choices"), _mapping(body.get("usage"))
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if (
-        not choices
-        or not isinstance(choices, list)
-        or not isinstance(prompt, int)
-        or not isinstance(completion, int)
-    ):
-        missing = "choices" if not choices or not isinstance(choices, list) else "token usage"
+    if not choices or not isinstance(choices, list):
+        missing = "choices"
+    elif not isinstance(prompt, int) or not isinstance(completion, int):
+        missing = "token usage"
+    else:
+        missing = None
+    if missing:
         raise ProviderError(
             "malformed_response", f"{where['model']}: the answer has no {missing}",
             retryable=True, **where,
         )  # fmt: skip
     choice = _mapping(choices[0])
     message = _mapping(choice.get("message"))
-    text = message.get("content")
-    calls = message.get("tool_calls")
-    tool_calls = [
-        {
-            "id": str(call.get("id") or ""),
-            "name": str(_mapping(call.get("function")).get("name") or ""),
-            "arguments": str(_mapping(call.get("function")).get("arguments") or ""),
-        }
-        for call in map(_mapping, calls if isinstance(calls, list) else [])
-    ]
+    text, calls = message.get("content"), message.get("tool_calls")
+    tool_calls: list[dict[str, str]] = []
+    for call in map(_mapping, calls if isinstance(calls, list) else []):
+        function = _mapping(call.get("function"))
+        tool_calls.append(
+            {
+                "id": str(call.get("id") or ""),
+                "name": str(function.get("name") or ""),
+                "arguments": str(function.get("arguments") or ""),
+            }
+        )
     return Answer(
         text if isinstance(text, str) else "",
         prompt,

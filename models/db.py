@@ -98,7 +98,8 @@ def execute_autocommit(engine: sa.Engine, sql: str, params: dict[str, Any]) -> A
     connection in autocommit, without a SQLAlchemy ``Connection`` or ``Session``: no BEGIN
     and no COMMIT round trip (the statement is its own transaction), and none of their
     Python (the connection's setup, the statement cache lookup, the execution context and
-    result, the session's transaction). Returns the first row, or None.
+    result, the session's transaction); and as a server-side prepared statement
+    (``models.prepared.execute_driver_prepared``). Returns the first row, or None.
 
     A public door (``Engine.raw_connection``): the pool's checkout (and its ping after an
     idle second) applies; a driver error is raised as SQLAlchemy's (``IntegrityError``,
@@ -116,7 +117,10 @@ def execute_autocommit(engine: sa.Engine, sql: str, params: dict[str, Any]) -> A
         driver.autocommit = True
         try:
             with driver.cursor() as cursor:
-                cursor.execute(sql, params)
+                # Prepared on the server session's first use: parsing and planning anew
+                # were two thirds of the token check's server CPU, a fifth of a
+                # submission's INSERT's (docs/submission-profile.md, session 16).
+                prepared.execute_driver_prepared(cursor, pooled.info, sql, params)
                 row = cursor.fetchone() if cursor.description is not None else None
         finally:
             driver.autocommit = False  # the pool hands it to transactions next

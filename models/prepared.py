@@ -9,7 +9,9 @@ embedded SQLite run the statement as it is.
 
 An ORM statement whose objects are wanted back is marked with ``prepared_orm`` instead: the
 engine's ``before_cursor_execute`` listener (``install``) sends its SQL as ``EXECUTE`` of
-the same SQL, so the ORM reads the same columns in the same order.
+the same SQL, so the ORM reads the same columns in the same order. A statement already in
+the driver's text (``models.db.execute_autocommit``: the token check, a submission's
+INSERT) goes through ``execute_driver_prepared``.
 
 Not for PgBouncer in transaction-pooling mode (prepared statements live in a server
 session): a deployment with one uses session pooling (docs/decisions.md).
@@ -65,6 +67,46 @@ def _prepare_once(
 
 
 _BIND = re.compile(r"%\(([^)]+)\)s")
+
+
+def execute_driver_prepared(
+    cursor: Any, info: dict[Any, Any], sql: str, params: dict[str, Any]
+) -> None:
+    """``cursor.execute(sql, params)`` for a statement in psycopg2's text (``%(name)s``
+    parameters), as a server-side prepared statement of the cursor's server session
+    (``info``: its pool record's): PREPAREd on the first use there, EXECUTEd from then on.
+    PostgreSQL infers the parameters' types when it prepares the statement, so each must
+    have one from its place (a column, a cast, an operator's other side: ``%(n)s::int``,
+    not a bare ``%(n)s + 1``). A statement with an escaped percent sign runs as it is."""
+    driver = _driver_prepared(sql)
+    if driver is None:
+        cursor.execute(sql, params)
+        return
+    name, prepare, execute = driver
+    _prepare_once(info, name, prepare, cursor.execute)
+    cursor.execute(execute, params)
+
+
+@functools.lru_cache(maxsize=16)
+def _driver_prepared(sql: str) -> tuple[str, str, str] | None:
+    """(name, ``PREPARE`` SQL, ``EXECUTE`` SQL in the driver's text) for ``sql``."""
+    names: list[str] = []
+
+    def place(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    body = _BIND.sub(place, sql)
+    if "%" in body:
+        return None
+    name = f"baton_{hashlib.blake2b(body.encode(), digest_size=8).hexdigest()}"
+    arguments = ", ".join(f"%({n})s" for n in names)
+    return (
+        name,
+        f"PREPARE {name} AS {body}",
+        f"EXECUTE {name}({arguments})" if names else f"EXECUTE {name}",
+    )
 
 
 # Keyed by the statement object (each built once): room for every shape of every caller

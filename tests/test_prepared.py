@@ -3,6 +3,8 @@ the same statement run plainly, on PostgreSQL; elsewhere (or an IN list) it runs
 
 from __future__ import annotations
 
+import uuid
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -88,3 +90,47 @@ def test_a_marked_orm_statement_runs_prepared_and_loads_the_same_objects(db: Ses
     assert (first[0], first[1]) == (jobs[0], jobs[1])  # the session's own objects
     assert (again[0].id, again[1].id) == (jobs[1].id, jobs[0].id)
     assert first[0].organization_id == org.id and first[0].title == jobs[0].title
+
+
+def test_a_statement_in_autocommit_is_prepared_once_per_server_session(database_url):
+    """``models.db.execute_autocommit`` (the token check, a submission's INSERT) runs its
+    driver SQL as a prepared statement: PREPAREd on a server session's first use, with the
+    parameters' types inferred by PostgreSQL (a repeated name is one parameter), EXECUTEd
+    after; a new server session prepares it again; an escaped percent sign runs plainly."""
+    from models.db import execute_autocommit, make_engine
+
+    engine = make_engine(database_url)  # its own pool: one connection, used in turn
+    try:
+        # The statement gives each parameter its type (a cast, a column, an operator's
+        # other side): a prepared statement's parameters are typed when it is prepared.
+        sql = "SELECT %(n)s::int + %(n)s AS twice, %(id)s::uuid AS id, 'x' || %(text)s AS text"
+        name, prepare, execute = prepared._driver_prepared(sql)  # type: ignore[misc]
+        assert (
+            prepare
+            == f"PREPARE {name} AS SELECT $1::int + $1 AS twice, $2::uuid AS id, 'x' || $3 AS text"
+        )
+        assert execute == f"EXECUTE {name}(%(n)s, %(id)s, %(text)s)"
+        job_id = uuid.uuid4()
+
+        def run() -> tuple:
+            return tuple(execute_autocommit(engine, sql, {"n": 2, "id": str(job_id), "text": "y"}))
+
+        def names() -> set[str]:
+            with engine.connect() as conn:
+                return set(conn.scalars(_NAMES))
+
+        assert run() == (4, job_id, "xy")
+        assert names() == {name}
+        assert run() == (4, job_id, "xy")  # EXECUTEd: a second PREPARE would have failed
+        with engine.connect() as conn:
+            conn.invalidate()  # the next use is a new server session
+        assert names() == set()
+        assert run() == (4, job_id, "xy")
+        assert names() == {name}
+
+        escaped = "SELECT '100%%' || %(text)s AS text"
+        assert prepared._driver_prepared(escaped) is None
+        assert tuple(execute_autocommit(engine, escaped, {"text": "!"})) == ("100%!",)
+        assert names() == {name}
+    finally:
+        engine.dispose()

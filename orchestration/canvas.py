@@ -11,6 +11,7 @@ only; step task ids are assigned up front and stored, so cancel can revoke them.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from celery import chain, chord
 from celery.canvas import Signature
@@ -53,10 +54,32 @@ def all_queues() -> list[str]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _JobRef:
+    """What every signature of one job repeats, read from the job's row once: a mapped
+    attribute is a descriptor call and a UUID's text a conversion, a dozen a signature."""
+
+    id: str
+    kind: str
+    queue: str
+    priority: int
+    organization_id: str
+
+
+def _job_ref(job: Job) -> _JobRef:
+    return _JobRef(
+        id=str(job.id),
+        kind=job.kind,
+        queue=job.queue or queue_for(job.priority),
+        priority=BROKER_PRIORITY[Priority(job.priority)],
+        organization_id=str(job.organization_id),
+    )
+
+
 def _sig(
     name: TaskName,
     *args: str,
-    job: Job,
+    job: _JobRef,
     task_id: str | None = None,
     phase: str | None = None,
     step: str | None = None,
@@ -69,12 +92,15 @@ def _sig(
     named = [f"job={job.id}", f"kind={job.kind}"]
     named += [f"{key}={value!r}" for key, value in (("phase", phase), ("step", step)) if value]
     options: dict[str, object] = {
-        "queue": job.queue or queue_for(job.priority),
-        "priority": BROKER_PRIORITY[Priority(job.priority)],
+        "queue": job.queue,
+        "priority": job.priority,
         "shadow": f"{name}[{where}]",
         "argsrepr": f"({', '.join(named)})",
+        # Given, as argsrepr is: Celery would build it with saferepr, a general and slow
+        # repr (its share of a submission's CPU was larger than the message's JSON).
+        "kwargsrepr": repr(kwargs or {}),
         # For the worker's log lines (workers/observability.py), not for any decision.
-        "headers": {ORGANIZATION_HEADER: str(job.organization_id)},
+        "headers": {ORGANIZATION_HEADER: job.organization_id},
     }
     if task_id:
         options["task_id"] = task_id
@@ -90,32 +116,34 @@ def _parts(job: Job, phases: list[JobPhase], steps: list[JobStep]) -> list[Signa
     """The chain's links in order: a step's signature, or a chord for a many-step phase.
     The first link's steps say ``starts_job``: the job may still be queued, so their claim
     tries ``queued -> running`` first rather than after a claim that finds it queued."""
+    ref = _job_ref(job)
     by_phase: dict[uuid.UUID, list[JobStep]] = {}
     for step in sorted(steps, key=lambda s: s.position):
         by_phase.setdefault(step.phase_id, []).append(step)
     parts: list[Signature] = []
     for phase in sorted(phases, key=lambda p: p.position):
+        phase_steps = by_phase[phase.id]
         step_sigs = [
             _sig(
                 TaskName.RUN_STEP,
-                str(job.id),
+                ref.id,
                 str(s.id),
-                job=job,
+                job=ref,
                 task_id=s.celery_task_id,
                 phase=phase.name,
                 step=s.name,
-                keep_result=len(by_phase[phase.id]) > 1,
+                keep_result=len(phase_steps) > 1,
                 kwargs=None if parts else {"starts_job": True},
             )
-            for s in by_phase[phase.id]
+            for s in phase_steps
         ]
         if len(step_sigs) == 1:
             parts.append(step_sigs[0])
         else:
-            join = _sig(TaskName.JOIN_PHASE, str(job.id), str(phase.id), job=job, phase=phase.name)
+            join = _sig(TaskName.JOIN_PHASE, ref.id, str(phase.id), job=ref, phase=phase.name)
             parts.append(chord(step_sigs, join))
     if not parts:  # every phase completed (a re-sent or resumed job): only the end
-        parts.append(_sig(TaskName.FINISH_JOB, str(job.id), job=job))
+        parts.append(_sig(TaskName.FINISH_JOB, ref.id, job=ref))
     return parts
 
 
@@ -191,5 +219,6 @@ def revoke(task_ids: list[str]) -> None:
 
 def cancel_external(job: Job, step_ids: list[uuid.UUID]) -> None:
     """Ask the workers to tell the task servers of these steps that the job is cancelled."""
+    ref = _job_ref(job)
     for step_id in step_ids:
-        _sig(TaskName.CANCEL_EXTERNAL, str(job.id), str(step_id), job=job).apply_async()
+        _sig(TaskName.CANCEL_EXTERNAL, ref.id, str(step_id), job=ref).apply_async()

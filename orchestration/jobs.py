@@ -180,15 +180,18 @@ def submit_job(
             if existing is not None:
                 return _detail(session, existing)
     try:
-        with transaction(sessions) as session:
+        # Reads (begun only if the submission needs one: its project, agent, template),
+        # closed after. The INSERT is the only write unless the job counts a template use:
+        # then both commit together here. Alone, it is one statement in autocommit after
+        # the reads: the same rows, no BEGIN and COMMIT (and no empty transaction of the
+        # session's to set up and commit when nothing was read).
+        with sessions() as session:
             new = _new_job(session, principal=principal, submission=submission)
             creator = session.get(User, principal.user_id) if with_creator else None
-            # The INSERT is the transaction's only write unless the job counts a template
-            # use: then both commit together. Alone, it is one statement in autocommit
-            # after this (read-only) transaction: the same rows, no BEGIN and COMMIT.
             engine = None if new.template_used else autocommit_engine(sessions)
             if engine is None:
                 _insert_new_rows(session, new.tables)
+                session.commit()
         if engine is not None:
             _insert_autocommit(engine, new.tables)
         job, phases, steps = new.job, new.phases, new.steps

@@ -16,8 +16,10 @@ import io
 import os
 import pstats
 import re
+import sys
 import tempfile
 import uuid
+from pathlib import Path
 
 RUN = uuid.uuid4().hex[:8]
 PG = os.environ.get("BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
@@ -33,6 +35,9 @@ os.environ.update(
     BATON_HOME=tempfile.mkdtemp(prefix="baton-prof-"),
     BATON_API_RATE_LIMIT="1000000 per minute",
 )
+# This tree's code first (not the venv's editable install, which may be another tree's):
+# a worktree's copy measures that worktree.
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
 import sqlalchemy as sa  # noqa: E402
 from scratch import create_database, drop_database  # noqa: E402

@@ -2,7 +2,8 @@
 
 - ``baseline_app``: a bare Flask route that inserts one row and sends one Celery task.
 - ``noop``: a no-op task for a raw Celery chain of 5.
-- ``celery_worker``: one worker process (Baton's or this module's), as every bench starts it.
+- ``celery_worker``: one worker process (Baton's or this module's), as every bench starts it;
+  ``stop_processes`` stops what a bench started.
 - ``bench_principal`` and ``bench_limit``: the rows a bench works on, written directly.
 Run by the benches in bench/; not part of Baton.
 """
@@ -53,6 +54,19 @@ def celery_worker(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 15) -> None:
+    """Terminate every process a bench started (all at once), wait for each, kill what does
+    not stop in ``timeout`` seconds; ``procs`` is left empty."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    procs.clear()
 
 
 def bench_principal(sessions, tag: str):  # type: ignore[no-untyped-def]

@@ -160,13 +160,9 @@ def main() -> None:
             f"(rounds {len(execute)}; the conversation ends with {2 * 2 * (args.rounds + 3)} messages)"
         )
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        from baseline import stop_processes
+
+        stop_processes(procs)
         drop_database(PG, DB)
 
 

@@ -206,14 +206,9 @@ def baton_block(chains, procs, engine, live, body, headers):  # type: ignore[no-
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    procs.clear()
+    from baseline import stop_processes
+
+    stop_processes(procs)
 
 
 def main() -> None:

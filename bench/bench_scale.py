@@ -124,14 +124,9 @@ def rss_kib(pid: int) -> int:
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    procs.clear()
+    from baseline import stop_processes
+
+    stop_processes(procs, timeout=30)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import os
 import time
 
 import profile_submit as ps  # sets the environment (its own database, queues) on import
-from scratch import create_database, drop_database
+from scratch import create_database
 
 
 def main() -> None:
@@ -43,13 +43,7 @@ def main() -> None:
             f"   rounds {' '.join(f'{x:.2f}' for x in rounds)}"
         )
     finally:
-        from baton.celery_app import app as baton_celery
-        from orchestration.canvas import all_queues
-
-        with baton_celery.connection_for_write() as conn:
-            for queue in all_queues():
-                conn.default_channel.queue_purge(queue)
-        drop_database(ps.PG, ps.DB)
+        ps.drop_scratch()
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def main() -> None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
 
     import profile_submit as ps  # its database name and the environment
-    from scratch import create_database, drop_database
+    from scratch import create_database
 
     create_database(ps.PG, ps.DB)
     scratch = tempfile.mkdtemp(prefix="callgrind-")
@@ -113,13 +113,7 @@ def main() -> None:
         print(f"instructions a {what}: {per / 1e6:.3f} M   ({count} counted, this process only)")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        from baton.celery_app import app as baton_celery
-        from orchestration.canvas import all_queues
-
-        with baton_celery.connection_for_write() as conn:
-            for queue in all_queues():
-                conn.default_channel.queue_purge(queue)
-        drop_database(ps.PG, ps.DB)
+        ps.drop_scratch()
 
 
 if __name__ == "__main__":

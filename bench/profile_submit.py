@@ -56,6 +56,18 @@ BODY = {
 }
 
 
+def drop_scratch() -> None:
+    """Empty the scratch queues (the submissions' messages: no worker reads them) and drop
+    the scratch database."""
+    from baton.celery_app import app as baton_celery
+    from orchestration.canvas import all_queues
+
+    with baton_celery.connection_for_write() as conn:
+        for queue in all_queues():
+            conn.default_channel.queue_purge(queue)
+    drop_database(PG, DB)
+
+
 def registered_client():  # type: ignore[no-untyped-def]
     """Baton's app (on the scratch database, migrated), its test client, and the headers
     of a freshly registered admin: what bench/cpu_submit.py also submits through."""
@@ -199,7 +211,7 @@ def main() -> None:
                 conn.default_channel.queue_purge(queue)
         engine.dispose()
     finally:
-        drop_database(PG, DB)
+        drop_scratch()
 
 
 if __name__ == "__main__":

@@ -101,7 +101,9 @@ def main() -> None:
                 "--child", os.environ["DATABASE_URL"],
             ],
             cwd=HERE,
-            env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts each run
+            # The same dict layouts each run; this run's names, so that the queues the
+            # child fills are the ones emptied below.
+            env={**os.environ, "PYTHONHASHSEED": "0", "BENCH_RUN": ps.RUN},
             capture_output=True,
             text=True,
         )  # fmt: skip

@@ -27,7 +27,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = uuid.uuid4().hex[:8]
+# A run's names (database, queues, Redis keys); a child process of the run passes its
+# own (bench/instructions.py), so both name the same queues.
+RUN = os.environ.get("BENCH_RUN") or uuid.uuid4().hex[:8]
 PG = os.environ.get("BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 DB = f"baton_prof_{RUN}"
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")

@@ -21,7 +21,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-RUN = uuid.uuid4().hex[:8]
+# A run's names (database, queues, Redis keys); a child process of the run passes its
+# own (bench/instructions.py), so both name the same queues.
+RUN = os.environ.get("BENCH_RUN") or uuid.uuid4().hex[:8]
 PG = os.environ.get("BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 DB = f"baton_profile_{RUN}"
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -58,7 +60,7 @@ BODY = {
 
 def drop_scratch() -> None:
     """Empty the scratch queues (the submissions' messages: no worker reads them) and drop
-    the scratch database."""
+    the scratch database, even after a failed run."""
     from baton.celery_app import app as baton_celery
     from orchestration.canvas import all_queues
 
@@ -203,12 +205,6 @@ def main() -> None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(args.top)
         print(out.getvalue())
-        from baton.celery_app import app as celery_app
-        from orchestration.canvas import all_queues
-
-        with celery_app.connection_for_write() as conn:
-            for queue in all_queues():
-                conn.default_channel.queue_purge(queue)
         engine.dispose()
     finally:
         drop_scratch()

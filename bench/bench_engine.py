@@ -57,6 +57,7 @@ os.environ.update(ENV)
 import httpx  # noqa: E402
 import redis  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from baseline import stop_processes  # noqa: E402
 from scratch import create_database, drop_database  # noqa: E402
 
 
@@ -171,7 +172,7 @@ def raw_block(chains: int, procs: list[subprocess.Popen]) -> list[float]:
             raw.append(time.perf_counter() - start)
         return raw[3:]
     finally:
-        stop(procs)
+        stop_processes(procs)
 
 
 def baton_block(chains, procs, engine, live, body, headers):  # type: ignore[no-untyped-def]
@@ -202,13 +203,7 @@ def baton_block(chains, procs, engine, live, body, headers):  # type: ignore[no-
                 engine_runs.append((finished - created).total_seconds())
         return runs[3:], engine_runs[3:]
     finally:
-        stop(procs)
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    from baseline import stop_processes
-
-    stop_processes(procs)
+        stop_processes(procs)
 
 
 def main() -> None:
@@ -252,7 +247,7 @@ def main() -> None:
         baton_rps = hammer(
             f"http://127.0.0.1:{PORT}/api/v1/orchestrate", body, headers, args.requests
         )
-        stop(procs)
+        stop_processes(procs)
         from baton.celery_app import app as baton_celery
         from orchestration.canvas import all_queues
 
@@ -303,7 +298,7 @@ def main() -> None:
                 f"({baton_ms / raw_ms:.1f}x), engine {engine_ms:6.2f} ms ({engine_ms / raw_ms:.1f}x)"
             )
     finally:
-        stop(procs)
+        stop_processes(procs)
         drop_database(PG, DB)
 
 

@@ -90,23 +90,43 @@ def execute_driver_prepared(
 @functools.lru_cache(maxsize=16)
 def _driver_prepared(sql: str) -> tuple[str, str, str] | None:
     """(name, ``PREPARE`` SQL, ``EXECUTE`` SQL in the driver's text) for ``sql``."""
-    names: list[str] = []
-
-    def place(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    body = _BIND.sub(place, sql)
-    if "%" in body:
+    positional = _positional(sql, lambda _name: None)
+    if positional is None:
         return None
-    name = f"baton_{hashlib.blake2b(body.encode(), digest_size=8).hexdigest()}"
+    body, names = positional
+    name = _statement_name(body)
     arguments = ", ".join(f"%({n})s" for n in names)
     return (
         name,
         f"PREPARE {name} AS {body}",
         f"EXECUTE {name}({arguments})" if names else f"EXECUTE {name}",
     )
+
+
+def _positional(sql: str, literal: Callable[[str], str | None]) -> tuple[str, list[str]] | None:
+    """``sql`` (the driver's ``%(name)s`` text) with each parameter numbered ``$n`` in order
+    of first use, or written in as ``literal(name)`` where that gives text; and the numbered
+    parameters' names. None for what is not prepared: an escaped percent sign or an odd
+    name (keep it simple)."""
+    names: list[str] = []
+
+    def place(match: re.Match[str]) -> str:
+        if (text := literal(match.group(1))) is not None:
+            return text
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    body = _BIND.sub(place, sql)
+    if "%" in body or not all(re.fullmatch(r"\w+", n) for n in names):
+        return None
+    return body, names
+
+
+def _statement_name(body: str) -> str:
+    """Named after its SQL: a changed statement is a new name on connections that
+    prepared the old one, and two statements cannot share one."""
+    return f"baton_{hashlib.blake2b(body.encode(), digest_size=8).hexdigest()}"
 
 
 # Keyed by the statement object (each built once): room for every shape of every caller
@@ -147,27 +167,22 @@ def _prepared_sql(
 ) -> tuple[str, str, list[str]] | None:
     """(name, ``PREPARE`` SQL, the names of its parameters in order) for a compiled
     statement, or None where it is not prepared (see ``_prepared``)."""
-    names: list[str] = []
 
-    def place(match: re.Match[str]) -> str:
-        bind = compiled.binds[match.group(1)]
-        constant = not bind.required and bind.effective_value is not None
-        literal = bind.type.literal_processor(dialect) if constant else None
-        if literal is not None:
-            return literal(bind.effective_value)
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
+    def constant(name: str) -> str | None:
+        bind = compiled.binds[name]
+        if bind.required or bind.effective_value is None:
+            return None
+        literal = bind.type.literal_processor(dialect)
+        return literal(bind.effective_value) if literal is not None else None
 
     if "POSTCOMPILE" in compiled.string:
         return None  # an IN list, expanded at each execution: not preparable as it is
-    sql = _BIND.sub(place, compiled.string)
-    if "%" in sql or not all(re.fullmatch(r"\w+", n) for n in names):
-        return None  # an escaped percent sign or an odd name: keep it simple, do not prepare
+    positional = _positional(compiled.string, constant)
+    if positional is None:
+        return None
+    sql, names = positional
     types = ", ".join(dialect.type_compiler_instance.process(compiled.binds[n].type) for n in names)
-    # Named after its SQL: a changed statement is a new name on connections that
-    # prepared the old one, and two statements cannot share one.
-    name = f"baton_{hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()}"
+    name = _statement_name(sql)
     return name, f"PREPARE {name} ({types}) AS {sql}", names
 
 

@@ -34,7 +34,12 @@ worker_max_memory_per_child = 512 * 1024  # KiB
 broker_connection_retry_on_startup = True
 broker_connection_timeout = _s.broker_timeout_seconds
 worker_hijack_root_logger = False
-worker_send_task_events = True
+# Task events go out while someone watches: Flower (``baton flower``) switches them on in
+# every worker every 5 s (its ``enable_events`` option, on by default), as does
+# ``celery -A workers control enable_events``. Unwatched, a worker's main
+# process would spend about a third of its CPU publishing three events a task, one of them
+# (task-received) before the task reaches its pool process. Worker heartbeats stay on.
+worker_send_task_events = False
 # No ``task-sent`` events (a PUBLISH per send: each submission and every chain hop): Flower
 # sees every task from the worker's own events, and a queued job is its row in PostgreSQL
 # (docs/decisions.md, issue 14).

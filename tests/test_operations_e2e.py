@@ -10,12 +10,14 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from models import JobPhase, JobStep, UsageRecord
 from models.db import session_factory, transaction
 from tests.helpers import live_tenant, wait_for, wait_terminal
+from tests.processes import free_port, wait_http
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -33,6 +35,9 @@ class CeleryEvents:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         assert self.seen.wait(30), "no Celery event arrived"
+        # The workers send task events while someone watches (celeryconfig): switched on
+        # as Flower switches them on, each worker's answer awaited.
+        assert app.control.broadcast("enable_events", reply=True, timeout=1.0)
 
     def _run(self) -> None:
         with self.app.connection_for_read() as connection:
@@ -243,3 +248,39 @@ def test_a_cancelled_chord_phase_leaves_no_chord_unlock_retrying_in_embedded_mod
         except subprocess.TimeoutExpired:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait(timeout=10)
+
+
+def test_flower_switches_the_workers_task_events_on(live_client, database_url, scripts, tmp_path):
+    """Unwatched, the workers send no task events (celeryconfig); `baton flower` switches
+    them on (every 5 s), so its task list shows a job's step and how it ended."""
+    from baton.celery_app import app
+
+    app.control.broadcast("disable_events", reply=True, timeout=1.0)
+    port, password = free_port(), f"pw-{uuid.uuid4().hex[:8]}"
+    flower = scripts(
+        ["flower", f"--port={port}", "--address=127.0.0.1"],
+        tmp_path / "flower.log",
+        {"FLOWER_BASIC_AUTH": f"ops:{password}"},
+    )
+    wait_http(f"http://127.0.0.1:{port}/healthcheck", flower)
+    tenant = live_tenant(live_client.application, database_url)
+    h = tenant["headers"]
+    deadline = time.monotonic() + 60
+    seen: dict[str, Any] = {}
+    while not seen and time.monotonic() < deadline:
+        accepted = live_client.post(
+            "/api/v1/tasks", json={"description": "watched"}, headers=h
+        ).get_json()
+        assert wait_terminal(live_client, accepted["location"], h)["status"] == "completed"
+        (step,) = steps_of(database_url, accepted["id"])
+        for _ in range(20):  # Flower reads the events as they come
+            tasks = httpx.get(
+                f"http://127.0.0.1:{port}/api/tasks", auth=("ops", password), timeout=10
+            ).json()
+            if tasks.get(step.celery_task_id, {}).get("state") == "SUCCESS":
+                seen = tasks[step.celery_task_id]
+                break
+            time.sleep(0.25)
+    assert seen, f"Flower saw no step's events: {flower.text()[-2000:]}"
+    assert seen["name"] == "baton.step.run[task/Execution/execution]"
+    assert f"job={accepted['id']}" in seen["args"]

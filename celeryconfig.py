@@ -36,8 +36,8 @@ broker_connection_timeout = _s.broker_timeout_seconds
 worker_hijack_root_logger = False
 # Task events go out while someone watches: Flower (``baton flower``) switches them on in
 # every worker every 5 s (its ``enable_events`` option, on by default), as does
-# ``celery -A workers control enable_events``. Unwatched, a worker's main
-# process would spend about a third of its CPU publishing three events a task, one of them
+# ``celery -A workers control enable_events``. Unwatched, a worker's main process would
+# spend about a third of its CPU publishing three events a task, one of them
 # (task-received) before the task reaches its pool process. Worker heartbeats stay on.
 worker_send_task_events = False
 # No ``task-sent`` events (a PUBLISH per send: each submission and every chain hop): Flower

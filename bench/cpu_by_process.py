@@ -20,6 +20,7 @@ import argparse
 import collections
 import os
 import statistics
+import subprocess
 import time
 
 import bench_engine as be  # sets the environment (its own database, queues) on import
@@ -72,7 +73,12 @@ def snapshot(worker: int | None) -> dict[str, collections.Counter[str]]:
     return {"cpu": cpu, "waited": waited}
 
 
-def report(title: str, before: dict, after: dict, phases: int) -> None:
+def report(
+    title: str,
+    before: dict[str, collections.Counter[str]],
+    after: dict[str, collections.Counter[str]],
+    phases: int,
+) -> None:
     print(title)
     for group in sorted(after["cpu"], key=lambda g: -(after["cpu"][g] - before["cpu"][g])):
         cpu = (after["cpu"][group] - before["cpu"][group]) * 1000 / phases
@@ -80,7 +86,7 @@ def report(title: str, before: dict, after: dict, phases: int) -> None:
         print(f"  {group:24s} CPU {cpu:6.2f} ms   waited for a core {waited:5.2f} ms")
 
 
-def baton_block(jobs: int, engine: sa.Engine, procs: list) -> None:  # type: ignore[type-arg]
+def baton_block(jobs: int, engine: sa.Engine, procs: list[subprocess.Popen]) -> None:
     from orchestration.canvas import all_queues
 
     procs.append(be.gunicorn("api:create_app()", be.PORT))
@@ -94,7 +100,6 @@ def baton_block(jobs: int, engine: sa.Engine, procs: list) -> None:  # type: ign
     procs.append(worker)
     live = redis.Redis.from_url(be.ENV["REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
     time.sleep(3)
-    phases = []
     with httpx.Client(base_url=f"http://127.0.0.1:{be.PORT}", timeout=30) as client:
 
         def run() -> float:
@@ -113,7 +118,7 @@ def baton_block(jobs: int, engine: sa.Engine, procs: list) -> None:  # type: ign
     report("  by process, a phase:", before, after, jobs * 5)
 
 
-def raw_block(jobs: int, procs: list) -> None:  # type: ignore[type-arg]
+def raw_block(jobs: int, procs: list[subprocess.Popen]) -> None:
     from celery import chain
 
     worker = celery_worker("baseline", [be.ENV["BENCH_BASELINE_QUEUE"]])
@@ -135,7 +140,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40, help="jobs (and raw chains) measured")
     args = parser.parse_args()
     create_database(be.PG, be.DB)
-    procs: list = []  # type: ignore[type-arg]
+    procs: list[subprocess.Popen] = []
     try:
         from models.migrate import upgrade
 

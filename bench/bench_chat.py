@@ -47,7 +47,7 @@ ENV = {
 os.environ.update(ENV)
 
 import httpx  # noqa: E402
-from scratch import create_database, drop_database  # noqa: E402
+from scratch import create_database, drop_database, drop_run_keys  # noqa: E402
 
 PORT = 18111
 
@@ -164,6 +164,7 @@ def main() -> None:
 
         stop_processes(procs)
         drop_database(PG, DB)
+        drop_run_keys()
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import httpx  # noqa: E402
 import redis  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from baseline import stop_processes  # noqa: E402
-from scratch import create_database, drop_database  # noqa: E402
+from scratch import create_database, drop_database, drop_run_keys  # noqa: E402
 
 
 def sh(cmd: list[str], **kw) -> subprocess.Popen:  # type: ignore[no-untyped-def]
@@ -300,6 +300,7 @@ def main() -> None:
     finally:
         stop_processes(procs)
         drop_database(PG, DB)
+        drop_run_keys()
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ os.environ.update(
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import sqlalchemy as sa  # noqa: E402
-from scratch import create_database, drop_database  # noqa: E402
+from scratch import create_database, drop_database, drop_run_keys  # noqa: E402
 
 
 def send_jobs(sessions, principal, count: int, model: str = "sim/echo") -> None:  # type: ignore[no-untyped-def]
@@ -211,6 +211,7 @@ def main() -> None:
 
         get_engine.cache_clear()
         drop_database(PG, DB)
+        drop_run_keys()
 
 
 if __name__ == "__main__":

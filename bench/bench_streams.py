@@ -52,7 +52,7 @@ ENV = {
 os.environ.update(ENV)
 
 import httpx  # noqa: E402
-from scratch import create_database, drop_database  # noqa: E402
+from scratch import create_database, drop_database, drop_run_keys  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -284,6 +284,7 @@ def main() -> None:
 
         get_engine.cache_clear()
         drop_database(PG, DB)
+        drop_run_keys()
 
 
 def make_running_jobs(org_id: uuid.UUID, count: int) -> list[uuid.UUID]:

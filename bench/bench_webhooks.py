@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from scratch import create_database, drop_database  # noqa: E402
+from scratch import create_database, drop_database, drop_run_keys  # noqa: E402
 
 SECRET = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-bench!").decode()
 
@@ -209,6 +209,7 @@ def main() -> None:
         if os.environ.get("BENCH_KEEP_LOG"):
             print("worker log:", log)
         drop_database(PG, DB)
+        drop_run_keys()
 
 
 if __name__ == "__main__":

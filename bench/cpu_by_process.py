@@ -28,7 +28,7 @@ import httpx
 import redis
 import sqlalchemy as sa
 from baseline import celery_worker, noop, stop_processes
-from scratch import create_database, drop_database
+from scratch import create_database, drop_database, drop_run_keys
 
 TICKS = os.sysconf("SC_CLK_TCK")
 BODY = {
@@ -151,6 +151,7 @@ def main() -> None:
     finally:
         stop_processes(procs)
         drop_database(be.PG, be.DB)
+        drop_run_keys()
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import redis  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from scratch import create_database, drop_database  # noqa: E402
+from scratch import create_database, drop_database, drop_run_keys  # noqa: E402
 
 PHASES = ["a", "b", "c", "d", "e"]
 ENGINE_FILES = ("workers/engine", "workers/chat.py", "workers/external.py")
@@ -256,6 +256,7 @@ def main() -> None:
 
         get_engine.cache_clear()
         drop_database(PG, DB)
+        drop_run_keys()
         client = redis.Redis.from_url(f"{REDIS}/2")
         keys = list(client.scan_iter(match=f"prof{RUN}:*"))
         if keys:

@@ -42,7 +42,7 @@ os.environ.update(
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
 import sqlalchemy as sa  # noqa: E402
-from scratch import create_database, drop_database  # noqa: E402
+from scratch import create_database, drop_database, drop_run_keys  # noqa: E402
 
 
 def _shape(statement: str) -> str:
@@ -68,6 +68,7 @@ def drop_scratch() -> None:
         for queue in all_queues():
             conn.default_channel.queue_purge(queue)
     drop_database(PG, DB)
+    drop_run_keys()
 
 
 def registered_client():  # type: ignore[no-untyped-def]

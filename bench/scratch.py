@@ -27,3 +27,36 @@ def drop_database(server: str, name: str) -> None:
             {"d": name},
         )
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+def drop_run_keys() -> None:
+    """Delete what a run left in Redis under its own names (``BATON_QUEUE_PREFIX``,
+    ``BATON_REDIS_PREFIX``, set by the bench before it starts anything): its queues and
+    kombu's bindings of them on the broker, its rate-limit, quota and metric keys in
+    ``REDIS_URL``'s database. What expires on its own is left: results in the result
+    backend, and the API's request metrics, which an in-process app's flush thread may
+    write once more after this."""
+    import os
+
+    import redis
+
+    queues, keys = os.environ.get("BATON_QUEUE_PREFIX"), os.environ.get("BATON_REDIS_PREFIX")
+    patterns = {
+        os.environ.get("CELERY_BROKER_URL", ""): [
+            f"{queues}.*",
+            f"_kombu.binding.{queues}.*",
+            f"_kombu.binding_permanent.{queues}.*",
+        ]
+        if queues
+        else [],
+        os.environ.get("REDIS_URL", ""): [f"{keys}:*"] if keys else [],
+    }
+    for url, matches in patterns.items():
+        if not url.startswith(("redis://", "rediss://")) or not matches:
+            continue
+        client = redis.Redis.from_url(url)
+        for match in matches:
+            names = list(client.scan_iter(match=match, count=1000))
+            if names:
+                client.delete(*names)
+        client.close()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import profile_engine as pe  # sets the environment (its own database, queues) on import
-from scratch import create_database, drop_database
+from scratch import create_database, drop_database, drop_run_keys
 
 
 def main() -> None:
@@ -77,6 +77,7 @@ def main() -> None:
 
         get_engine.cache_clear()
         drop_database(pe.PG, pe.DB)
+        drop_run_keys()
 
 
 if __name__ == "__main__":

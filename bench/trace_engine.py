@@ -21,7 +21,7 @@ import bench_engine as be  # sets the environment (its own database, queues) on 
 import httpx
 import redis
 import sqlalchemy as sa
-from scratch import create_database, drop_database
+from scratch import create_database, drop_database, drop_run_keys
 
 
 def main() -> None:
@@ -93,6 +93,7 @@ def main() -> None:
         for proc in procs:
             proc.wait()
         drop_database(be.PG, be.DB)
+        drop_run_keys()
 
 
 if __name__ == "__main__":

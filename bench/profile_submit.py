@@ -59,14 +59,8 @@ BODY = {
 
 
 def drop_scratch() -> None:
-    """Empty the scratch queues (the submissions' messages: no worker reads them) and drop
-    the scratch database, even after a failed run."""
-    from baton.celery_app import app as baton_celery
-    from orchestration.canvas import all_queues
-
-    with baton_celery.connection_for_write() as conn:
-        for queue in all_queues():
-            conn.default_channel.queue_purge(queue)
+    """Drop the scratch database and what the run left in Redis (its queues, with the
+    submissions' messages no worker reads), even after a failed run."""
     drop_database(PG, DB)
     drop_run_keys()
 

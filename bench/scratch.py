@@ -40,23 +40,17 @@ def drop_run_keys() -> None:
 
     import redis
 
-    queues, keys = os.environ.get("BATON_QUEUE_PREFIX"), os.environ.get("BATON_REDIS_PREFIX")
-    patterns = {
-        os.environ.get("CELERY_BROKER_URL", ""): [
-            f"{queues}.*",
-            f"_kombu.binding.{queues}.*",
-            f"_kombu.binding_permanent.{queues}.*",
-        ]
-        if queues
-        else [],
-        os.environ.get("REDIS_URL", ""): [f"{keys}:*"] if keys else [],
-    }
-    for url, matches in patterns.items():
-        if not url.startswith(("redis://", "rediss://")) or not matches:
+    broker, store = os.environ.get("CELERY_BROKER_URL", ""), os.environ.get("REDIS_URL", "")
+    where: list[tuple[str, str]] = []
+    if queues := os.environ.get("BATON_QUEUE_PREFIX"):
+        where += [(broker, f"{queues}.*"), (broker, f"_kombu.binding.{queues}.*")]
+        where += [(broker, f"_kombu.binding_permanent.{queues}.*")]
+    if keys := os.environ.get("BATON_REDIS_PREFIX"):
+        where.append((store, f"{keys}:*"))
+    for url, match in where:
+        if not url.startswith(("redis://", "rediss://")):
             continue
-        client = redis.Redis.from_url(url)
-        for match in matches:
+        with redis.Redis.from_url(url) as client:
             names = list(client.scan_iter(match=match, count=1000))
             if names:
                 client.delete(*names)
-        client.close()

@@ -3,10 +3,12 @@
 Channel ``<BATON_REDIS_PREFIX>:jobs:<job id>:live`` carries two kinds of JSON message:
 
 - every event row, once its transaction commits (``append_event`` queues it on the
-  session; ``after_commit`` publishes it)::
+  session; ``after_commit`` publishes it), with the job's facts its Socket.IO events
+  need (``title`` on ``job.running`` only, the one event that names the task)::
 
     {"type": "event", "job_id": "...", "seq": 7, "event": "step.completed",
-     "data": {...}, "created_at": "2026-...Z", "status": "running", "progress": 40}
+     "data": {...}, "created_at": "2026-...Z", "status": "running", "progress": 40,
+     "organization_id": "...", "kind": "orchestration", "agent_id": null}
 
 - every streamed chunk, as the provider sends it (not an event row)::
 
@@ -20,9 +22,13 @@ deltas of one attempt gives its text. Pub/sub is fire-and-forget: the durable re
 the event rows (``step.progress`` carries the streamed text in coarser pieces), so a
 stream that misses a message reads the rows instead (see ``orchestration.streams``).
 
-The same commit also emits seed 001's Socket.IO events (``task_progress``,
-``agent_status``, ``budget_alert``, ``emergency_pause``, ``error``) to the organization's
-room through Flask-SocketIO's Redis message queue (python-socketio's ``RedisManager``, the
+Seed 001's Socket.IO events that stand for an event row (``task_progress``,
+``agent_status``, ``error``: ``socketio_events``) are not published by the committing
+process: each stream process derives them from the job channel's messages it already
+hears and emits them to its own clients (``api.streams.sockets``), so a step publishes
+each event once. The others (``budget_alert``, ``emergency_pause``, a conversation's
+``message``) are emitted after commit to the organization's (or conversation's) room
+through Flask-SocketIO's Redis message queue (python-socketio's ``RedisManager``, the
 class Flask-SocketIO uses for ``message_queue=redis://...``), write-only, so workers and
 the API emit without a Socket.IO server of their own.
 
@@ -355,7 +361,7 @@ def iso(value: datetime) -> str:
 
 def event_message(event: dict[str, Any]) -> dict[str, Any]:
     """The job channel's message for one committed event row."""
-    return {
+    message = {
         "type": "event",
         "job_id": str(event["job_id"]),
         "seq": event["seq"],
@@ -364,57 +370,59 @@ def event_message(event: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso(event["created_at"]),
         "status": event.get("status"),
         "progress": event.get("progress"),
+        "organization_id": event.get("organization_id"),
+        "kind": event.get("kind"),
+        "agent_id": event.get("agent_id"),
     }
+    if event["type"] == "job.running":
+        message["title"] = event.get("title")
+    return message
 
 
 def _publish_event(event: dict[str, Any]) -> None:
-    job_id = str(event["job_id"])
-    publish(job_id, event_message(event))
-    organization_id = event.get("organization_id")
-    if organization_id is None:
-        return
-    for name, data in socketio_events(event):
-        emit(name, data, organization_id=organization_id)
+    publish(str(event["job_id"]), event_message(event))
 
 
-def socketio_events(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Seed 001's Socket.IO events that one job event row stands for."""
-    kind, data = event["type"], event.get("data") or {}
-    job_id = str(event["job_id"])
-    timestamp = iso(event["created_at"])
+def socketio_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Seed 001's Socket.IO events that one job channel message (``event_message``)
+    stands for; none for a streamed chunk."""
+    if message.get("type") != "event":
+        return []
+    kind, data = message["event"], message.get("data") or {}
+    job_id, timestamp, status = message["job_id"], message["created_at"], message.get("status")
     out: list[tuple[str, dict[str, Any]]] = []
     if kind.startswith("job.") or kind in PROGRESS_EVENTS:
         where = data.get("step") or data.get("phase")
-        message = f"{kind.replace('.', ' ')}" + (f": {where}" if where else "")
+        text = f"{kind.replace('.', ' ')}" + (f": {where}" if where else "")
         if kind == "job.failed" and data.get("error"):
-            message = f"failed: {data['error']}"
+            text = f"failed: {data['error']}"
         out.append(
             (
                 "task_progress",
                 {
                     "task_id": job_id,
                     "job_id": job_id,
-                    "kind": event.get("kind"),
-                    "progress": event.get("progress"),
-                    "status": TASK_STATUS_WORDS.get(event.get("status"), event.get("status")),
-                    "job_status": event.get("status"),
+                    "kind": message.get("kind"),
+                    "progress": message.get("progress"),
+                    "status": TASK_STATUS_WORDS.get(status, status),
+                    "job_status": status,
                     "event": kind,
-                    "seq": event["seq"],
-                    "message": message,
+                    "seq": message["seq"],
+                    "message": text,
                     "timestamp": timestamp,
                 },
             )
         )
-    if event.get("agent_id") and kind in AGENT_STATUS:
+    if message.get("agent_id") and kind in AGENT_STATUS:
         out.append(
             (
                 "agent_status",
                 {
-                    "agent_id": str(event["agent_id"]),
+                    "agent_id": str(message["agent_id"]),
                     "status": AGENT_STATUS[kind],
                     "paused": kind == "job.paused",
                     "current_task": (
-                        {"id": job_id, "title": event.get("title")}
+                        {"id": job_id, "title": message.get("title")}
                         if kind == "job.running"
                         else None
                     ),
@@ -429,7 +437,7 @@ def socketio_events(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                 {
                     "code": "JOB_FAILED",
                     "message": data.get("error") or "The job failed",
-                    "details": {"job_id": job_id, "kind": event.get("kind")},
+                    "details": {"job_id": job_id, "kind": message.get("kind")},
                 },
             )
         )

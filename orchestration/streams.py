@@ -4,6 +4,8 @@ One ``LiveHub`` per process holds ONE Redis pattern subscription
 (``<prefix>:jobs:*:live``) and fans each message out to the streams following that job,
 each through a bounded queue: a slow client overflows its own queue and is dropped (it
 resumes from its last event number), never slowing the hub, other clients or workers.
+It also hands every message to its listeners (``listen``): the Socket.IO relay, which
+derives the organization rooms' events from them.
 
 A ``JobStream`` subscribes first, then replays the rows after the client's last event
 number, then takes live messages, keeping the last number it sent: a live event it has
@@ -24,7 +26,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,7 @@ class LiveMessage:
 
 
 RESYNC = LiveMessage({"type": "resync"})  # the hub (re)subscribed: read the rows
+Listener = Callable[[str, LiveMessage], None]
 
 
 class Subscription:
@@ -105,21 +108,40 @@ class LiveHub:
         self.redis_url, self.pattern, self.buffer = redis_url, pattern, buffer
         self._subs: dict[str, set[Subscription]] = {}
         self._lock = threading.Lock()
+        self._listeners: tuple[Listener, ...] = ()
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self.live = False  # subscribed right now: live messages can be trusted to arrive
+        # Subscribed right now: live messages can be trusted to arrive.
+        self._live = threading.Event()
         self.messages = 0
+
+    @property
+    def live(self) -> bool:
+        return self._live.is_set()
+
+    def wait_live(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until the subscription is in place."""
+        return self._live.wait(timeout)
+
+    def _start(self) -> None:  # under self._lock
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="baton-live-hub", daemon=True)
+            self._thread.start()
 
     def subscribe(self, job_id: str) -> Subscription:
         sub = Subscription(job_id, self.buffer)
         with self._lock:
             self._subs.setdefault(job_id, set()).add(sub)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="baton-live-hub", daemon=True
-                )
-                self._thread.start()
+            self._start()
         return sub
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener(job_id, message)`` with every message of every job from now on,
+        on the hub's thread (so it must be quick and must not block); once per listener."""
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners = (*self._listeners, listener)
+            self._start()
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -161,9 +183,13 @@ class LiveHub:
                     socket_timeout=10,
                     health_check_interval=5,
                 )
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub()
                 pubsub.psubscribe(self.pattern)
-                self.live = True
+                # Redis's confirmation comes before any message: live from then on.
+                while pubsub.get_message(timeout=1.0) is None:
+                    if self._stopped:
+                        return
+                self._live.set()
                 retry = 0.2
                 self._broadcast(RESYNC)  # whatever was published while away is in the rows
                 while not self._stopped:
@@ -177,16 +203,22 @@ class LiveHub:
                     except ValueError:
                         continue
                     self.messages += 1
-                    self._dispatch(job_id, LiveMessage(body))
+                    message = LiveMessage(body)
+                    self._dispatch(job_id, message)
+                    for listener in self._listeners:
+                        try:
+                            listener(job_id, message)
+                        except Exception:  # one listener's bug must not stop every stream
+                            log.exception("live hub listener %r failed", listener)
             except Exception as exc:
                 if self.live:
                     log.warning("live hub lost redis (%s); streams read event rows meanwhile", exc)
-                    self.live = False
+                    self._live.clear()
                     self._broadcast(RESYNC)  # wake every stream: poll the rows from now on
                 time.sleep(retry)
                 retry = min(retry * 2, self.RETRY_MAX_SECONDS)
             finally:
-                self.live = False
+                self._live.clear()
                 if client is not None:
                     with contextlib.suppress(Exception):
                         client.close()

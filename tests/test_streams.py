@@ -136,6 +136,38 @@ def test_the_hub_drops_a_client_that_falls_behind(job):
     hub.stop()
 
 
+def test_a_hub_listener_hears_every_jobs_committed_events_with_their_socketio_facts(job):
+    """``LiveHub.listen`` (the Socket.IO relay): every job's messages, on the hub's thread,
+    each event carrying what its Socket.IO events need; a failing listener stops nothing."""
+    hub = streams.LiveHub(get_settings().redis_url, redis_store.job_channel("*"), 10)
+    heard: list[tuple[str, dict]] = []
+
+    def broken(job_id: str, message: streams.LiveMessage) -> None:
+        raise RuntimeError("a listener's bug")
+
+    hub.listen(broken)
+    hub.listen(lambda job_id, message: heard.append((job_id, message.body)))
+    try:
+        assert hub.wait_live(10)
+        other = uuid.uuid4()
+        live.publish(str(other), {"type": "step.delta", "delta": "x"})
+        with transaction(job["sessions"]) as session:
+            transition_job(session, job_id=job["id"], to=JobStatus.COMPLETED)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(heard) < 2:
+            time.sleep(0.02)
+        assert [(j, m["type"]) for j, m in heard] == [(str(other), "step.delta"),
+                                                       (str(job["id"]), "event")]  # fmt: skip
+        body = heard[1][1]
+        assert body["event"] == "job.completed" and body["organization_id"] == str(job["org_id"])
+        assert body["kind"] == "task" and body["agent_id"] is None and "title" not in body
+        [(name, data)] = [e for e in live.socketio_events(body) if e[0] == "task_progress"]
+        assert data["status"] == "completed" and data["task_id"] == str(job["id"])
+        assert live.socketio_events(heard[0][1]) == []  # a chunk stands for no event
+    finally:
+        hub.stop()
+
+
 def test_open_streams_are_capped_per_user(monkeypatch):
     from baton.settings import reset_settings_cache
 

@@ -25,6 +25,7 @@ import websocket
 from baton.settings import reset_settings_cache
 from baton.stream import stream_command
 from baton.watch import parse_sse
+from orchestration import live
 from tests.conftest import ROOT, WorkerPool
 from tests.helpers import live_tenant, wait_terminal
 from tests.processes import free_port
@@ -373,6 +374,46 @@ def test_socketio_receives_task_progress_budget_alerts_and_emergency_pause(
         live_client.post("/api/v1/emergency/resume-all", headers=h)
         mine.disconnect()
         theirs.disconnect()
+
+
+def test_socketio_clients_on_two_stream_processes_each_get_every_event_once(
+    stream_server, live_client, tenant
+):
+    """Each stream process derives the organization's task_progress from the job channels
+    it hears and emits it to its own clients only: a client on either of two processes
+    gets each of the job's phase, step and job events once, in order."""
+    second = StreamServer(log_name="stream-2.log").start()
+    received: list[list[dict]] = [[], []]
+    clients = []
+    try:
+        for server, into in zip((stream_server, second), received, strict=True):
+            client = socketio.Client(reconnection=False)
+            client.on("task_progress", into.append)
+            client.connect(server.url, auth={"token": token_of(tenant)},
+                           transports=["websocket"], wait_timeout=20)  # fmt: skip
+            clients.append(client)
+        job_id = submit(live_client, tenant["headers"])
+        wait_terminal(live_client, f"/api/v1/jobs/{job_id}", tenant["headers"])
+        expected = [
+            seq
+            for seq, kind in history_seqs(live_client, tenant["headers"], job_id)
+            # job.queued is written with the job, before anyone can follow it: not published.
+            if (kind.startswith("job.") or kind in live.PROGRESS_EVENTS) and kind != "job.queued"
+        ]
+        assert len(expected) == 3 * 4 + 2  # each phase and step started and completed
+
+        def seqs(into: list[dict]) -> list[int]:
+            return [d["seq"] for d in into if d["task_id"] == job_id]
+
+        wait_until(lambda: all(len(seqs(r)) >= len(expected) for r in received), 30)
+        time.sleep(0.5)  # a duplicate would come right behind
+        for into in received:
+            # The client runs each handler on a thread of its own: order checked by seq.
+            assert sorted(seqs(into)) == expected, into
+    finally:
+        for client in clients:
+            client.disconnect()
+        second.stop()
 
 
 # -- a Redis outage mid-stream ------------------------------------------------------------

@@ -10,8 +10,10 @@
   ``chat`` frames: ``event`` ``start`` (the reply's ``message_id``), ``token``...,
   ``done`` (``tokens_used``, ``cost``), as the POST's ``stream: true`` does.
 - Socket.IO at ``/socket.io`` (seed 001): ``auth: {token}``; the connection joins its
-  organization's room, where workers emit ``task_progress``, ``agent_status``,
-  ``budget_alert``, ``emergency_pause`` and ``error`` through the Redis message queue.
+  organization's room. That room gets ``task_progress``, ``agent_status`` and ``error``
+  from this process, derived from the job channels' event messages its live hub hears
+  (``_relay_job_events``), and ``budget_alert`` and ``emergency_pause`` as workers and
+  the API emit them through the Redis message queue.
   ``join_conversation``/``leave_conversation`` enter a conversation's room, which gets
   ``message`` (each stored message, and the reply's tokens as ``status: streaming`` with
   a ``delta``; the document's nested ``agent`` and numeric ``cost_usd`` ride alongside
@@ -352,6 +354,49 @@ sock.route("/api/v1/ws")(multiplexed_socket)
 _socket_users: dict[str, uuid.UUID] = {}
 _socket_principals: dict[str, Principal] = {}
 _socket_frames: dict[str, list[float]] = {}
+# How long a connection waits for the live hub's subscription (once a process): events
+# published before it is in place would not reach the room.
+HUB_WAIT_SECONDS = 5.0
+
+
+class _ConnectedOrganizations:
+    """Organizations with a Socket.IO client on this process (the relay skips the rest)."""
+
+    def __init__(self) -> None:
+        self._count: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, organization_id: uuid.UUID) -> None:
+        with self._lock:
+            key = str(organization_id)
+            self._count[key] = self._count.get(key, 0) + 1
+
+    def remove(self, organization_id: uuid.UUID) -> None:
+        with self._lock:
+            key = str(organization_id)
+            if self._count.get(key, 0) > 1:
+                self._count[key] -= 1
+            else:
+                self._count.pop(key, None)
+
+    def __contains__(self, organization_id: object) -> bool:
+        return organization_id in self._count
+
+
+_connected_organizations = _ConnectedOrganizations()
+
+
+def _relay_job_events(job_id: str, message: streams.LiveMessage) -> None:
+    """The live hub's listener: seed 001's events that a job event stands for
+    (``live.socketio_events``), emitted to its organization's room on this process only.
+    Every stream process hears the job channels itself, so the message queue would
+    deliver each event to a client twice."""
+    organization_id = message.body.get("organization_id")
+    if organization_id not in _connected_organizations:
+        return
+    room = live.organization_room(organization_id)
+    for name, data in live.socketio_events(message.body):
+        socketio.emit(name, data, to=room, ignore_queue=True)
 
 
 @socketio.on("connect")
@@ -366,13 +411,20 @@ def _socketio_connect(auth: dict[str, Any] | None = None) -> None:
     _socket_principals[request.sid] = principal  # type: ignore[attr-defined]
     join_room(live.organization_room(principal.organization_id))
     join_room(f"user:{principal.user_id}")
+    _connected_organizations.add(principal.organization_id)
+    hub = streams.hub()
+    if hub is not None:  # without Redis (embedded) the room hears this process only
+        hub.listen(_relay_job_events)
+        hub.wait_live(HUB_WAIT_SECONDS)
 
 
 @socketio.on("disconnect")
 def _socketio_disconnect(*_args: Any) -> None:
     user_id = _socket_users.pop(request.sid, None)  # type: ignore[attr-defined]
-    _socket_principals.pop(request.sid, None)  # type: ignore[attr-defined]
+    principal = _socket_principals.pop(request.sid, None)  # type: ignore[attr-defined]
     _socket_frames.pop(request.sid, None)  # type: ignore[attr-defined]
+    if principal is not None:
+        _connected_organizations.remove(principal.organization_id)
     if user_id is not None:
         streams.connections.release(user_id)
 
@@ -467,7 +519,8 @@ def _typing(data: Any = None) -> None:
 
 def init_sockets(app: Flask, *, async_mode: str) -> None:
     """WebSocket routes and Socket.IO on ``app``; Socket.IO hears workers through the
-    Redis message queue (without Redis, only what this process emits)."""
+    job channels and the Redis message queue (without Redis, only what this process
+    emits)."""
     sock.init_app(app)
     app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": 25})
     redis_url = get_settings().redis_url

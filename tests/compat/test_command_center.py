@@ -283,7 +283,9 @@ def test_socketio_events_use_the_documents_status_words(kind, job_status, task_w
         "created_at": datetime.now(UTC), "status": job_status, "progress": 45,
         "kind": "task", "title": "Compile", "data": {"error": "boom"},
     }  # fmt: skip
-    events = dict(live.socketio_events(event))
+    # As a stream process derives them: from the job channel's message, as Redis carried it.
+    message = json.loads(json.dumps(live.event_message(event), default=str))
+    events = dict(live.socketio_events(message))
     progress = events["task_progress"]
     assert progress["status"] == task_word and progress["job_status"] == job_status
     assert {"task_id", "progress", "status", "message"} <= set(progress)
@@ -293,5 +295,8 @@ def test_socketio_events_use_the_documents_status_words(kind, job_status, task_w
         status = events["agent_status"]
         assert status["status"] == agent_word and status["paused"] is (kind == "job.paused")
         assert {"agent_id", "status", "current_task", "timestamp"} <= set(status)
+        running = kind == "job.running"
+        assert status["current_task"] == ({"id": progress["task_id"], "title": "Compile"}
+                                          if running else None)  # fmt: skip
     if kind == "job.failed":
         assert events["error"]["code"] and isinstance(events["error"]["details"], dict)

@@ -228,3 +228,52 @@ def test_a_burst_across_processes_never_overspends(database_url, hot):
     assert reserved == 0 and spent == Decimal("0.01") * done
     assert done in (99, 100)
     assert len(statuses) == done and set(statuses) <= {"deferred", "settled"}
+
+
+def _index_scans(plan: dict) -> list[dict]:
+    """Every index scan node of a JSON plan."""
+    own = [plan] if "Index Cond" in plan else []
+    return own + [scan for child in plan.get("Plans", ()) for scan in _index_scans(child)]
+
+
+def test_a_settlement_reads_its_own_holds_not_every_settled_one(database_url, hot):
+    """A settlement (a worker's, with its scope, and the plain one) finds its call's holds
+    by key and status in one index. With the key's index alone, the worker's generic plan
+    took the status index's 'held' entries, one for every hold since the last VACUUM
+    (dead ones too: a bitmap scan never marks them), and each settlement read more of
+    them the more calls had settled."""
+    from models import utcnow
+    from models.prepared import _prepared
+
+    for n in range(300):
+        reserve(database_url, hot, f"before-{n}", "0.0001")
+        settle(database_url, hot, f"before-{n}", "0.0001")
+    reserve(database_url, hot, "now", "0.0001")
+    params = {"key": f"{hot['window']}:now", "actual": Decimal("0.0001")}
+    settlements = [
+        (budget._settle_statement(), params),
+        (budget._settle_scoped_statement(False, False, False),
+         params | budget._scope_params(hot["scope"], utcnow())),
+    ]  # fmt: skip
+    engine = sa.create_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            # As autovacuum's ANALYZE leaves it: few live holds are 'held' (the index still
+            # has an entry for every hold that ever was); the worker's generic plan.
+            conn.exec_driver_sql("ANALYZE budget_reservations")
+            conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            plans = []
+            for statement, values in settlements:
+                _name, prepare, execute = _prepared(statement, conn.dialect)
+                conn.exec_driver_sql(prepare)
+                explain = sa.text("EXPLAIN (ANALYZE, FORMAT JSON) " + execute.element.text)
+                [(document,)] = conn.execute(
+                    explain.bindparams(*execute.element._bindparams.values()), values
+                ).all()
+                plans.append(document[0]["Plan"])
+            conn.rollback()
+    finally:
+        engine.dispose()
+    for plan in plans:
+        by_status = [scan for scan in _index_scans(plan) if "'held'" in scan["Index Cond"]]
+        assert by_status and all("call_key" in scan["Index Cond"] for scan in by_status), plan

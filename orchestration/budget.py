@@ -191,6 +191,17 @@ def _applicable(scope: CallScope) -> list[Any]:
     ]
 
 
+def any_active_limit(organization_id: Any) -> sa.Exists:
+    """Whether the organization has an active limit: every limit applicable to one of its
+    calls (``_applicable``) is one, so without any a call needs no hold. An expression of
+    ``organization_id`` (a column of the caller's statement, or a value)."""
+    return sa.exists().where(
+        BudgetLimit.organization_id == organization_id,
+        BudgetLimit.is_active.is_(True),
+        BudgetLimit.deleted_at.is_(None),
+    )
+
+
 def _limits_with_windows(session: Session, scope: CallScope, now: datetime) -> list[Any]:
     """Each applicable limit (in id order) with its window for ``now`` (``window_id``, None
     when that window is not created yet): one query for what ``applicable_limits`` and a

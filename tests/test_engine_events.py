@@ -151,3 +151,66 @@ def test_the_first_link_says_it_starts_the_job_and_its_claim_starts_it_first(dat
     assert not isinstance(again, engine.StepContext)  # not claimed twice
     with transaction(sessions) as s:
         assert s.get(Job, job_id).status == "completed"
+
+
+def test_a_step_holds_only_when_its_organization_has_an_active_limit(database_url):
+    """The claim reads whether the organization has an active limit: without one (a
+    paused or deleted one does not count) the first attempt makes no hold, the statement
+    would find nothing to hold on; once one exists, the next step holds and settles on it,
+    and its window equals the ledger (the window starts from the ledger's sum)."""
+    from datetime import UTC, datetime
+
+    from models import BudgetReservation
+
+    sessions = session_factory(database_url)
+    with transaction(sessions) as s:
+        org = factories.organization(s)
+        user = factories.user(s, org, role="admin")
+        factories.budget_limit(s, org, name="paused", is_active=False)
+        factories.budget_limit(s, org, name="deleted", deleted_at=datetime.now(UTC))
+        job, phases, steps = create_job_rows(
+            s,
+            principal=Principal(user_id=user.id, organization_id=org.id, role="admin"),
+            submission=JobSubmission(
+                kind=JobKind.ORCHESTRATION, title="holds", input={"topic": "holds"},
+                settings={"ai_model": "sim/echo"}, custom_phases=["a", "b"],
+            ),
+        )  # fmt: skip
+        order = {p.id: p.position for p in phases}
+        first, second = [st.id for st in sorted(steps, key=lambda st: order[st.phase_id])]
+
+    def holds_of(step_id):  # noqa: ANN001, ANN202
+        with transaction(sessions) as s:
+            return s.scalars(
+                sa.select(BudgetReservation.status).where(
+                    BudgetReservation.call_key.startswith(f"{step_id}:")
+                )
+            ).all()
+
+    def reservations_tried(step_id):  # noqa: ANN001, ANN202
+        """``budget.reserve`` calls while the step runs (each passed through)."""
+        calls = []
+
+        def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls.append(kwargs["call_key"])
+            return reserve(*args, **kwargs)
+
+        reserve, budget.reserve = budget.reserve, counted
+        try:
+            outcome = engine.run_step(sessions, job_id=job.id, step_id=step_id)
+        finally:
+            budget.reserve = reserve
+        assert outcome is engine.Outcome.CONTINUE
+        return calls
+
+    assert reservations_tried(first) == [] and holds_of(first) == []
+    with transaction(sessions) as s:
+        limit = factories.budget_limit(s, s.merge(org), amount_usd="1000")
+    assert reservations_tried(second) == [f"{second}:1:1"]
+    assert holds_of(second) in (["settled"], ["deferred"])
+    with transaction(sessions) as s:
+        window = budget.current_window(s, s.merge(limit))
+        spent = s.scalar(
+            sa.select(sa.func.sum(UsageRecord.cost)).where(UsageRecord.job_id == job.id)
+        )
+        assert window.spent == spent > 0 and window.reserved == 0

@@ -30,7 +30,7 @@ from models import (
 )
 from models.db import transaction
 from models.prepared import prepared_orm
-from orchestration import integrations, live
+from orchestration import budget, integrations, live
 from orchestration.state import (
     append_events,
     given_event_params,
@@ -163,6 +163,7 @@ class _Loaded(NamedTuple):
     agent: Agent | None
     version: str  # of the organization's integrations (integrations.version_of)
     creator_active: bool | None
+    budget_limited: bool  # budget.any_active_limit of the job's organization
     phase: JobPhase  # as it was before the query started it
     started: bool | None  # the query started the phase (None: it did not try, SQLite)
     previous: list[tuple[str, str]]  # (name, output) of the earlier phases, in order
@@ -188,10 +189,12 @@ def _claim_with_context(
     row = session.execute(_claim_context_statement(len(leading)), params).one_or_none()
     if row is None:
         return None, None
-    job, organization, agent, version, creator_active, phase, started, step, previous = row[:9]
+    job, organization, agent, version, creator_active, limited, phase, started, step, previous = (
+        row[:10]
+    )
     loaded = _Loaded(
-        job, organization, agent, version, creator_active, phase, bool(started),
-        [(name, output) for name, output in previous or ()], tuple(row[9:]),
+        job, organization, agent, version, creator_active, bool(limited), phase, bool(started),
+        [(name, output) for name, output in previous or ()], tuple(row[10:]),
     )  # fmt: skip
     return step, loaded
 
@@ -313,7 +316,18 @@ def _context(
     that query reads, already read with the claim (``_claim_with_context``)."""
     if loaded is None:
         loaded = _load_context(session, step, now)
-    job, organization, agent, version, creator_active, phase, started, previous, numbered = loaded
+    (
+        job,
+        organization,
+        agent,
+        version,
+        creator_active,
+        limited,
+        phase,
+        started,
+        previous,
+        numbered,
+    ) = loaded
     if started is None:  # SQLite: no UPDATE inside a WITH
         started = set_phase_status(
             session, phase_id=phase.id, to=StepStatus.RUNNING, from_=[StepStatus.PENDING],
@@ -361,6 +375,7 @@ def _context(
         siblings=siblings,
         providers=providers,
         creator_active=creator_active is not False,
+        budget_limited=limited,
     )
 
 
@@ -371,12 +386,12 @@ def _load_context(session: Session, step: JobStep, now: datetime) -> _Loaded:
         _context_statement(dialect),
         {"x_job_id": step.job_id, "x_phase_id": step.phase_id, "x_now": now},
     ).all()
-    job, organization, agent, version, creator_active = rows[0][:5]
-    phases = [row[5] for row in rows]
+    job, organization, agent, version, creator_active, limited = rows[0][:6]
+    phases = [row[6] for row in rows]
     phase = next(p for p in phases if p.id == step.phase_id)
     return _Loaded(
-        job, organization, agent, version, creator_active, phase,
-        bool(rows[0][6]) if dialect == "postgresql" else None,
+        job, organization, agent, version, creator_active, bool(limited), phase,
+        bool(rows[0][7]) if dialect == "postgresql" else None,
         [(p.name, p.output or "") for p in phases if p.position < phase.position],
     )  # fmt: skip
 
@@ -389,6 +404,7 @@ def _context_select() -> sa.Select:
             Agent,
             integrations.version_of(Job.organization_id),
             User.is_active,
+            budget.any_active_limit(Job.organization_id),
             JobPhase,
         )
         .join(Organization, Organization.id == Job.organization_id)
@@ -404,8 +420,9 @@ def _context_select() -> sa.Select:
 @functools.lru_cache(maxsize=4)
 def _context_statement(dialect: str) -> sa.Select:
     """``_context``'s query, built once: one row per phase of the job (in order), each
-    with the job, its organization, agent, creator's activity and integrations' version
-    (the ORM returns one object for the repeated job, organization and agent). On
+    with the job, its organization, agent, creator's activity, integrations' version and
+    whether it has an active budget limit (the ORM returns one object for the repeated
+    job, organization and agent). On
     PostgreSQL it also moves the step's phase from pending to running (``:x_phase_id``,
     ``:x_now``) and returns whether it did: one round trip less for every step."""
     statement = _context_select()
@@ -422,7 +439,8 @@ def _context_statement(dialect: str) -> sa.Select:
 def _claim_context_statement(leading: int) -> sa.Select:
     """PostgreSQL: the claim (``_claim_pending_statement``, RETURNING the step) as a CTE of
     one row (none if the claim did not take) with what ``_context`` needs: the job, its
-    organization, agent, creator's activity, integrations' version, the claimed step's
+    organization, agent, creator's activity, integrations' version, whether the
+    organization has an active budget limit (none: no first hold), the claimed step's
     phase (which the other data-modifying CTE starts, returning whether it did), the step,
     and the earlier phases' names and outputs. One row, not one a phase of the job: each
     row repeated the job, organization and agent, decoded again (JSON, UUIDs) every time.
@@ -462,6 +480,7 @@ def _claim_context_statement(leading: int) -> sa.Select:
             Agent,
             integrations.version_of(Job.organization_id),
             User.is_active,
+            budget.any_active_limit(Job.organization_id),
             JobPhase,
             sa.select(sa.func.count()).select_from(started).scalar_subquery(),
             step,

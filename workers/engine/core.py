@@ -83,6 +83,9 @@ class StepContext:
     deadline: float = 0.0
     turn: int = 0  # the model turn of a tool loop (workers/tool_loop.py); 0 without tools
     creator_active: bool = True  # the user who submitted the job (a deactivated one: no call)
+    # The organization had an active budget limit as of the claim (without one, the first
+    # attempt needs no hold: a limit created during the call is charged at settlement).
+    budget_limited: bool = True
     # The first attempt's hold, made in the claim's transaction (workers/engine/run.py).
     first_hold: FirstHold | None = None
 

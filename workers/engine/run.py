@@ -176,12 +176,13 @@ def hold_first_attempt(session: Session, ctx: StepContext) -> FirstHold | None:
         max_tokens=request.max_tokens, catalog=catalog,
     )  # fmt: skip
     key = ctx.call_key(1)
-    budget.reserve(
-        session,
-        scope=budget.CallScope.of(ctx.job),
-        call_key=key,
-        amount=amount,
-        job_id=ctx.job.id,
-        hold_seconds=get_settings().step_time_limit + 60,
-    )
+    if ctx.budget_limited:  # else no limit to hold on: the statement would find none
+        budget.reserve(
+            session,
+            scope=budget.CallScope.of(ctx.job),
+            call_key=key,
+            amount=amount,
+            job_id=ctx.job.id,
+            hold_seconds=get_settings().step_time_limit + 60,
+        )
     return FirstHold(call_key=key, amount=amount, request=request)

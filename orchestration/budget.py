@@ -378,16 +378,23 @@ def reserve(
     amount: Decimal,
     job_id: uuid.UUID | None,
     hold_seconds: int,
+    any_limit: bool = True,
 ) -> list[Hold]:
     """Hold ``amount`` on every applicable limit's window, or raise.
 
     ``block`` raises BudgetExceeded and ``pause`` raises BudgetPaused when the hold does not
     fit; the caller's transaction rolls back every hold made before the refusal.
+    ``any_limit=False``: the caller has read that the organization has no active limit
+    (``any_active_limit``) in this transaction, so there is nothing to hold on and no
+    statement to send; the call counts as held, as one the limits let through.
 
     On PostgreSQL one statement reads the applicable limits with their current windows
     and holds on the first (in id order; for one limit, the whole reservation); further
     limits, and a window not created yet, take a statement each, in the same id order.
     """
+    if not any_limit:
+        metrics.count_on_commit(session, metrics.BUDGET_HOLDS, outcome="held")
+        return []
     now = utcnow()
     values = {
         "call_key": call_key,

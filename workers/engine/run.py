@@ -176,13 +176,13 @@ def hold_first_attempt(session: Session, ctx: StepContext) -> FirstHold | None:
         max_tokens=request.max_tokens, catalog=catalog,
     )  # fmt: skip
     key = ctx.call_key(1)
-    if ctx.budget_limited:  # else no limit to hold on: the statement would find none
-        budget.reserve(
-            session,
-            scope=budget.CallScope.of(ctx.job),
-            call_key=key,
-            amount=amount,
-            job_id=ctx.job.id,
-            hold_seconds=get_settings().step_time_limit + 60,
-        )
+    budget.reserve(
+        session,
+        scope=budget.CallScope.of(ctx.job),
+        call_key=key,
+        amount=amount,
+        job_id=ctx.job.id,
+        hold_seconds=get_settings().step_time_limit + 60,
+        any_limit=ctx.budget_limited,  # read by the claim's statement, in this transaction
+    )
     return FirstHold(call_key=key, amount=amount, request=request)

@@ -316,18 +316,8 @@ def _context(
     that query reads, already read with the claim (``_claim_with_context``)."""
     if loaded is None:
         loaded = _load_context(session, step, now)
-    (
-        job,
-        organization,
-        agent,
-        version,
-        creator_active,
-        limited,
-        phase,
-        started,
-        previous,
-        numbered,
-    ) = loaded
+    (job, organization, agent, version, creator_active, limited, phase, started, previous,
+     numbered) = loaded  # fmt: skip
     if started is None:  # SQLite: no UPDATE inside a WITH
         started = set_phase_status(
             session, phase_id=phase.id, to=StepStatus.RUNNING, from_=[StepStatus.PENDING],
@@ -421,10 +411,10 @@ def _context_select() -> sa.Select:
 def _context_statement(dialect: str) -> sa.Select:
     """``_context``'s query, built once: one row per phase of the job (in order), each
     with the job, its organization, agent, creator's activity, integrations' version and
-    whether it has an active budget limit (the ORM returns one object for the repeated
-    job, organization and agent). On
-    PostgreSQL it also moves the step's phase from pending to running (``:x_phase_id``,
-    ``:x_now``) and returns whether it did: one round trip less for every step."""
+    whether the organization has an active budget limit (the ORM returns one object for
+    the repeated job, organization and agent). On PostgreSQL it also moves the step's
+    phase from pending to running (``:x_phase_id``, ``:x_now``) and returns whether it
+    did: one round trip less for every step."""
     statement = _context_select()
     if dialect != "postgresql":
         return statement

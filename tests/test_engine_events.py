@@ -3,9 +3,23 @@ statements write (PostgreSQL), numbered and shaped as append_events wrote them."
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import sqlalchemy as sa
 
-from models import BudgetWindow, Job, JobEvent, JobKind, JobPhase, JobStep, UsageRecord
+from models import (
+    BudgetLimit,
+    BudgetWindow,
+    Job,
+    JobEvent,
+    JobKind,
+    JobPhase,
+    JobStep,
+    Organization,
+    UsageRecord,
+)
 from models.db import session_factory, transaction
 from orchestration import budget
 from orchestration.jobs import JobSubmission, create_job_rows
@@ -14,24 +28,42 @@ from tests import factories
 from workers import engine
 
 
-def test_a_job_run_step_by_step_writes_its_events_in_order(database_url):
-    sessions = session_factory(database_url)
+class QueuedJob(NamedTuple):
+    id: uuid.UUID
+    step_ids: list[uuid.UUID]  # in order
+    organization_id: uuid.UUID
+    limits: list[BudgetLimit]
+
+
+def _queued_job(  # type: ignore[no-untyped-def]
+    sessions, phases: list[str], *, title: str = "starts", limits: Sequence[dict] = ()
+) -> QueuedJob:
+    """A job as the API leaves it (queued) in a new organization, which has a budget
+    limit for each of ``limits`` (``factories.budget_limit``'s fields) first."""
     with transaction(sessions) as s:
         org = factories.organization(s)
         user = factories.user(s, org, role="admin")
-        # A limit: the settlement charges its window in the completion's transaction.
-        limit = factories.budget_limit(s, org, amount_usd="1000", action_on_exceed="warn")
-        job, phases, steps = create_job_rows(
+        made = [factories.budget_limit(s, org, **fields) for fields in limits]
+        job, phase_rows, steps = create_job_rows(
             s,
             principal=Principal(user_id=user.id, organization_id=org.id, role="admin"),
             submission=JobSubmission(
-                kind=JobKind.ORCHESTRATION, title="events", input={"topic": "events"},
-                settings={"ai_model": "sim/echo"}, custom_phases=["a", "b"],
+                kind=JobKind.ORCHESTRATION, title=title, input={"topic": title},
+                settings={"ai_model": "sim/echo"}, custom_phases=phases,
             ),
         )  # fmt: skip
-        order = {p.id: p.position for p in phases}
+        order = {p.id: p.position for p in phase_rows}
         step_ids = [st.id for st in sorted(steps, key=lambda st: order[st.phase_id])]
-    for step_id in step_ids:
+        return QueuedJob(job.id, step_ids, org.id, made)
+
+
+def test_a_job_run_step_by_step_writes_its_events_in_order(database_url):
+    sessions = session_factory(database_url)
+    # A limit: the settlement charges its window in the completion's transaction.
+    job = _queued_job(sessions, ["a", "b"], title="events",
+                      limits=[{"amount_usd": "1000", "action_on_exceed": "warn"}])  # fmt: skip
+    [limit] = job.limits
+    for step_id in job.step_ids:
         assert engine.run_step(sessions, job_id=job.id, step_id=step_id) is engine.Outcome.CONTINUE
         # A redelivered message finds its step completed: nothing written twice.
         assert engine.run_step(sessions, job_id=job.id, step_id=step_id) is engine.Outcome.CONTINUE
@@ -80,23 +112,6 @@ def test_a_job_run_step_by_step_writes_its_events_in_order(database_url):
         assert row.result["total_phases"] == 2 and row.result["completed_phases"] == 2
 
 
-def _queued_job(sessions, phases: list[str]):  # type: ignore[no-untyped-def]
-    """A job as the API leaves it (queued), and its step ids in order."""
-    with transaction(sessions) as s:
-        org = factories.organization(s)
-        user = factories.user(s, org, role="admin")
-        job, phase_rows, steps = create_job_rows(
-            s,
-            principal=Principal(user_id=user.id, organization_id=org.id, role="admin"),
-            submission=JobSubmission(
-                kind=JobKind.ORCHESTRATION, title="starts", input={"topic": "starts"},
-                settings={"ai_model": "sim/echo"}, custom_phases=phases,
-            ),
-        )  # fmt: skip
-        order = {p.id: p.position for p in phase_rows}
-        return job.id, [st.id for st in sorted(steps, key=lambda st: order[st.phase_id])]
-
-
 def test_the_first_link_says_it_starts_the_job_and_its_claim_starts_it_first(database_url):
     """``starts_job`` (the chain's first link): queued -> running before the claim, one
     statement fewer than a claim that first finds the job queued; the same events. On a
@@ -112,7 +127,7 @@ def test_the_first_link_says_it_starts_the_job_and_its_claim_starts_it_first(dat
 
     counts, histories = {}, {}
     for starts_job in (False, True):
-        job_id, step_ids = _queued_job(sessions, ["a", "b"])
+        job_id, step_ids, *_ = _queued_job(sessions, ["a", "b"])
         statements.clear()
         sa.event.listen(sessions.kw["bind"], "before_cursor_execute", counted)
         try:
@@ -136,7 +151,7 @@ def test_the_first_link_says_it_starts_the_job_and_its_claim_starts_it_first(dat
 
     # The chain's first link says so, the others do not; a redelivered first link whose
     # step has run is not claimed again.
-    job_id, step_ids = _queued_job(sessions, ["a", "b"])
+    job_id, step_ids, *_ = _queued_job(sessions, ["a", "b"])
     with transaction(sessions) as s:
         job = s.get(Job, job_id)
         phases = list(s.scalars(sa.select(JobPhase).where(JobPhase.job_id == job_id)))
@@ -163,21 +178,10 @@ def test_a_step_holds_only_when_its_organization_has_an_active_limit(database_ur
     from models import BudgetReservation
 
     sessions = session_factory(database_url)
-    with transaction(sessions) as s:
-        org = factories.organization(s)
-        user = factories.user(s, org, role="admin")
-        factories.budget_limit(s, org, name="paused", is_active=False)
-        factories.budget_limit(s, org, name="deleted", deleted_at=datetime.now(UTC))
-        job, phases, steps = create_job_rows(
-            s,
-            principal=Principal(user_id=user.id, organization_id=org.id, role="admin"),
-            submission=JobSubmission(
-                kind=JobKind.ORCHESTRATION, title="holds", input={"topic": "holds"},
-                settings={"ai_model": "sim/echo"}, custom_phases=["a", "b"],
-            ),
-        )  # fmt: skip
-        order = {p.id: p.position for p in phases}
-        first, second = [st.id for st in sorted(steps, key=lambda st: order[st.phase_id])]
+    paused = {"name": "paused", "is_active": False}
+    deleted = {"name": "deleted", "deleted_at": datetime.now(UTC)}
+    job = _queued_job(sessions, ["a", "b"], title="holds", limits=[paused, deleted])
+    first, second = job.step_ids
 
     def holds_of(step_id):  # noqa: ANN001, ANN202
         with transaction(sessions) as s:
@@ -211,7 +215,8 @@ def test_a_step_holds_only_when_its_organization_has_an_active_limit(database_ur
 
     assert reservations_tried(first) == [] and holds_of(first) == []
     with transaction(sessions) as s:
-        limit = factories.budget_limit(s, s.merge(org), amount_usd="1000")
+        org = s.get(Organization, job.organization_id)
+        limit = factories.budget_limit(s, org, amount_usd="1000")
     assert len(reservations_tried(second)) in (1, 2)  # EXECUTE, after a PREPARE or not
     assert holds_of(second) in (["settled"], ["deferred"])
     with transaction(sessions) as s:
